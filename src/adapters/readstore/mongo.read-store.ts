@@ -32,8 +32,11 @@ export const DEFAULT_DATABASE = 'tianqi';
 export const DEFAULT_COLLECTION_PREFIX = 'rm_';
 const CHECKPOINTS = 'checkpoints';
 const DUPLICATE_KEY = 11000;
-/** Attempts of a conditional put that loses an insert race on `_id` before it gives up. */
-const PUT_ATTEMPTS = 5;
+/**
+ * Attempts of a conditional put that meets a duplicate key it cannot blame on a user index: a race
+ * on `_id` clears on the next try, a user unique index (which FerretDB does not name) does not.
+ */
+const PUT_ATTEMPTS = 3;
 
 /** Connects (failing fast when no server answers) and returns a ReadStore over `url`. */
 export async function openMongoReadStore(url: string, options: MongoReadStoreOptions = {}): Promise<ReadStore> {
@@ -151,6 +154,10 @@ class MongoReadCollection<T extends ReadDocument> implements ReadCollection<T> {
     if (typeof id !== 'string' || id === '') throw new Error('a read model document needs a non-empty string id');
     const { id: _id, _id: _ignoredId, _position: _ignoredPosition, ...fields } = doc as T & Record<string, unknown>;
     const replacement = { ...fields, _id: id, _position: position } as MongoDoc;
+    return oneAtATime(this.#key(id), () => this.#put(id, replacement, position));
+  }
+
+  async #put(id: string, replacement: MongoDoc, position: number): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
         // Matches only a document older than `position`; when there is none, the upsert inserts,
@@ -174,8 +181,10 @@ class MongoReadCollection<T extends ReadDocument> implements ReadCollection<T> {
 
   async delete(id: string, position: number): Promise<boolean> {
     assertPosition(position);
-    const result = await this.mongo.deleteOne({ _id: id, _position: { $lt: position } });
-    return result.deletedCount > 0;
+    return oneAtATime(this.#key(id), async () => {
+      const result = await this.mongo.deleteOne({ _id: id, _position: { $lt: position } });
+      return result.deletedCount > 0;
+    });
   }
 
   async ensureIndex(fields: Record<string, 1 | -1>, options: { unique?: boolean } = {}): Promise<void> {
@@ -188,6 +197,31 @@ class MongoReadCollection<T extends ReadDocument> implements ReadCollection<T> {
 
   async all(): Promise<Stored<T>[]> {
     return (await this.mongo.find({}, { sort: { _id: 1 } }).toArray()).map((doc) => fromMongo<T>(doc));
+  }
+
+  #key(id: string): string {
+    return `${this.mongo.namespace}\0${id}`;
+  }
+}
+
+/**
+ * Writes of one document queued in this process, whichever store or client issues them. MongoDB
+ * applies a filtered replace or delete atomically, but FerretDB 1.24 reads the matching documents and
+ * then writes them back by `_id` alone, so two concurrent conditional writes of one document can both
+ * match the old version and the older position can land last. Queuing closes that window inside a
+ * process; across processes FerretDB keeps it (MongoDB has none), so run one writer per read model.
+ */
+const queues = new Map<string, Promise<unknown>>();
+
+async function oneAtATime<R>(key: string, write: () => Promise<R>): Promise<R> {
+  const before = queues.get(key) ?? Promise.resolve();
+  const run = before.then(write);
+  const settled = run.catch(() => undefined);
+  queues.set(key, settled);
+  try {
+    return await run;
+  } finally {
+    if (queues.get(key) === settled) queues.delete(key);
   }
 }
 
@@ -236,7 +270,8 @@ function isDuplicateKey(error: unknown): error is MongoServerError {
 
 /**
  * Which index a duplicate-key error names: `_id`, another field list, or undefined when the server
- * does not say. MongoDB sets `keyPattern`; otherwise the message reads `… index: <name> dup key …`.
+ * does not say. MongoDB sets `keyPattern` and writes `… index: <name> dup key …`; FerretDB 1.24 does
+ * neither (just `E11000 duplicate key error collection: <db>.<coll>`).
  */
 function duplicateKeyIndex(error: MongoServerError): string | undefined {
   const pattern: unknown = error.keyPattern;
