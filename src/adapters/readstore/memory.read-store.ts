@@ -1,0 +1,143 @@
+import { Query } from 'mingo';
+import type { Filter, FindOptions, ReadCollection, ReadDocument, ReadStore, Stored } from '../../ports/read-store.port.ts';
+
+/**
+ * Read models held in memory: the default for one process. Not durable: the projection runner
+ * rebuilds them by replaying the log at start. Filters are MongoDB-style, evaluated by mingo.
+ */
+export class MemoryReadStore implements ReadStore {
+  readonly durable = false;
+  private readonly collections = new Map<string, MemoryCollection<ReadDocument>>();
+  private readonly checkpoints = new Map<string, number>();
+
+  collection<T extends ReadDocument>(name: string): ReadCollection<T> {
+    let c = this.collections.get(name);
+    if (!c) {
+      c = new MemoryCollection(name);
+      this.collections.set(name, c);
+    }
+    return c as unknown as ReadCollection<T>;
+  }
+
+  async getCheckpoint(projection: string): Promise<number | undefined> {
+    return this.checkpoints.get(projection);
+  }
+
+  async setCheckpoint(projection: string, position: number): Promise<void> {
+    this.checkpoints.set(projection, position);
+  }
+
+  async dropAll(): Promise<void> {
+    for (const c of this.collections.values()) c.clear();
+    this.checkpoints.clear();
+  }
+
+  async close(): Promise<void> {}
+}
+
+export class DuplicateKeyError extends Error {
+  constructor(collection: string, fields: string[]) {
+    super(`duplicate key in ${collection} on (${fields.join(', ')})`);
+    this.name = 'DuplicateKeyError';
+  }
+}
+
+interface UniqueIndex {
+  readonly fields: string[];
+  /** index key → document id */
+  readonly keys: Map<string, string>;
+}
+
+class MemoryCollection<T extends ReadDocument> implements ReadCollection<T> {
+  private readonly docs = new Map<string, Stored<T>>();
+  private readonly unique: UniqueIndex[] = [];
+
+  constructor(private readonly name: string) {}
+
+  clear(): void {
+    this.docs.clear();
+    for (const index of this.unique) index.keys.clear();
+  }
+
+  async get(id: string): Promise<Stored<T> | null> {
+    const doc = this.docs.get(id);
+    return doc ? copy(doc) : null;
+  }
+
+  async find(filter: Filter = {}, options: FindOptions = {}): Promise<Stored<T>[]> {
+    return this.query(filter, options).map(copy);
+  }
+
+  async findOne(filter: Filter): Promise<Stored<T> | null> {
+    const [doc] = this.query(filter, { limit: 1 });
+    return doc ? copy(doc) : null;
+  }
+
+  async count(filter: Filter = {}): Promise<number> {
+    return this.query(filter, {}).length;
+  }
+
+  async put(doc: T, position: number): Promise<boolean> {
+    const existing = this.docs.get(doc.id);
+    if (existing && existing._position >= position) return false;
+    const stored = { ...copy(doc), _position: position } as Stored<T>;
+    for (const index of this.unique) {
+      const key = indexKey(stored, index.fields);
+      const holder = index.keys.get(key);
+      if (holder !== undefined && holder !== doc.id) throw new DuplicateKeyError(this.name, index.fields);
+    }
+    for (const index of this.unique) {
+      if (existing) index.keys.delete(indexKey(existing, index.fields));
+      index.keys.set(indexKey(stored, index.fields), doc.id);
+    }
+    this.docs.set(doc.id, stored);
+    return true;
+  }
+
+  async delete(id: string, position: number): Promise<boolean> {
+    const existing = this.docs.get(id);
+    if (!existing || existing._position >= position) return false;
+    for (const index of this.unique) index.keys.delete(indexKey(existing, index.fields));
+    this.docs.delete(id);
+    return true;
+  }
+
+  async ensureIndex(fields: Record<string, 1 | -1>, options: { unique?: boolean } = {}): Promise<void> {
+    if (!options.unique) return;
+    const names = Object.keys(fields);
+    if (this.unique.some((index) => index.fields.join() === names.join())) return;
+    const index: UniqueIndex = { fields: names, keys: new Map() };
+    for (const doc of this.docs.values()) {
+      const key = indexKey(doc, names);
+      if (index.keys.has(key)) throw new DuplicateKeyError(this.name, names);
+      index.keys.set(key, doc.id);
+    }
+    this.unique.push(index);
+  }
+
+  async all(): Promise<Stored<T>[]> {
+    return [...this.docs.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map(copy);
+  }
+
+  private query(filter: Filter, options: FindOptions): Stored<T>[] {
+    const all = [...this.docs.values()];
+    let cursor = new Query(filter).find<Stored<T>>(all);
+    if (options.sort) cursor = cursor.sort(options.sort);
+    if (options.skip) cursor = cursor.skip(options.skip);
+    if (options.limit) cursor = cursor.limit(options.limit);
+    return cursor.all();
+  }
+}
+
+function indexKey(doc: object, fields: string[]): string {
+  return JSON.stringify(fields.map((f) => (doc as Record<string, unknown>)[f] ?? null));
+}
+
+/** Deep copy of a JSON document: faster than structuredClone for the small documents we keep. */
+function copy<V>(value: V): V {
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map(copy) as V;
+  const out: Record<string, unknown> = {};
+  for (const key in value) out[key] = copy((value as Record<string, unknown>)[key]);
+  return out as V;
+}

@@ -1,0 +1,150 @@
+import type { Logger } from 'pino';
+import { BehaviorSubject, filter, firstValueFrom, map, race, timer, type Subscription } from 'rxjs';
+import type { EventStore, Position, RecordedEvent } from '../ports/event-store.port.ts';
+import type { ReadDocument, ReadStore } from '../ports/read-store.port.ts';
+
+export interface Projection {
+  readonly name: string;
+  /** Creates indexes; runs before the first event. */
+  setup?(store: ReadStore): Promise<void>;
+  apply(event: RecordedEvent, store: ReadStore): Promise<void>;
+}
+
+/**
+ * A projection of one document per key: `evolve` folds an event into the current document (or
+ * null) and returns the next document, null to delete it, or undefined when nothing changes.
+ * Writes are guarded by the event's position, so redelivery after a crash changes nothing.
+ */
+export function documentProjection<T extends ReadDocument>(spec: {
+  name: string;
+  collection: string;
+  indexes?: { fields: Record<string, 1 | -1>; unique?: boolean }[];
+  /** Which document an event belongs to; undefined when the projection ignores the event. */
+  idOf(event: RecordedEvent): string | undefined;
+  evolve(doc: T | null, event: RecordedEvent): T | null | undefined;
+}): Projection {
+  return {
+    name: spec.name,
+    async setup(store) {
+      const c = store.collection<T>(spec.collection);
+      for (const index of spec.indexes ?? []) await c.ensureIndex(index.fields, { unique: index.unique });
+    },
+    async apply(event, store) {
+      const id = spec.idOf(event);
+      if (id === undefined) return;
+      const c = store.collection<T>(spec.collection);
+      const current = await c.get(id);
+      if (current && current._position >= event.position) return;
+      const { _position: _, ...doc } = current ?? { _position: 0 };
+      const next = spec.evolve(current ? (doc as unknown as T) : null, event);
+      if (next === undefined) return;
+      if (next === null) await c.delete(id, event.position);
+      else await c.put(next, event.position);
+    },
+  };
+}
+
+const CHECKPOINT_EVERY = 500;
+
+/**
+ * Feeds the log to the projections in order, from their checkpoints. Delivery is at least once;
+ * projections make it idempotent. `waitFor(position)` lets a command's answer wait until its
+ * events are visible (read-your-writes).
+ */
+export class ProjectionRunner {
+  private readonly processed$ = new BehaviorSubject<Position>(0);
+  private readonly checkpoints = new Map<string, Position>();
+  private queue: RecordedEvent[] = [];
+  private head = 0;
+  private draining = false;
+  private subscription?: Subscription;
+  private sinceCheckpoint = 0;
+  failures = 0;
+
+  constructor(
+    private readonly events: EventStore,
+    private readonly store: ReadStore,
+    private readonly projections: readonly Projection[],
+    private readonly logger: Logger,
+  ) {}
+
+  /** Position every projection has processed. */
+  get position(): Position {
+    return this.processed$.value;
+  }
+
+  /** Starts projecting and resolves once the projections have caught up with the log's head. */
+  async start(): Promise<void> {
+    let from = Number.MAX_SAFE_INTEGER;
+    for (const p of this.projections) {
+      await p.setup?.(this.store);
+      const checkpoint = this.store.durable ? ((await this.store.getCheckpoint(p.name)) ?? 0) : 0;
+      this.checkpoints.set(p.name, checkpoint);
+      from = Math.min(from, checkpoint);
+    }
+    if (this.projections.length === 0) from = (await this.events.headPosition()) ?? 0;
+    this.processed$.next(from);
+    const head = (await this.events.headPosition()) ?? 0;
+    this.subscription = this.events.subscribe(from).subscribe({
+      next: (event) => {
+        this.queue.push(event);
+        if (!this.draining) void this.drain();
+      },
+      error: (err: unknown) => this.logger.error({ err }, 'event subscription of the projections failed'),
+    });
+    await this.waitFor(head, Number.POSITIVE_INFINITY);
+  }
+
+  /** Resolves when every projection has processed `position` (or after `timeoutMs`, with false). */
+  async waitFor(position: Position, timeoutMs = 5_000): Promise<boolean> {
+    if (this.processed$.value >= position) return true;
+    const reached = this.processed$.pipe(filter((p) => p >= position), map(() => true));
+    return firstValueFrom(Number.isFinite(timeoutMs) ? race(reached, timer(timeoutMs).pipe(map(() => false))) : reached);
+  }
+
+  async stop(): Promise<void> {
+    this.subscription?.unsubscribe();
+    while (this.draining) await new Promise((r) => setTimeout(r, 5));
+    await this.saveCheckpoints();
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      do {
+        while (this.head < this.queue.length) {
+          const next = this.queue[this.head++]!;
+          await this.project(next);
+          this.processed$.next(next.position);
+          if (++this.sinceCheckpoint >= CHECKPOINT_EVERY) await this.saveCheckpoints();
+        }
+        // A replay can queue the whole log at once: drop the consumed part instead of shifting.
+        this.queue = [];
+        this.head = 0;
+        if (this.sinceCheckpoint > 0) await this.saveCheckpoints();
+      } while (this.queue.length > 0);
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async project(event: RecordedEvent): Promise<void> {
+    for (const p of this.projections) {
+      if ((this.checkpoints.get(p.name) ?? 0) >= event.position) continue;
+      try {
+        await p.apply(event, this.store);
+      } catch (err) {
+        // One bad event must not stall every read model; it is logged and counted for metrics.
+        this.failures += 1;
+        this.logger.error({ err, projection: p.name, eventId: event.id, type: event.type }, 'projection failed');
+      }
+      this.checkpoints.set(p.name, event.position);
+    }
+  }
+
+  private async saveCheckpoints(): Promise<void> {
+    this.sinceCheckpoint = 0;
+    if (!this.store.durable) return;
+    for (const [name, position] of this.checkpoints) await this.store.setCheckpoint(name, position);
+  }
+}
