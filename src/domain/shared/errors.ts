@@ -3,7 +3,7 @@
  * function turns any of them into a response.
  */
 export abstract class DomainError extends Error {
-  abstract readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 422 | 502 | 503;
+  abstract readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 422 | 429 | 502 | 503;
   constructor(
     readonly code: string,
     message: string,

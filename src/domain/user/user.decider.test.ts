@@ -58,8 +58,8 @@ describe('user decider', () => {
 });
 
 describe('username claims', () => {
-  const claim = (userId: string, holderExists = true) =>
-    ({ type: 'ClaimUsername', data: { userId, holderExists }, metadata: { now } }) as const;
+  const claim = (userId: string, ghostHolder: string | null = null) =>
+    ({ type: 'ClaimUsername', data: { userId, ghostHolder }, metadata: { now } }) as const;
 
   it('gives a free name to the first claimant and refuses a second', () => {
     const events = usernameDecider.decide(claim('u1'), usernameDecider.initialState());
@@ -71,6 +71,8 @@ describe('username claims', () => {
 
   it('lets a name whose holder was never written be claimed again', () => {
     const state = { holder: 'ghost' };
-    expect(usernameDecider.decide(claim('u2', false), state)).toEqual([{ type: 'UsernameClaimed', data: { userId: 'u2' } }]);
+    expect(usernameDecider.decide(claim('u2', 'ghost'), state)).toEqual([{ type: 'UsernameClaimed', data: { userId: 'u2' } }]);
+    // a concurrent claimant that won in between is not a ghost
+    expect(() => usernameDecider.decide(claim('u3', 'ghost'), { holder: 'u2' })).toThrow(ConflictError);
   });
 });

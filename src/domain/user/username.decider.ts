@@ -14,10 +14,10 @@ export type UsernameCommand =
   | Command<'ClaimUsername', {
       userId: string;
       /**
-       * Whether the current holder's account exists. A claim whose account was never written
-       * (the process died between the two appends) does not block the name forever.
+       * A holder known to have no account: its claim was appended but the account never was (the
+       * process died between the two appends), so it must not block the name forever.
        */
-      holderExists: boolean;
+      ghostHolder: string | null;
     }>
   | Command<'ReleaseUsername', { userId: string }>;
 
@@ -31,7 +31,7 @@ export const usernameDecider: Decider<UsernameCommand, UsernameState, UsernameEv
     switch (command.type) {
       case 'ClaimUsername':
         if (state.holder === command.data.userId) return [];
-        if (state.holder !== null && command.data.holderExists) {
+        if (state.holder !== null && state.holder !== command.data.ghostHolder) {
           throw new ConflictError('USERNAME_TAKEN', 'This username is taken.', { username: 'is taken' });
         }
         return [{ type: 'UsernameClaimed', data: { userId: command.data.userId } }];

@@ -1,0 +1,147 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { share } from 'rxjs';
+import { SqliteEventStore } from './adapters/eventstore/sqlite.event-store.ts';
+import { MemoryReadStore } from './adapters/readstore/memory.read-store.ts';
+import { AesGcmSecretBox, loadMasterKey } from './adapters/secrets/aes-gcm.secret-box.ts';
+import { CommandBus } from './commands/command-bus.ts';
+import { Accounts } from './commands/user/accounts.ts';
+import { LoginThrottle } from './commands/user/login-throttle.ts';
+import { TokenService } from './commands/user/token.ts';
+import { userRoutes } from './commands/user/user.routes.ts';
+import type { Config } from './config.ts';
+import { IdempotencyGuard } from './http/idempotency.ts';
+import { createHttpApp } from './http/server.ts';
+import { PluginHost, type Plugin } from './plugins/plugin-host.ts';
+import type { EventStore } from './ports/event-store.port.ts';
+import type { ReadStore } from './ports/read-store.port.ts';
+import { ProjectionRunner, type Projection } from './projections/projection-runner.ts';
+import { usersProjection } from './projections/users.projection.ts';
+
+export const VERSION = '0.1.0';
+
+export const projections: readonly Projection[] = [usersProjection];
+
+export async function openEventStore(config: Config): Promise<EventStore> {
+  if (config.eventStoreUrl) {
+    const { openKurrentEventStore } = await import('./adapters/eventstore/kurrent.event-store.ts');
+    return openKurrentEventStore(config.eventStoreUrl);
+  }
+  mkdirSync(config.dataDir, { recursive: true });
+  return new SqliteEventStore(join(config.dataDir, 'events.db'), { synchronous: config.sqliteSynchronous });
+}
+
+export async function openReadStore(config: Config): Promise<ReadStore> {
+  if (config.mongoUrl) {
+    const { openMongoReadStore } = await import('./adapters/readstore/mongo.read-store.ts');
+    return openMongoReadStore(config.mongoUrl);
+  }
+  return new MemoryReadStore();
+}
+
+export interface AppOptions {
+  readonly plugins?: readonly Plugin[];
+  /** Where the generated first-start admin password goes (stdout by default). */
+  readonly announce?: (message: string) => void;
+}
+
+/** The composition root: the one place that knows every adapter. */
+export class App {
+  private ready = false;
+  private server?: Server;
+  eventStore!: EventStore;
+  readStore!: ReadStore;
+  runner!: ProjectionRunner;
+  bus!: CommandBus;
+  accounts!: Accounts;
+  private pluginHost!: PluginHost;
+
+  constructor(
+    readonly config: Config,
+    readonly logger: Logger,
+    private readonly options: AppOptions = {},
+  ) {}
+
+  /** Address the HTTP server listens on (useful with port 0 in tests). */
+  get httpPort(): number {
+    const address = this.server?.address();
+    return typeof address === 'object' && address ? address.port : this.config.httpPort;
+  }
+
+  async start(): Promise<void> {
+    const { config, logger } = this;
+    const master = loadMasterKey(config.dataDir, config.masterKey);
+    if (master.source === 'created') logger.warn({ file: join(config.dataDir, 'master.key') }, 'created a new master key: back it up');
+    const secrets = new AesGcmSecretBox(master.key);
+
+    this.eventStore = await openEventStore(config);
+    this.readStore = await openReadStore(config);
+    this.runner = new ProjectionRunner(this.eventStore, this.readStore, projections, logger.child({ component: 'projections' }));
+    const started = performance.now();
+    await this.runner.start();
+    logger.info({ position: this.runner.position, ms: Math.round(performance.now() - started) }, 'read models caught up');
+
+    this.bus = new CommandBus(this.eventStore, { waitForProjections: (p) => this.runner.waitFor(p) });
+    this.accounts = new Accounts(this.bus, this.readStore, new TokenService(secrets.deriveKey('tokens/hs256')));
+    await this.bootstrapAdmin();
+
+    const app = createHttpApp({
+      routes: [...userRoutes(this.accounts, new LoginThrottle(10, 60_000, 60_000))],
+      authenticate: (token) => this.accounts.authenticate(token),
+      idempotency: new IdempotencyGuard(this.bus),
+      logger: logger.child({ component: 'http' }),
+      version: VERSION,
+      isReady: () => this.ready,
+    });
+    this.server = await new Promise<Server>((resolve, reject) => {
+      const server = app.listen(config.httpPort, config.host, () => resolve(server)).on('error', reject);
+    });
+    this.server.keepAliveTimeout = 65_000;
+
+    this.pluginHost = new PluginHost(this.options.plugins ?? [], config.disabledPlugins, logger);
+    const head = await this.eventStore.headPosition();
+    await this.pluginHost.start({
+      events$: this.eventStore.subscribe(head).pipe(share()),
+      eventStore: this.eventStore,
+      bus: this.bus,
+      readStore: this.readStore,
+      config,
+      waitForProjections: (p) => this.runner.waitFor(p),
+    });
+    this.ready = true;
+    logger.info({ http: `${config.host}:${this.httpPort}`, plugins: this.pluginHost.names }, 'TianQi is ready');
+  }
+
+  async stop(): Promise<void> {
+    this.ready = false;
+    const server = this.server;
+    if (server) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const force = setTimeout(() => server.closeAllConnections(), 5_000).unref();
+      await closed;
+      clearTimeout(force);
+    }
+    await this.pluginHost?.stop();
+    await this.runner?.stop();
+    await this.readStore?.close();
+    await this.eventStore?.close();
+  }
+
+  private async bootstrapAdmin(): Promise<void> {
+    if ((await this.accounts.count()) > 0) return;
+    const generated = !this.config.adminPassword;
+    const password = this.config.adminPassword ?? randomBytes(12).toString('base64url');
+    if (!(await this.accounts.bootstrapAdmin(password))) return;
+    if (generated) {
+      // Printed once, outside the JSON log, so it is not kept in log files.
+      const announce = this.options.announce ?? ((m: string) => process.stdout.write(m));
+      announce(`\n  First start: created user "admin" with password  ${password}\n  Sign in and change it.\n\n`);
+    } else {
+      this.logger.info('first start: created user "admin" with the password from TIANQI_ADMIN_PASSWORD');
+    }
+  }
+}

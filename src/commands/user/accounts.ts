@@ -1,0 +1,184 @@
+import { randomUUID } from 'node:crypto';
+import type { UserCommand } from '../../domain/user/user.decider.ts';
+import { userDecider } from '../../domain/user/user.decider.ts';
+import type { Role } from '../../domain/user/user.events.ts';
+import { userStream } from '../../domain/user/user.events.ts';
+import { usernameDecider, usernameStream } from '../../domain/user/username.decider.ts';
+import { ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../../domain/shared/errors.ts';
+import type { ReadStore } from '../../ports/read-store.port.ts';
+import { USERS, type UserView } from '../../projections/users.projection.ts';
+import type { CommandBus, CommandContext } from '../command-bus.ts';
+import { DUMMY_HASH_PROMISE, hashPassword, verifyPassword } from './password.ts';
+import { parseOpenSshPublicKey } from './ssh-public-key.ts';
+import type { TokenService } from './token.ts';
+
+export interface Actor {
+  readonly id: string;
+  readonly username: string;
+  readonly role: Role;
+}
+
+export interface NewUser {
+  readonly username: string;
+  readonly password: string;
+  readonly role?: Role;
+  readonly displayName?: string;
+  readonly disabled?: boolean;
+}
+
+/** Use cases of the account slice, shared by the REST routes, the bootstrap and the SSH jump host. */
+export class Accounts {
+  constructor(
+    private readonly bus: CommandBus,
+    private readonly readStore: ReadStore,
+    private readonly tokens: TokenService,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  private get users() {
+    return this.readStore.collection<UserView>(USERS);
+  }
+
+  async findByUsername(username: string): Promise<UserView | null> {
+    return this.users.findOne({ usernameLower: username.toLowerCase() });
+  }
+
+  async get(id: string): Promise<UserView> {
+    const user = await this.users.get(id);
+    if (!user) throw new NotFoundError('User');
+    return user;
+  }
+
+  async list(filter: { q?: string; role?: Role; disabled?: boolean } = {}): Promise<UserView[]> {
+    const query: Record<string, unknown> = {};
+    if (filter.q) query.usernameLower = { $regex: escapeRegex(filter.q.toLowerCase()) };
+    if (filter.role) query.role = filter.role;
+    if (filter.disabled !== undefined) query.disabled = filter.disabled;
+    return this.users.find(query, { sort: { usernameLower: 1 } });
+  }
+
+  async count(): Promise<number> {
+    return this.users.count();
+  }
+
+  /**
+   * Checks a username and password; constant-time whether or not the user exists. Returns the
+   * user for an active account, null otherwise (disabled accounts included).
+   */
+  async checkPassword(username: string, password: string): Promise<UserView | null> {
+    const user = await this.findByUsername(username);
+    const { state } = user ? await this.bus.load(userDecider, userStream(user.id)) : { state: null };
+    const hash = state && state.status !== 'none' ? state.passwordHash : await DUMMY_HASH_PROMISE;
+    const ok = await verifyPassword(password, hash);
+    if (!ok || !user || !state || state.status !== 'active') return null;
+    return user;
+  }
+
+  async login(username: string, password: string): Promise<{ token: string; user: UserView }> {
+    const user = await this.checkPassword(username, password);
+    if (!user) throw new UnauthorizedError('Wrong username or password, or the account is disabled.', 'INVALID_CREDENTIALS');
+    return { token: this.tokens.issue(user.id, user.passwordChangedAt, this.clock()), user };
+  }
+
+  /** The actor behind a bearer token, or null: bad signature, expired, user gone or disabled, password changed. */
+  async authenticate(token: string): Promise<Actor | null> {
+    const claims = this.tokens.verify(token, this.clock());
+    if (!claims) return null;
+    const user = await this.users.get(claims.sub);
+    if (!user || user.disabled || user.passwordChangedAt !== claims.pwd) return null;
+    return { id: user.id, username: user.username, role: user.role };
+  }
+
+  async register(input: NewUser, context: CommandContext): Promise<UserView> {
+    if (await this.findByUsername(input.username)) {
+      throw new ValidationError({ username: 'is taken' }, 'This username is taken.');
+    }
+    const userId = randomUUID();
+    const passwordHash = await hashPassword(input.password);
+    await this.claimUsername(input.username, userId, context);
+    await this.bus.execute(userDecider, userStream(userId), {
+      type: 'RegisterUser',
+      data: { userId, username: input.username, passwordHash, role: input.role ?? 'user', displayName: input.displayName ?? input.username },
+    }, context);
+    if (input.disabled) await this.update(userId, { disabled: true }, context);
+    return this.get(userId);
+  }
+
+  async changePassword(userId: string, currentPassword: string | undefined, newPassword: string, context: CommandContext): Promise<void> {
+    if (currentPassword !== undefined) {
+      const user = await this.get(userId);
+      if (!(await this.checkPassword(user.username, currentPassword))) {
+        throw new ValidationError({ currentPassword: 'is wrong' }, 'The current password is wrong.');
+      }
+    }
+    await this.run(userId, { type: 'ChangePassword', data: { passwordHash: await hashPassword(newPassword) } }, context);
+  }
+
+  async update(userId: string, changes: { role?: Role; disabled?: boolean; displayName?: string }, context: CommandContext): Promise<UserView> {
+    await this.run(userId, { type: 'UpdateUser', data: changes }, context);
+    return this.get(userId);
+  }
+
+  async delete(userId: string, context: CommandContext): Promise<void> {
+    const user = await this.get(userId);
+    await this.run(userId, { type: 'DeleteUser', data: {} }, context);
+    await this.bus.execute(usernameDecider, usernameStream(user.username), { type: 'ReleaseUsername', data: { userId } }, context);
+  }
+
+  async addSshKey(userId: string, input: { name?: string; publicKey: string }, context: CommandContext) {
+    const parsed = parseOpenSshPublicKey(input.publicKey);
+    if ('error' in parsed) throw new ValidationError({ publicKey: parsed.error }, 'The public key is not valid.');
+    const keyId = randomUUID();
+    await this.run(userId, {
+      type: 'AddSshKey',
+      data: {
+        keyId,
+        name: input.name || parsed.comment || parsed.keyType,
+        publicKey: parsed.publicKey,
+        keyType: parsed.keyType,
+        fingerprint: parsed.fingerprint,
+      },
+    }, context);
+    const user = await this.get(userId);
+    return user.sshKeys.find((k) => k.id === keyId)!;
+  }
+
+  async removeSshKey(userId: string, keyId: string, context: CommandContext): Promise<void> {
+    await this.run(userId, { type: 'RemoveSshKey', data: { keyId } }, context);
+  }
+
+  /** First start: creates `admin` when there is no user at all. Returns the password it used. */
+  async bootstrapAdmin(password: string): Promise<boolean> {
+    if ((await this.count()) > 0) return false;
+    await this.register({ username: 'admin', password, role: 'admin', displayName: '管理员' }, {});
+    return true;
+  }
+
+  private async run(userId: string, command: Pick<UserCommand, 'type' | 'data'>, context: CommandContext) {
+    return this.bus.execute(userDecider, userStream(userId), command as UserCommand, context);
+  }
+
+  private async claimUsername(username: string, userId: string, context: CommandContext): Promise<void> {
+    const stream = usernameStream(username);
+    const { state } = await this.bus.load(usernameDecider, stream);
+    let ghostHolder: string | null = null;
+    if (state.holder) {
+      const holder = await this.bus.load(userDecider, userStream(state.holder));
+      if (holder.state.status === 'none') ghostHolder = state.holder;
+    }
+    await this.bus.execute(usernameDecider, stream, { type: 'ClaimUsername', data: { userId, ghostHolder } }, context);
+  }
+}
+
+/** Admins act on anyone; others only on themselves. Unknown or foreign accounts read as 404. */
+export function assertSelfOrAdmin(actor: Actor, userId: string): void {
+  if (actor.role !== 'admin' && actor.id !== userId) throw new NotFoundError('User');
+}
+
+export function assertAdmin(actor: Actor): void {
+  if (actor.role !== 'admin') throw new ForbiddenError('Only administrators can do this.', 'ADMIN_ONLY');
+}
+
+function escapeRegex(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

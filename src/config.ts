@@ -1,0 +1,64 @@
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { zodFields } from './http/errors.ts';
+
+const port = z.coerce.number().int().min(0).max(65_535);
+
+const Env = z.object({
+  TIANQI_DATA_DIR: z.string().default('./data'),
+  TIANQI_HTTP_PORT: port.default(8080),
+  TIANQI_SSH_PORT: port.default(2026),
+  TIANQI_HOST: z.string().default('0.0.0.0'),
+  TIANQI_ADMIN_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
+  TIANQI_EVENTSTORE_URL: z.string().regex(/^(kurrentdb|esdb|kdb)(\+discover)?:\/\//, 'must start with kurrentdb:// or esdb://').optional(),
+  TIANQI_MONGO_URL: z.string().regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://').optional(),
+  TIANQI_MASTER_KEY: z.string().optional(),
+  TIANQI_POLL_INTERVAL_MS: z.coerce.number().int().min(1_000).default(30_000),
+  TIANQI_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Comma-separated plugin names to switch off, e.g. `jump-host,webhooks`. */
+  TIANQI_DISABLED_PLUGINS: z.string().default(''),
+  /** `FULL` makes every SQLite append survive a power loss too (one fsync per append). */
+  TIANQI_SQLITE_SYNCHRONOUS: z.enum(['NORMAL', 'FULL']).default('NORMAL'),
+});
+
+export interface Config {
+  readonly dataDir: string;
+  readonly httpPort: number;
+  readonly sshPort: number;
+  readonly host: string;
+  readonly adminPassword?: string;
+  readonly eventStoreUrl?: string;
+  readonly mongoUrl?: string;
+  readonly masterKey?: string;
+  readonly pollIntervalMs: number;
+  readonly logLevel: string;
+  readonly disabledPlugins: ReadonlySet<string>;
+  readonly sqliteSynchronous: 'NORMAL' | 'FULL';
+}
+
+export class ConfigError extends Error {}
+
+/** Reads the process settings of API.md; a bad value stops the start with the variable named. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const blankless = Object.fromEntries(Object.entries(env).filter(([k, v]) => k.startsWith('TIANQI_') && v !== ''));
+  const parsed = Env.safeParse(blankless);
+  if (!parsed.success) {
+    const lines = Object.entries(zodFields(parsed.error)).map(([k, why]) => `  ${k}: ${why}`);
+    throw new ConfigError(`invalid settings:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  return {
+    dataDir: resolve(e.TIANQI_DATA_DIR),
+    httpPort: e.TIANQI_HTTP_PORT,
+    sshPort: e.TIANQI_SSH_PORT,
+    host: e.TIANQI_HOST,
+    ...(e.TIANQI_ADMIN_PASSWORD ? { adminPassword: e.TIANQI_ADMIN_PASSWORD } : {}),
+    ...(e.TIANQI_EVENTSTORE_URL ? { eventStoreUrl: e.TIANQI_EVENTSTORE_URL } : {}),
+    ...(e.TIANQI_MONGO_URL ? { mongoUrl: e.TIANQI_MONGO_URL } : {}),
+    ...(e.TIANQI_MASTER_KEY ? { masterKey: e.TIANQI_MASTER_KEY } : {}),
+    pollIntervalMs: e.TIANQI_POLL_INTERVAL_MS,
+    logLevel: e.TIANQI_LOG_LEVEL,
+    disabledPlugins: new Set(e.TIANQI_DISABLED_PLUGINS.split(',').map((s) => s.trim()).filter(Boolean)),
+    sqliteSynchronous: e.TIANQI_SQLITE_SYNCHRONOUS,
+  };
+}

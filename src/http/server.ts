@@ -1,0 +1,106 @@
+import { randomUUID } from 'node:crypto';
+import Router from '@koa/router';
+import Koa, { type Context } from 'koa';
+import type { Logger } from 'pino';
+import { assertAdmin, type Actor } from '../commands/user/accounts.ts';
+import { UnauthorizedError } from '../domain/shared/errors.ts';
+import { readJsonBody } from './body.ts';
+import { errorMiddleware, HttpError } from './errors.ts';
+import type { IdempotencyGuard } from './idempotency.ts';
+import { openApiDocument } from './openapi.ts';
+import { isReply, type RouteSpec } from './route.ts';
+
+export interface HttpDependencies {
+  readonly routes: readonly RouteSpec[];
+  readonly authenticate: (token: string) => Promise<Actor | null>;
+  readonly idempotency: IdempotencyGuard;
+  readonly logger: Logger;
+  readonly version: string;
+  /** False until the process can take commands; health answers 503 until then. */
+  readonly isReady: () => boolean;
+  /** Extra middleware mounted after the API (the console's static files). */
+  readonly fallback?: Koa.Middleware;
+}
+
+function bearer(ctx: Context): string | undefined {
+  const header = ctx.get('authorization');
+  const match = /^Bearer\s+(\S+)$/i.exec(header);
+  return match?.[1];
+}
+
+export function createHttpApp(deps: HttpDependencies): Koa {
+  const app = new Koa({ proxy: process.env.TIANQI_TRUST_PROXY === '1' });
+  const api = new Router({ prefix: '/api/v1' });
+
+  app.use(async (ctx, next) => {
+    const started = performance.now();
+    ctx.state.requestId = ctx.get('x-request-id') || randomUUID();
+    ctx.set('X-Request-Id', ctx.state.requestId as string);
+    try {
+      await next();
+    } finally {
+      // Never log bodies or headers: they carry passwords, tokens and keys.
+      deps.logger.info(
+        { reqId: ctx.state.requestId, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - started) },
+        'request',
+      );
+    }
+  });
+  app.use(errorMiddleware(deps.logger));
+
+  const top = new Router();
+  top.get('/api/health', (ctx) => {
+    const ready = deps.isReady();
+    ctx.status = ready ? 200 : 503;
+    ctx.body = { status: ready ? 'ok' : 'starting' };
+  });
+  const document = openApiDocument(deps.routes, deps.version);
+  top.get('/api/openapi.json', (ctx) => {
+    ctx.body = document;
+  });
+
+  for (const spec of deps.routes) {
+    api[spec.method](spec.path, async (ctx) => {
+      const token = bearer(ctx);
+      const actor = token ? await deps.authenticate(token) : null;
+      if (spec.access !== 'public' && !actor) {
+        throw new UnauthorizedError(token ? 'The token is invalid or expired, or the account is disabled.' : 'Sign in first.');
+      }
+      if (spec.access === 'admin') assertAdmin(actor!);
+      const raw = spec.method === 'get' || spec.method === 'delete' ? undefined : await readJsonBody(ctx);
+      const body = spec.body ? spec.body.parse(raw ?? {}) : undefined;
+      if (!spec.body && raw !== undefined && !(typeof raw === 'object' && raw !== null && Object.keys(raw).length === 0)) {
+        throw new HttpError(400, 'VALIDATION_FAILED', 'This operation takes no body.', { '(body)': 'must be empty' });
+      }
+      const query = spec.query ? spec.query.parse(ctx.query) : undefined;
+      const context = {
+        ...(actor ? { userId: actor.id } : {}),
+        correlationId: ctx.state.requestId as string,
+        clientIp: ctx.ip,
+      };
+      const run = async () => {
+        const result = await spec.handler({ body, query, params: ctx.params, actor: actor ?? undefined, context, headers: ctx.headers } as never);
+        return isReply(result) ? { status: result.status ?? 200, body: result.body } : { status: spec.status ?? 200, body: result };
+      };
+      const key = ctx.get('idempotency-key');
+      const answer = key && actor && spec.method !== 'get'
+        ? await deps.idempotency.run(actor.id, key, { method: spec.method, path: ctx.path, body }, context, run)
+        : await run();
+      if ('replayed' in answer && answer.replayed) ctx.set('Idempotent-Replayed', 'true');
+      ctx.status = answer.status;
+      if (answer.status !== 204) ctx.body = answer.body ?? null;
+    });
+  }
+
+  app.use(top.routes()).use(top.allowedMethods());
+  app.use(api.routes()).use(api.allowedMethods());
+  app.use(async (ctx, next) => {
+    if (ctx.path.startsWith('/api/')) {
+      ctx.status = 404;
+      ctx.body = { error: { code: 'NOT_FOUND', message: `No route for ${ctx.method} ${ctx.path}.` } };
+      return;
+    }
+    if (deps.fallback) await deps.fallback(ctx, next);
+  });
+  return app;
+}

@@ -1,0 +1,67 @@
+import type { Logger } from 'pino';
+import type { Observable } from 'rxjs';
+import type { CommandBus } from '../commands/command-bus.ts';
+import type { Config } from '../config.ts';
+import type { EventStore, RecordedEvent } from '../ports/event-store.port.ts';
+import type { ReadStore } from '../ports/read-store.port.ts';
+
+export interface PluginContext {
+  /** Live events from the moment the plugin starts; `eventStore.subscribe(p)` for catch-up from a checkpoint. */
+  readonly events$: Observable<RecordedEvent>;
+  readonly eventStore: EventStore;
+  readonly bus: CommandBus;
+  readonly readStore: ReadStore;
+  readonly config: Config;
+  readonly logger: Logger;
+  /** Resolves when the read models show everything up to `position`. */
+  readonly waitForProjections: (position: number) => Promise<boolean>;
+}
+
+export interface PluginHandle {
+  stop(): Promise<void>;
+}
+
+/** An extension that reacts to the event stream (jump host, web terminal, webhooks, reconciler…). */
+export interface Plugin {
+  readonly name: string;
+  start(context: PluginContext): Promise<PluginHandle>;
+}
+
+/** Starts the enabled plugins in order and stops them in reverse; a plugin that fails to start stops the boot. */
+export class PluginHost {
+  private readonly running: { name: string; handle: PluginHandle }[] = [];
+
+  constructor(
+    private readonly plugins: readonly Plugin[],
+    private readonly disabled: ReadonlySet<string>,
+    private readonly logger: Logger,
+  ) {}
+
+  async start(context: Omit<PluginContext, 'logger'>): Promise<void> {
+    for (const plugin of this.plugins) {
+      if (this.disabled.has(plugin.name)) {
+        this.logger.info({ plugin: plugin.name }, 'plugin switched off in config');
+        continue;
+      }
+      const logger = this.logger.child({ plugin: plugin.name });
+      const handle = await plugin.start({ ...context, logger });
+      this.running.push({ name: plugin.name, handle });
+      logger.info('plugin started');
+    }
+  }
+
+  get names(): string[] {
+    return this.running.map((p) => p.name);
+  }
+
+  async stop(): Promise<void> {
+    while (this.running.length > 0) {
+      const { name, handle } = this.running.pop()!;
+      try {
+        await handle.stop();
+      } catch (err) {
+        this.logger.error({ err, plugin: name }, 'plugin failed to stop cleanly');
+      }
+    }
+  }
+}
