@@ -5,6 +5,8 @@ import type { ReadDocument, ReadStore } from '../ports/read-store.port.ts';
 
 export interface Projection {
   readonly name: string;
+  /** Collections the projection writes (compared after a rebuild). */
+  readonly collections: readonly string[];
   /** Creates indexes; runs before the first event. */
   setup?(store: ReadStore): Promise<void>;
   apply(event: RecordedEvent, store: ReadStore): Promise<void>;
@@ -25,6 +27,7 @@ export function documentProjection<T extends ReadDocument>(spec: {
 }): Projection {
   return {
     name: spec.name,
+    collections: [spec.collection],
     async setup(store) {
       const c = store.collection<T>(spec.collection);
       for (const index of spec.indexes ?? []) await c.ensureIndex(index.fields, { unique: index.unique });
