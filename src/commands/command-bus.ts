@@ -36,6 +36,13 @@ export interface CommandBusOptions {
  */
 export class CommandBus {
   private readonly maxAttempts: number;
+  /**
+   * Folded state per decider and stream, so a command reads only the events appended since it
+   * last saw the stream instead of the whole history. Events are immutable, so a cached fold
+   * plus the newer events is always the full fold; another writer's appends are simply read.
+   */
+  private readonly folds = new WeakMap<object, Map<string, { revision: number; state: unknown }>>();
+  private static readonly FOLD_CACHE_SIZE = 10_000;
 
   constructor(
     private readonly store: EventStore,
@@ -64,13 +71,13 @@ export class CommandBus {
       this.options.onCommand?.(command.type, outcome, (performance.now() - started) / 1000);
     try {
       for (let attempt = 1; ; attempt++) {
-        const history = await this.store.readStream(stream);
-        let state = history.reduce((s, e) => decider.evolve(s, e as unknown as E), decider.initialState());
+        const loaded = await this.fold(decider, stream);
+        let state = loaded.state;
         const events = decider.decide(full, state);
-        const last = history.at(-1)?.revision;
+        const last = loaded.revision < 0 ? undefined : loaded.revision;
         if (events.length === 0) {
           observe('ok');
-          return { state, revision: last ?? -1, events };
+          return { state, revision: loaded.revision, events };
         }
         try {
           const result = await this.store.append(
@@ -79,6 +86,7 @@ export class CommandBus {
             last === undefined ? 'no-stream' : last,
           );
           state = events.reduce(decider.evolve, state);
+          this.remember(decider, stream, result.nextExpectedRevision, state);
           await this.options.waitForProjections?.(result.position);
           observe('ok');
           return { state, position: result.position, revision: result.nextExpectedRevision, events };
@@ -98,8 +106,27 @@ export class CommandBus {
 
   /** Reads and folds a stream without deciding anything. */
   async load<S, E extends DomainEvent>(decider: Decider<Command, S, E>, stream: string): Promise<{ state: S; revision: number }> {
-    const history = await this.store.readStream(stream);
-    const state = history.reduce((s, e) => decider.evolve(s, e as unknown as E), decider.initialState());
-    return { state, revision: history.at(-1)?.revision ?? -1 };
+    return this.fold(decider, stream);
+  }
+
+  private async fold<S, E extends DomainEvent>(decider: Decider<never, S, E>, stream: string): Promise<{ state: S; revision: number }> {
+    const cached = this.folds.get(decider)?.get(stream) as { revision: number; state: S } | undefined;
+    const newer = await this.store.readStream(stream, cached ? { fromRevision: cached.revision + 1 } : {});
+    let state = cached?.state ?? decider.initialState();
+    for (const event of newer) state = decider.evolve(state, event as unknown as E);
+    const revision = newer.at(-1)?.revision ?? cached?.revision ?? -1;
+    if (newer.length > 0) this.remember(decider, stream, revision, state);
+    return { state, revision };
+  }
+
+  private remember(decider: object, stream: string, revision: number, state: unknown): void {
+    let byStream = this.folds.get(decider);
+    if (!byStream) this.folds.set(decider, (byStream = new Map()));
+    const cached = byStream.get(stream);
+    if (cached && cached.revision >= revision) return;
+    byStream.delete(stream);
+    byStream.set(stream, { revision, state });
+    // Map keeps insertion order: the first key is the least recently written stream.
+    if (byStream.size > CommandBus.FOLD_CACHE_SIZE) byStream.delete(byStream.keys().next().value!);
   }
 }

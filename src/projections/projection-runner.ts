@@ -38,8 +38,8 @@ export function documentProjection<T extends ReadDocument>(spec: {
       const c = store.collection<T>(spec.collection);
       const current = await c.get(id);
       if (current && current._position >= event.position) return;
-      const { _position: _, ...doc } = current ?? { _position: 0 };
-      const next = spec.evolve(current ? (doc as unknown as T) : null, event);
+      // The stored `_position` rides along in `current`; `put` overwrites it with the event's.
+      const next = spec.evolve(current, event);
       if (next === undefined) return;
       if (next === null) await c.delete(id, event.position);
       else await c.put(next, event.position);
@@ -118,7 +118,8 @@ export class ProjectionRunner {
         while (this.head < this.queue.length) {
           const next = this.queue[this.head++]!;
           await this.project(next);
-          this.processed$.next(next.position);
+          // Waiters are told in batches during a replay and at once when the queue runs dry.
+          if (this.head === this.queue.length || this.head % 256 === 0) this.processed$.next(next.position);
           if (++this.sinceCheckpoint >= CHECKPOINT_EVERY) await this.saveCheckpoints();
         }
         // A replay can queue the whole log at once: drop the consumed part instead of shifting.

@@ -80,15 +80,20 @@ class MemoryCollection<T extends ReadDocument> implements ReadCollection<T> {
   async put(doc: T, position: number): Promise<boolean> {
     const existing = this.docs.get(doc.id);
     if (existing && existing._position >= position) return false;
-    const stored = { ...copy(doc), _position: position } as Stored<T>;
-    for (const index of this.unique) {
-      const key = indexKey(stored, index.fields);
-      const holder = index.keys.get(key);
-      if (holder !== undefined && holder !== doc.id) throw new DuplicateKeyError(this.name, index.fields);
-    }
-    for (const index of this.unique) {
-      if (existing) index.keys.delete(indexKey(existing, index.fields));
-      index.keys.set(indexKey(stored, index.fields), doc.id);
+    const stored = copy(doc) as Stored<T> & { _position: number };
+    stored._position = position;
+    if (this.unique.length > 0) {
+      const keys = this.unique.map((index) => indexKey(stored, index.fields));
+      this.unique.forEach((index, i) => {
+        const holder = index.keys.get(keys[i]!);
+        if (holder !== undefined && holder !== doc.id) throw new DuplicateKeyError(this.name, index.fields);
+      });
+      this.unique.forEach((index, i) => {
+        const oldKey = existing ? indexKey(existing, index.fields) : undefined;
+        if (oldKey === keys[i]) return;
+        if (oldKey !== undefined) index.keys.delete(oldKey);
+        index.keys.set(keys[i]!, doc.id);
+      });
     }
     this.docs.set(doc.id, stored);
     return true;
@@ -130,7 +135,12 @@ class MemoryCollection<T extends ReadDocument> implements ReadCollection<T> {
 }
 
 function indexKey(doc: object, fields: string[]): string {
-  return JSON.stringify(fields.map((f) => (doc as Record<string, unknown>)[f] ?? null));
+  const values = doc as Record<string, unknown>;
+  if (fields.length === 1) {
+    const value = values[fields[0]!] ?? null;
+    return typeof value === 'string' ? `s:${value}` : JSON.stringify(value);
+  }
+  return JSON.stringify(fields.map((f) => values[f] ?? null));
 }
 
 /** Deep copy of a JSON document: faster than structuredClone for the small documents we keep. */
@@ -138,6 +148,10 @@ function copy<V>(value: V): V {
   if (value === null || typeof value !== 'object') return value;
   if (Array.isArray(value)) return value.map(copy) as V;
   const out: Record<string, unknown> = {};
-  for (const key in value) out[key] = copy((value as Record<string, unknown>)[key]);
+  const source = value as Record<string, unknown>;
+  for (const key of Object.keys(source)) {
+    const field = source[key];
+    out[key] = field === null || typeof field !== 'object' ? field : copy(field);
+  }
   return out as V;
 }
