@@ -23,6 +23,10 @@ export default tseslint.config(
     },
   },
   {
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { module: 'writable', require: 'readonly' } },
+  },
+  {
     files: ['src/cli/**/*.ts', 'bench/**/*.ts', 'test/**/*.ts', 'src/main.ts'],
     rules: { 'no-console': 'off' },
   },
