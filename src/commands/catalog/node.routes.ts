@@ -1,0 +1,144 @@
+import { z } from 'zod';
+import { SPEC_LIMITS } from '../../domain/catalog/spec.decider.ts';
+import { reply, route, type RouteSpec } from '../../http/route.ts';
+import type { ReadStore } from '../../ports/read-store.port.ts';
+import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
+import { catalogListQuery, dockerEndpoint, ipAddress, name, nameFilter, nonNegativeInt, pem, text } from './fields.ts';
+import type { Nodes } from './nodes.ts';
+
+const capacity = (max: number, what: string) =>
+  nonNegativeInt(max).nullable().meta({ description: `${what} for placement; empty = the engine's own report` });
+const fields = {
+  name,
+  region: text(64),
+  cpu: text(255).meta({ description: 'CPU description (CPU)' }),
+  memory: text(255).meta({ description: 'memory description (内存)' }),
+  systemDisk: text(255).meta({ description: 'system disk description (系统盘容量)' }),
+  dataDisk: text(255).meta({ description: 'data disk description (数据盘容量)' }),
+  cpuCores: capacity(SPEC_LIMITS.cpuCores * 8, 'CPU cores'),
+  memoryGb: capacity(SPEC_LIMITS.memoryGb * 8, 'memory in GB'),
+  dataDiskGb: capacity(SPEC_LIMITS.dataDiskGb * 64, 'data disk in GB'),
+  publicIp: ipAddress,
+  privateIp: ipAddress,
+  sshPort: z.number().int('must be a whole number').min(1, 'must be 1–65535').max(65_535, 'must be 1–65535'),
+  sshUser: text(64),
+  sshPassword: z.string().max(256, 'is too long').meta({ description: 'write-only; "" clears it', writeOnly: true }),
+  gpuModel: text(64),
+  gpuCount: nonNegativeInt(64),
+  gpuMemoryGb: nonNegativeInt(SPEC_LIMITS.gpuMemoryGb).meta({ description: 'per card, GB' }),
+  hamiCoreDir: text(255).refine((s) => s === '' || s.startsWith('/'), 'must be an absolute path').meta({
+    description: 'HAMi-core build directory on the node; empty = /root/HAMi-core/build',
+  }),
+  dockerEndpoint: dockerEndpoint.or(z.literal('')).meta({ description: 'empty = tcp://<privateIp>:2376 (TLS) or :2375' }),
+  dockerTls: z.boolean(),
+  tlsCa: pem('CA certificate').or(z.literal('')),
+  tlsCert: pem('client certificate').or(z.literal('')),
+  tlsKey: pem('client private key; write-only; "" clears it').meta({ writeOnly: true }),
+  listed: z.boolean(),
+  remark: text(2_000),
+};
+const CreateNode = z.strictObject({
+  ...fields,
+  region: fields.region.default(''),
+  cpu: fields.cpu.default(''),
+  memory: fields.memory.default(''),
+  systemDisk: fields.systemDisk.default(''),
+  dataDisk: fields.dataDisk.default(''),
+  cpuCores: fields.cpuCores.default(null),
+  memoryGb: fields.memoryGb.default(null),
+  dataDiskGb: fields.dataDiskGb.default(null),
+  sshPort: fields.sshPort.default(22),
+  sshUser: fields.sshUser.default(''),
+  sshPassword: fields.sshPassword.optional(),
+  gpuModel: fields.gpuModel.default(''),
+  gpuCount: fields.gpuCount.default(0),
+  gpuMemoryGb: fields.gpuMemoryGb.default(0),
+  hamiCoreDir: fields.hamiCoreDir.default(''),
+  dockerEndpoint: fields.dockerEndpoint.default(''),
+  dockerTls: fields.dockerTls.default(true),
+  tlsCa: fields.tlsCa.default(''),
+  tlsCert: fields.tlsCert.default(''),
+  tlsKey: fields.tlsKey.optional(),
+  listed: fields.listed.default(true),
+  remark: fields.remark.default(''),
+});
+const UpdateNode = z.strictObject(fields).partial();
+
+const GpuSchema = z.object({ index: z.number(), totalMemoryGb: z.number(), freeMemoryGb: z.number() });
+const EngineSchema = z
+  .object({
+    serverVersion: z.string(), cpus: z.number(), memoryBytes: z.number(), operatingSystem: z.string(), kernelVersion: z.string(),
+    architecture: z.string(), storageDriver: z.string(), nvidiaRuntime: z.boolean(), runtimes: z.array(z.string()),
+  })
+  .nullable();
+const { sshPassword: _sp, tlsKey: _tk, ...readable } = fields;
+export const NodeSchema = z.object({
+  id: z.string(),
+  ...readable,
+  hasSshPassword: z.boolean(),
+  hasTlsKey: z.boolean(),
+  dockerStatus: z.enum(['connected', 'failed', 'unknown']),
+  dockerError: z.string().nullable(),
+  dockerCheckedAt: z.string().nullable(),
+  engine: EngineSchema,
+  capacity: z.object({ cpuCores: z.number().nullable(), memoryGb: z.number().nullable(), dataDiskGb: z.number().nullable() }),
+  gpus: z.array(GpuSchema),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+
+export function toNodeDto(view: NodeView): z.infer<typeof NodeSchema> {
+  const { nameLower: _n, _position: _p, ...dto } = view as NodeView & { _position?: number };
+  return { ...dto, engine: dto.engine && { ...dto.engine, runtimes: [...dto.engine.runtimes] }, gpus: dto.gpus.map((g) => ({ ...g })) };
+}
+
+export function nodeRoutes(nodes: Nodes, store: ReadStore): RouteSpec[] {
+  return [
+    route({
+      method: 'get', path: '/nodes', tag: 'nodes', access: 'admin', summary: 'List compute nodes, sorted by name',
+      query: catalogListQuery, response: z.array(NodeSchema),
+      async handler({ query }) {
+        const listed = query.listed === undefined ? {} : { listed: query.listed === 'true' };
+        return (await store.collection<NodeView>(NODES).find({ ...listed, ...nameFilter(query.q) }, { sort: { nameLower: 1 } })).map(toNodeDto);
+      },
+    }),
+    route({
+      method: 'post', path: '/nodes', tag: 'nodes', access: 'admin', status: 201,
+      summary: 'Register a node; its Docker connection is tested at once (a failed test still saves it)',
+      body: CreateNode, response: NodeSchema,
+      async handler({ body, context }) {
+        return reply(201, toNodeDto(await nodes.register(body, context)));
+      },
+    }),
+    route({
+      method: 'get', path: '/nodes/:id', tag: 'nodes', access: 'admin', summary: 'One node', response: NodeSchema,
+      async handler({ params }) {
+        return toNodeDto(await nodes.get(params.id!));
+      },
+    }),
+    route({
+      method: 'patch', path: '/nodes/:id', tag: 'nodes', access: 'admin',
+      summary: 'Change a node; a change to the Docker connection re-tests it', body: UpdateNode, response: NodeSchema,
+      async handler({ params, body, context }) {
+        return toNodeDto(await nodes.change(params.id!, body, context));
+      },
+    }),
+    route({
+      method: 'post', path: '/nodes/:id/test', tag: 'nodes', access: 'admin', summary: 'Test the Docker connection now (≤ 5 s)',
+      response: NodeSchema,
+      async handler({ params, context }) {
+        await nodes.get(params.id!);
+        await nodes.testConnection(params.id!, context);
+        return toNodeDto(await nodes.get(params.id!));
+      },
+    }),
+    route({
+      method: 'delete', path: '/nodes/:id', tag: 'nodes', access: 'admin', status: 204,
+      summary: 'Delete a node (409 IN_USE while a live instance runs on it)',
+      async handler({ params, context }) {
+        await nodes.delete(params.id!, context);
+        return reply(204);
+      },
+    }),
+  ];
+}

@@ -1,0 +1,128 @@
+import { randomUUID } from 'node:crypto';
+import {
+  DEFAULT_HAMI_CORE_DIR,
+  nodeDecider,
+  nodeStream,
+  type NodeSettings,
+  type NodeState,
+} from '../../domain/catalog/node.decider.ts';
+import { NotFoundError, ValidationError } from '../../domain/shared/errors.ts';
+import type { DockerConnectionSettings, DockerEngines } from '../../ports/docker.port.ts';
+import type { ReadStore } from '../../ports/read-store.port.ts';
+import type { SecretBox } from '../../ports/secret-box.port.ts';
+import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
+import type { CommandBus, CommandContext } from '../command-bus.ts';
+import { liveInstancesUsing } from './catalog-usage.ts';
+import { tlsMaterialProblems } from './tls-material.ts';
+
+/** A node form as the API takes it: secrets in plaintext, write-only; "" clears a secret. */
+export type NodeInput = Omit<NodeSettings, 'tlsKeySealed' | 'sshPasswordSealed'> & { tlsKey?: string; sshPassword?: string };
+
+/** The node use cases: register, change, test the Docker connection, delete. */
+export class Nodes {
+  constructor(
+    private readonly bus: CommandBus,
+    private readonly store: ReadStore,
+    private readonly engines: DockerEngines,
+    private readonly secrets: SecretBox,
+  ) {}
+
+  async get(nodeId: string): Promise<NodeView> {
+    const node = await this.store.collection<NodeView>(NODES).get(nodeId);
+    if (!node) throw new NotFoundError('Node');
+    return node;
+  }
+
+  async register(input: NodeInput, context: CommandContext): Promise<NodeView> {
+    this.checkTls(input);
+    await this.assertNameFree(input.name);
+    const nodeId = randomUUID();
+    const { tlsKey, sshPassword, ...settings } = input;
+    await this.bus.execute(nodeDecider, nodeStream(nodeId), {
+      type: 'RegisterNode',
+      data: {
+        nodeId,
+        ...settings,
+        hamiCoreDir: settings.hamiCoreDir || DEFAULT_HAMI_CORE_DIR,
+        dockerEndpoint: settings.dockerEndpoint || defaultEndpoint(settings),
+        tlsKeySealed: this.seal(tlsKey),
+        sshPasswordSealed: this.seal(sshPassword),
+      } as NodeSettings & { nodeId: string },
+    }, context);
+    // A failed test does not undo the registration: the node is saved as `failed` with the reason.
+    await this.testConnection(nodeId, context);
+    return this.get(nodeId);
+  }
+
+  async change(nodeId: string, input: Partial<NodeInput>, context: CommandContext): Promise<NodeView> {
+    this.checkTls(input);
+    if (input.name !== undefined) await this.assertNameFree(input.name, nodeId);
+    const { tlsKey, sshPassword, ...settings } = input;
+    const changes: Partial<NodeSettings> = {
+      ...settings,
+      ...(settings.hamiCoreDir === '' ? { hamiCoreDir: DEFAULT_HAMI_CORE_DIR } : {}),
+      ...(tlsKey !== undefined ? { tlsKeySealed: this.seal(tlsKey) } : {}),
+      ...(sshPassword !== undefined ? { sshPasswordSealed: this.seal(sshPassword) } : {}),
+    };
+    const result = await this.bus.execute(nodeDecider, nodeStream(nodeId), { type: 'ChangeNodeSettings', data: changes }, context);
+    const changed = result.events.some((e) => (e.data as { connectionChanged?: boolean }).connectionChanged);
+    if (changed) {
+      this.engines.forget(nodeId);
+      await this.testConnection(nodeId, context);
+    }
+    return this.get(nodeId);
+  }
+
+  /** Pings the engine and reads `info` (≤ 5 s), then records `connected` or `failed` with the reason. */
+  async testConnection(nodeId: string, context: CommandContext, options: { onlyOnChange?: boolean } = {}): Promise<void> {
+    const { state } = await this.bus.load(nodeDecider, nodeStream(nodeId));
+    const settings = this.connectionSettings(state);
+    const check = await this.engines.check(settings, 5_000);
+    await this.bus.execute(nodeDecider, nodeStream(nodeId), {
+      type: 'RecordConnectionCheck',
+      data: check.ok
+        ? { ok: true, error: null, facts: { ...check.facts, runtimes: [...check.facts.runtimes] }, onlyOnChange: options.onlyOnChange ?? false }
+        : { ok: false, error: check.reason, facts: null, onlyOnChange: options.onlyOnChange ?? false },
+    }, context);
+  }
+
+  async delete(nodeId: string, context: CommandContext): Promise<void> {
+    const liveInstances = await liveInstancesUsing(this.store, 'nodeId', nodeId);
+    await this.bus.execute(nodeDecider, nodeStream(nodeId), { type: 'DeleteNode', data: { liveInstances } }, context);
+    this.engines.forget(nodeId);
+  }
+
+  /** How to reach a node's engine, with its client key decrypted for the Docker client only. */
+  connectionSettings(state: NodeState): DockerConnectionSettings {
+    if (state.status !== 'active') throw new NotFoundError('Node');
+    const s = state.settings;
+    const tls = s.dockerEndpoint.startsWith('tcp://') && s.dockerTls;
+    return {
+      endpoint: s.dockerEndpoint,
+      tls,
+      ...(tls && s.tlsCa ? { ca: s.tlsCa } : {}),
+      ...(tls && s.tlsCert ? { cert: s.tlsCert } : {}),
+      ...(tls && s.tlsKeySealed ? { key: this.secrets.open(s.tlsKeySealed) } : {}),
+    };
+  }
+
+  private seal(secret: string | undefined): string | null {
+    return secret ? this.secrets.seal(secret) : null;
+  }
+
+  private checkTls(input: { tlsCa?: string; tlsCert?: string; tlsKey?: string }): void {
+    const problems = tlsMaterialProblems(input);
+    if (Object.keys(problems).length > 0) throw new ValidationError(problems, 'The TLS material is not valid.');
+  }
+
+  private async assertNameFree(name: string, self?: string): Promise<void> {
+    const holder = await this.store.collection<NodeView>(NODES).findOne({ nameLower: name.toLowerCase() });
+    if (holder && holder.id !== self) throw new ValidationError({ name: 'is taken by another node' }, 'A node with this name exists.');
+  }
+}
+
+/** Docker's conventional ports: 2376 with TLS, 2375 without, on the node's private address. */
+function defaultEndpoint(settings: Pick<NodeSettings, 'privateIp' | 'dockerTls'>): string {
+  const host = settings.privateIp.includes(':') ? `[${settings.privateIp}]` : settings.privateIp;
+  return `tcp://${host}:${settings.dockerTls ? 2376 : 2375}`;
+}

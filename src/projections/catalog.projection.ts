@@ -1,0 +1,143 @@
+import type { ImageEvent, ImageFields } from '../domain/catalog/image.decider.ts';
+import type { ConnectionState, GpuCard, NodeEvent, NodeSettings } from '../domain/catalog/node.decider.ts';
+import { nodeCapacity } from '../domain/catalog/node.decider.ts';
+import type { SpecEvent, SpecFields } from '../domain/catalog/spec.decider.ts';
+import type { RecordedEvent } from '../ports/event-store.port.ts';
+import { documentProjection } from './projection-runner.ts';
+
+const idAfter = (prefix: string) => (event: RecordedEvent) =>
+  event.stream.startsWith(prefix) ? event.stream.slice(prefix.length) : undefined;
+
+export interface ImageView extends ImageFields {
+  readonly id: string;
+  readonly nameLower: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export interface SpecView extends SpecFields {
+  readonly id: string;
+  readonly nameLower: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+/** A node as admins see it: secrets are reduced to whether they are set. */
+export interface NodeView extends Omit<NodeSettings, 'tlsKeySealed' | 'sshPasswordSealed'> {
+  readonly id: string;
+  readonly nameLower: string;
+  readonly hasTlsKey: boolean;
+  readonly hasSshPassword: boolean;
+  readonly dockerStatus: ConnectionState['status'];
+  readonly dockerError: string | null;
+  readonly dockerCheckedAt: string | null;
+  readonly engine: ConnectionState['facts'];
+  /** Placement capacity: from the form or, where empty, from the engine's report. */
+  readonly capacity: { cpuCores: number | null; memoryGb: number | null; dataDiskGb: number | null };
+  readonly gpus: readonly GpuCard[];
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export const IMAGES = 'images';
+export const SPECS = 'specs';
+export const NODES = 'nodes';
+
+export const imagesProjection = documentProjection<ImageView>({
+  name: 'images',
+  collection: IMAGES,
+  idOf: idAfter('image-'),
+  evolve(doc, recorded) {
+    const event = recorded as RecordedEvent & ImageEvent;
+    const at = recorded.metadata.time;
+    switch (event.type) {
+      case 'ImageCreated': {
+        const { imageId, ...fields } = event.data;
+        return { id: imageId, ...fields, nameLower: fields.name.toLowerCase(), createdAt: at, updatedAt: at };
+      }
+      case 'ImageUpdated':
+        return doc && { ...doc, ...event.data, nameLower: (event.data.name ?? doc.name).toLowerCase(), updatedAt: at };
+      case 'ImageDeleted':
+        return null;
+      default:
+        return undefined;
+    }
+  },
+});
+
+export const specsProjection = documentProjection<SpecView>({
+  name: 'specs',
+  collection: SPECS,
+  idOf: idAfter('spec-'),
+  evolve(doc, recorded) {
+    const event = recorded as RecordedEvent & SpecEvent;
+    const at = recorded.metadata.time;
+    switch (event.type) {
+      case 'SpecCreated': {
+        const { specId, ...fields } = event.data;
+        return { id: specId, ...fields, nameLower: fields.name.toLowerCase(), createdAt: at, updatedAt: at };
+      }
+      case 'SpecUpdated':
+        return doc && { ...doc, ...event.data, nameLower: (event.data.name ?? doc.name).toLowerCase(), updatedAt: at };
+      case 'SpecDeleted':
+        return null;
+      default:
+        return undefined;
+    }
+  },
+});
+
+function withCapacity(doc: Omit<NodeView, 'capacity' | 'gpus'>): NodeView {
+  const { gpus, ...capacity } = nodeCapacity(doc, doc.engine);
+  return { ...doc, capacity, gpus };
+}
+
+export const nodesProjection = documentProjection<NodeView>({
+  name: 'nodes',
+  collection: NODES,
+  idOf: idAfter('node-'),
+  evolve(doc, recorded) {
+    const event = recorded as RecordedEvent & NodeEvent;
+    const at = recorded.metadata.time;
+    switch (event.type) {
+      case 'NodeRegistered': {
+        const { nodeId, tlsKeySealed, sshPasswordSealed, ...settings } = event.data;
+        return withCapacity({
+          id: nodeId,
+          ...settings,
+          nameLower: settings.name.toLowerCase(),
+          hasTlsKey: Boolean(tlsKeySealed),
+          hasSshPassword: Boolean(sshPasswordSealed),
+          dockerStatus: 'unknown',
+          dockerError: null,
+          dockerCheckedAt: null,
+          engine: null,
+          createdAt: at,
+          updatedAt: at,
+        });
+      }
+      case 'NodeSettingsChanged': {
+        if (!doc) return undefined;
+        const { connectionChanged, tlsKeySealed, sshPasswordSealed, ...changes } = event.data;
+        return withCapacity({
+          ...doc,
+          ...changes,
+          nameLower: (changes.name ?? doc.name).toLowerCase(),
+          hasTlsKey: tlsKeySealed === undefined ? doc.hasTlsKey : Boolean(tlsKeySealed),
+          hasSshPassword: sshPasswordSealed === undefined ? doc.hasSshPassword : Boolean(sshPasswordSealed),
+          ...(connectionChanged ? { dockerStatus: 'unknown' as const, dockerError: null, dockerCheckedAt: null } : {}),
+          updatedAt: at,
+        });
+      }
+      case 'NodeConnectionChecked': {
+        if (!doc) return undefined;
+        const { status, error, checkedAt, facts } = event.data;
+        return withCapacity({ ...doc, dockerStatus: status, dockerError: error, dockerCheckedAt: checkedAt, engine: facts, updatedAt: at });
+      }
+      case 'NodeDeleted':
+        return null;
+      default:
+        return undefined;
+    }
+  },
+});
