@@ -58,7 +58,7 @@ import { WrongExpectedRevisionError } from '../../ports/event-store.port.ts';
 export interface KurrentEventStoreOptions {
   /**
    * Longest wait for one append or read (default 30 000 ms); then it fails with a
-   * `KurrentEventStoreError`. A timed-out append may still have been written.
+   * `KurrentEventStoreError`. A timed-out append may still have been written. 0 or Infinity: no limit.
    */
   readonly operationTimeoutMs?: number;
   /** First wait before resubscribing after a subscription dropped (default 250 ms); doubles per failure. */
@@ -67,7 +67,7 @@ export interface KurrentEventStoreOptions {
   readonly resubscribeMaxDelayMs?: number;
   /**
    * A subscription the server has not confirmed (nor sent an event on) within this time is treated
-   * as dropped and retried (default: `operationTimeoutMs`).
+   * as dropped and retried (default: `operationTimeoutMs`; 0 or Infinity: wait for ever).
    */
   readonly subscriptionConfirmTimeoutMs?: number;
   /** Told of every dropped subscription before it is retried; by default a `console.warn`. */
@@ -92,15 +92,27 @@ export async function openKurrentEventStore(
   connectionString: string,
   options: KurrentEventStoreOptions = {},
 ): Promise<EventStore> {
-  return new KurrentEventStore(KurrentDBClient.connectionString(connectionString), describeTarget(connectionString), options);
+  let client: KurrentDBClient;
+  try {
+    client = KurrentDBClient.connectionString(connectionString);
+  } catch (error) {
+    throw new KurrentEventStoreError(
+      `invalid KurrentDB connection string (${describeTarget(connectionString)}): ${describeError(error)}`,
+      { cause: error },
+    );
+  }
+  return new KurrentEventStore(client, describeTarget(connectionString), options);
 }
 
 const DEFAULT_OPERATION_TIMEOUT_MS = 30_000;
 const DEFAULT_RESUBSCRIBE_INITIAL_DELAY_MS = 250;
 const DEFAULT_RESUBSCRIBE_MAX_DELAY_MS = 30_000;
 
-class KurrentEventStore implements EventStore {
+/** The adapter over a client; `openKurrentEventStore` is the way in (tests hand it a fake client). */
+export class KurrentEventStore implements EventStore {
   private closed = false;
+  /** Whether a gRPC call was made (appends and subscriptions; reads go through the client's native bridge). */
+  private grpcUsed = false;
   /** Ends the live subscriptions on close, so none of them retries against a disposed client. */
   private readonly subscriptions = new Set<() => void>();
   private readonly operationTimeoutMs: number;
@@ -131,6 +143,7 @@ class KurrentEventStore implements EventStore {
     if (events.length === 0) throw new Error('append needs at least one event');
     const streamState = toStreamState(expected);
     const data = events.map(toEventData);
+    this.grpcUsed = true;
     return this.run(
       `append to ${stream}`,
       async () => {
@@ -225,6 +238,7 @@ class KurrentEventStore implements EventStore {
         retryTimer = undefined;
         if (stopped) return;
         let sub: AllStreamSubscription;
+        this.grpcUsed = true;
         try {
           sub = this.client.subscribeToAll({
             fromPosition: lastFull ?? START,
@@ -236,10 +250,14 @@ class KurrentEventStore implements EventStore {
           return;
         }
         let ended = false;
-        const confirmTimer = setTimeout(
-          () => drop(new KurrentEventStoreError(`no subscription confirmation from ${this.target} within ${this.confirmTimeoutMs} ms`)),
-          this.confirmTimeoutMs,
-        );
+        const confirmMs = timerDelay(this.confirmTimeoutMs);
+        const confirmTimer =
+          confirmMs === undefined
+            ? undefined
+            : setTimeout(
+                () => drop(new KurrentEventStoreError(`no subscription confirmation from ${this.target} within ${confirmMs} ms`)),
+                confirmMs,
+              );
         const confirmed = () => {
           clearTimeout(confirmTimer);
           attempt = 0;
@@ -342,6 +360,26 @@ class KurrentEventStore implements EventStore {
     for (const complete of [...this.subscriptions]) complete();
     this.subscriptions.clear();
     await this.client.dispose();
+    if (this.grpcUsed) await this.closeChannel();
+  }
+
+  /**
+   * The client's `dispose()` cancels its streams but neither closes its gRPC channel nor ends unary
+   * calls, and the server-features probe before the first append has no deadline: against a host
+   * that never answers it would hold the process open forever. Closing the channel ends such calls
+   * ("Channel closed before call started"). `getChannel` is protected in the client's typings, so
+   * this is best effort: skipped if the client no longer has it, bounded if it must reconnect.
+   */
+  private async closeChannel(): Promise<void> {
+    const internals = this.client as unknown as { getChannel?: () => Promise<{ close(): void }> };
+    if (typeof internals.getChannel !== 'function') return;
+    const closing = internals
+      .getChannel()
+      .then((channel) => channel.close())
+      .catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([closing, new Promise<void>((resolve) => (timer = setTimeout(resolve, 1_000)))]);
+    clearTimeout(timer);
   }
 
   /**
@@ -356,7 +394,9 @@ class KurrentEventStore implements EventStore {
     if (this.closed) throw new KurrentEventStoreError(`KurrentDB event store is closed (${what})`);
     const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
+    const limitMs = timerDelay(this.operationTimeoutMs);
     const timeout = new Promise<never>((_, reject) => {
+      if (limitMs === undefined) return; // no limit
       timer = setTimeout(() => {
         abort.abort();
         reject(
@@ -365,7 +405,7 @@ class KurrentEventStore implements EventStore {
               (what.startsWith('append') ? ' (the append may or may not have been written)' : ''),
           ),
         );
-      }, this.operationTimeoutMs);
+      }, limitMs);
     });
     const pending = operation(abort.signal);
     pending.catch(() => {}); // a late failure after the timeout is not an unhandled rejection
@@ -472,7 +512,13 @@ export function resubscribeDelay(attempt: number, initialMs: number, maxMs: numb
 /** `scheme://hosts` of a connection string, without credentials or query, for error messages. */
 export function describeTarget(connectionString: string): string {
   const match = /^([a-z+]+:\/\/)(?:[^@/?]*@)?([^/?]*)/i.exec(connectionString.trim());
-  return match ? `${match[1]}${match[2]}` : 'KurrentDB';
+  return match ? `${match[1]}${match[2]}` : 'unrecognised form';
+}
+
+/** A delay `setTimeout` honours (it fires at once on Infinity or over 2^31-1 ms); undefined: no limit. */
+function timerDelay(ms: number): number | undefined {
+  if (!(ms > 0) || !Number.isFinite(ms)) return undefined;
+  return Math.min(ms, 2 ** 31 - 1);
 }
 
 function toEventMetadata(metadata: unknown, created: Date): EventMetadata {
@@ -512,7 +558,10 @@ function clientErrorType(error: unknown): string | undefined {
 function describeError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const type = clientErrorType(error);
-  const parts = [type ?? error.name];
-  if (error.message && error.message !== error.name && error.message !== type) parts.push(error.message);
-  return parts.join(': ');
+  // A plain Error (the client passes some gRPC errors through as such) needs no name in front.
+  const parts = type === undefined && error.name === 'Error' ? [] : [type ?? error.name];
+  const bare = [error.name, type, error.constructor?.name].includes(error.message); // e.g. 'UnavailableError'
+  if (error.message && !bare) parts.push(error.message.trim());
+  else if (type === ErrorType.UNAVAILABLE) parts.push('the server is not reachable or not ready');
+  return parts.join(': ') || error.name;
 }
