@@ -7,6 +7,12 @@ import { share } from 'rxjs';
 import { SqliteEventStore } from './adapters/eventstore/sqlite.event-store.ts';
 import { MemoryReadStore } from './adapters/readstore/memory.read-store.ts';
 import { AesGcmSecretBox, loadMasterKey } from './adapters/secrets/aes-gcm.secret-box.ts';
+import { DockerPool } from './adapters/docker/docker-pool.ts';
+import { DockerodeEngines } from './adapters/docker/dockerode.engines.ts';
+import { imageRoutes } from './commands/catalog/image.routes.ts';
+import { nodeRoutes } from './commands/catalog/node.routes.ts';
+import { Nodes } from './commands/catalog/nodes.ts';
+import { specRoutes } from './commands/catalog/spec.routes.ts';
 import { CommandBus } from './commands/command-bus.ts';
 import { Accounts } from './commands/user/accounts.ts';
 import { LoginThrottle } from './commands/user/login-throttle.ts';
@@ -19,11 +25,12 @@ import { PluginHost, type Plugin } from './plugins/plugin-host.ts';
 import type { EventStore } from './ports/event-store.port.ts';
 import type { ReadStore } from './ports/read-store.port.ts';
 import { ProjectionRunner, type Projection } from './projections/projection-runner.ts';
+import { imagesProjection, nodesProjection, specsProjection } from './projections/catalog.projection.ts';
 import { usersProjection } from './projections/users.projection.ts';
 
 export const VERSION = '0.1.0';
 
-export const projections: readonly Projection[] = [usersProjection];
+export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection];
 
 export async function openEventStore(config: Config): Promise<EventStore> {
   if (config.eventStoreUrl) {
@@ -57,6 +64,9 @@ export class App {
   runner!: ProjectionRunner;
   bus!: CommandBus;
   accounts!: Accounts;
+  nodes!: Nodes;
+  docker!: DockerPool;
+  private engines?: DockerodeEngines;
   private pluginHost!: PluginHost;
 
   constructor(
@@ -87,9 +97,17 @@ export class App {
     this.bus = new CommandBus(this.eventStore, { waitForProjections: (p) => this.runner.waitFor(p) });
     this.accounts = new Accounts(this.bus, this.readStore, new TokenService(secrets.deriveKey('tokens/hs256')));
     await this.bootstrapAdmin();
+    this.docker = new DockerPool();
+    this.engines = new DockerodeEngines(this.docker);
+    this.nodes = new Nodes(this.bus, this.readStore, this.engines, secrets);
 
     const app = createHttpApp({
-      routes: [...userRoutes(this.accounts, new LoginThrottle(10, 60_000, 60_000))],
+      routes: [
+        ...userRoutes(this.accounts, new LoginThrottle(10, 60_000, 60_000)),
+        ...imageRoutes(this.bus, this.readStore),
+        ...specRoutes(this.bus, this.readStore),
+        ...nodeRoutes(this.nodes, this.readStore),
+      ],
       authenticate: (token) => this.accounts.authenticate(token),
       idempotency: new IdempotencyGuard(this.bus),
       logger: logger.child({ component: 'http' }),
@@ -126,6 +144,7 @@ export class App {
       clearTimeout(force);
     }
     await this.pluginHost?.stop();
+    await this.engines?.close();
     await this.runner?.stop();
     await this.readStore?.close();
     await this.eventStore?.close();

@@ -35,7 +35,7 @@ export function parseCertificate(text: string): X509Certificate | string {
 export function parsePrivateKey(text: string): KeyObject | string {
   const blocks = pemBlocks(text);
   if (blocks.length !== 1 || !/PRIVATE KEY$/.test(blocks[0]!.label)) {
-    return 'must be one PEM private key (-----BEGIN PRIVATE KEY----- or RSA/EC PRIVATE KEY)';
+    return 'must be one PEM private key (PKCS#8, RSA or EC)';
   }
   if (/ENCRYPTED/.test(blocks[0]!.label) || /Proc-Type: 4,ENCRYPTED/.test(blocks[0]!.pem)) {
     return 'must not be passphrase-protected';
