@@ -1,0 +1,145 @@
+import type { Observable } from 'rxjs';
+import type { DockerConnectionSettings } from './docker.port.ts';
+
+/** A node's engine: which node (for the cached client) and how to reach it. */
+export interface NodeTarget {
+  readonly nodeId: string;
+  readonly settings: DockerConnectionSettings;
+}
+
+/** Everything the runtime needs to create an instance's container. */
+export interface ContainerPlan {
+  /** Deterministic: `<instance name>-<instance id>-<unix seconds of the request>`. A retry finds it by this name. */
+  readonly name: string;
+  readonly image: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly env: readonly string[];
+  /** CPU limit in units of 1e-9 CPUs (HostConfig.NanoCpus). */
+  readonly nanoCpus: number;
+  readonly memoryBytes: number;
+  readonly shmSizeBytes: number;
+  /** System disk size via StorageOpt `size` where the storage driver allows it; 0 = none. */
+  readonly systemDiskGb: number;
+  /** Named volume mounted at /data, or null for none. */
+  readonly dataVolume: string | null;
+  /** GPU indices for a DeviceRequest with driver `nvidia`; empty = no GPU parameters at all. */
+  readonly gpuDeviceIds: readonly string[];
+  /** Bind mounts, Docker syntax `host:container[:ro]`. */
+  readonly binds: readonly string[];
+}
+
+export type ContainerStatus = 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';
+
+export interface ContainerState {
+  readonly id: string;
+  readonly name: string;
+  readonly status: ContainerStatus;
+  readonly exitCode: number | null;
+  readonly oomKilled: boolean;
+  /** Docker's own error text (State.Error), '' when none. */
+  readonly error: string;
+  readonly startedAt: string | null;
+  readonly finishedAt: string | null;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Named volumes the container mounts. */
+  readonly volumes: readonly string[];
+}
+
+/** A container state change as the engine's `/events` stream reports it. */
+export interface ContainerEvent {
+  readonly containerId: string;
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  /** `start`, `die`, `stop`, `kill`, `oom`, `destroy`, `pause`, `unpause`, `restart`, `create`… */
+  readonly action: string;
+  readonly exitCode: number | null;
+  /** Nanoseconds since the epoch (timeNano): the resume point for `since`. */
+  readonly timeNano: bigint;
+}
+
+/** One `docker stats`-style sample. */
+export interface StatsSample {
+  readonly cpuPercent: number;
+  readonly memoryUsageBytes: number;
+  readonly memoryLimitBytes: number;
+  readonly memoryPercent: number;
+  readonly networkRxBytes: number;
+  readonly networkTxBytes: number;
+  readonly blockReadBytes: number;
+  readonly blockWriteBytes: number;
+  readonly pids: number;
+  readonly at: string;
+}
+
+export interface LogLine {
+  readonly stream: 'stdout' | 'stderr';
+  /** RFC 3339 timestamp Docker recorded for the line. */
+  readonly time: string;
+  readonly text: string;
+}
+
+export interface GpuMemoryReading {
+  /** Position of the card as the container sees it (0-based). */
+  readonly index: number;
+  readonly usedBytes: number;
+  readonly totalBytes: number;
+}
+
+/** The engine cannot be reached (connection refused, timeout, TLS failure): 503, retry later. */
+export class EngineUnavailableError extends Error {
+  constructor(readonly nodeId: string, reason: string) {
+    super(reason);
+    this.name = 'EngineUnavailableError';
+  }
+}
+
+/** The engine answered and refused (bad image, no such runtime, conflict): its message, verbatim. */
+export class EngineRejectedError extends Error {
+  constructor(readonly statusCode: number, message: string) {
+    super(message);
+    this.name = 'EngineRejectedError';
+  }
+}
+
+/**
+ * Container operations on a node's engine. Every method throws EngineUnavailableError when the
+ * engine cannot be reached and EngineRejectedError when it refuses.
+ */
+export interface ContainerRuntime {
+  /** Pulls `image` unless the node has it; reports pull progress in words. */
+  ensureImage(target: NodeTarget, image: string, onProgress?: (status: string) => void): Promise<void>;
+  /**
+   * Creates the container (or finds it by its deterministic name) and starts it. Idempotent.
+   * `storageOptApplied` is false when the storage driver refused a size and it was created without.
+   */
+  createAndStart(target: NodeTarget, plan: ContainerPlan): Promise<{ containerId: string; storageOptApplied: boolean }>;
+  start(target: NodeTarget, containerId: string): Promise<void>;
+  stop(target: NodeTarget, containerId: string, timeoutSeconds?: number): Promise<void>;
+  restart(target: NodeTarget, containerId: string, timeoutSeconds?: number): Promise<void>;
+  /**
+   * Removes the container (forced), then every named volume it mounted plus `volumes`, and still
+   * removes the volumes when the container removal failed. A thing already gone counts as removed.
+   */
+  remove(target: NodeTarget, ref: { containerId: string | null; name: string; volumes: readonly string[] }): Promise<{
+    removed: string[];
+    failed: { what: string; reason: string }[];
+  }>;
+  /** null when there is no such container. */
+  inspect(target: NodeTarget, containerIdOrName: string): Promise<ContainerState | null>;
+  /** Containers labelled `managed-by=tianqi`. */
+  listManaged(target: NodeTarget): Promise<ContainerState[]>;
+  /**
+   * Container events of the node, from `sinceNano` on (or now). Reconnects with backoff and
+   * resumes with `since` (a small overlap, de-duplicated), until unsubscribed.
+   */
+  events(target: NodeTarget, sinceNano?: bigint): Observable<ContainerEvent>;
+  /** `docker stats` samples of one container, one per second or so, until unsubscribed. */
+  stats(target: NodeTarget, containerId: string): Observable<StatsSample>;
+  /** Demultiplexed log lines with timestamps: the last `tail` lines, then new ones while `follow`. */
+  logs(target: NodeTarget, containerId: string, options: { tail: number; follow: boolean }): Observable<LogLine>;
+  /**
+   * GPU memory of each card the container sees, read inside it (`nvidia-smi --query-gpu=…`);
+   * null when it cannot be read (no nvidia-smi, no driver, container not running).
+   */
+  gpuMemory(target: NodeTarget, containerId: string): Promise<GpuMemoryReading[] | null>;
+}

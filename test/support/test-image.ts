@@ -1,0 +1,35 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync, copyFileSync, mkdirSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** A tiny image made with `docker import` from Debian's static busybox: no registry needed. */
+export const TEST_IMAGE = 'tianqi-test/busybox:1';
+
+/** Builds TEST_IMAGE on the engine behind `socket` unless it is there already. */
+export function ensureTestImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
+  const docker = (args: string[], input?: Buffer) =>
+    execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: `unix://${socket}` }, input, stdio: ['pipe', 'pipe', 'pipe'] });
+  try {
+    docker(['image', 'inspect', TEST_IMAGE]);
+    return TEST_IMAGE;
+  } catch {
+    // not there yet
+  }
+  const busybox = execFileSync('sh', ['-c', 'command -v busybox']).toString().trim();
+  const root = mkdtempSync(join(tmpdir(), 'tianqi-rootfs-'));
+  try {
+    for (const dir of ['bin', 'tmp', 'root', 'data', 'etc', 'proc', 'sys', 'dev']) mkdirSync(join(root, dir), { recursive: true });
+    chmodSync(join(root, 'tmp'), 0o1777);
+    copyFileSync(busybox, join(root, 'bin/busybox'));
+    chmodSync(join(root, 'bin/busybox'), 0o755);
+    const applets = execFileSync(busybox, ['--list']).toString().split('\n').filter((a) => a && a !== 'busybox');
+    for (const applet of applets) symlinkSync('busybox', join(root, 'bin', applet));
+    execFileSync('sh', ['-c', `printf 'root:x:0:0:root:/root:/bin/sh\\n' > ${join(root, 'etc/passwd')}`]);
+    const tar = execFileSync('tar', ['-C', root, '-c', '.'], { maxBuffer: 64 * 1024 * 1024 });
+    docker(['import', '--change', 'CMD ["/bin/sh"]', '--change', 'ENV PATH=/bin', '-', TEST_IMAGE], tar);
+    return TEST_IMAGE;
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
