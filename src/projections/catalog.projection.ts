@@ -1,6 +1,7 @@
 import type { ImageEvent, ImageFields } from '../domain/catalog/image.decider.ts';
-import type { ConnectionState, GpuCard, NodeEvent, NodeSettings } from '../domain/catalog/node.decider.ts';
-import { nodeCapacity } from '../domain/catalog/node.decider.ts';
+import type { ConnectionState, GpuCard, NodeEvent, NodeSettings, Reservation } from '../domain/catalog/node.decider.ts';
+import { ledgerCards, nodeCapacity } from '../domain/catalog/node.decider.ts';
+import { freeMemory } from '../domain/instance/placement.ts';
 import type { SpecEvent, SpecFields } from '../domain/catalog/spec.decider.ts';
 import type { RecordedEvent } from '../ports/event-store.port.ts';
 import { documentProjection } from './projection-runner.ts';
@@ -34,6 +35,10 @@ export interface NodeView extends Omit<NodeSettings, 'tlsKeySealed' | 'sshPasswo
   readonly engine: ConnectionState['facts'];
   /** Placement capacity: from the form or, where empty, from the engine's report. */
   readonly capacity: { cpuCores: number | null; memoryGb: number | null; dataDiskGb: number | null };
+  /** What live instances hold on the node. */
+  readonly used: { cpuCores: number; memoryGb: number; dataDiskGb: number };
+  readonly reservations: readonly Reservation[];
+  /** Per card: total and free memory (a card a normal GPU instance holds has none free). */
   readonly gpus: readonly GpuCard[];
   readonly createdAt: string;
   readonly updatedAt: string;
@@ -87,9 +92,16 @@ export const specsProjection = documentProjection<SpecView>({
   },
 });
 
-function withCapacity(doc: Omit<NodeView, 'capacity' | 'gpus'>): NodeView {
+function withCapacity(doc: Omit<NodeView, 'capacity' | 'gpus' | 'used'>): NodeView {
   const { gpus, ...capacity } = nodeCapacity(doc, doc.engine);
-  return { ...doc, capacity, gpus };
+  const cards = ledgerCards(gpus, doc.reservations);
+  const sum = (pick: (r: Reservation) => number) => doc.reservations.reduce((total, r) => total + pick(r), 0);
+  return {
+    ...doc,
+    capacity,
+    used: { cpuCores: sum((r) => r.cpuCores), memoryGb: sum((r) => r.memoryGb), dataDiskGb: sum((r) => r.dataDiskGb) },
+    gpus: cards.map((c) => ({ index: c.index, totalMemoryGb: c.totalMemoryGb, freeMemoryGb: freeMemory(c) })),
+  };
 }
 
 export const nodesProjection = documentProjection<NodeView>({
@@ -112,6 +124,7 @@ export const nodesProjection = documentProjection<NodeView>({
           dockerError: null,
           dockerCheckedAt: null,
           engine: null,
+          reservations: [],
           createdAt: at,
           updatedAt: at,
         });
@@ -134,6 +147,10 @@ export const nodesProjection = documentProjection<NodeView>({
         const { status, error, checkedAt, facts } = event.data;
         return withCapacity({ ...doc, dockerStatus: status, dockerError: error, dockerCheckedAt: checkedAt, engine: facts, updatedAt: at });
       }
+      case 'NodeCapacityReserved':
+        return doc && withCapacity({ ...doc, reservations: [...doc.reservations.filter((r) => r.instanceId !== event.data.instanceId), event.data], updatedAt: at });
+      case 'NodeCapacityReleased':
+        return doc && withCapacity({ ...doc, reservations: doc.reservations.filter((r) => r.instanceId !== event.data.instanceId), updatedAt: at });
       case 'NodeDeleted':
         return null;
       default:

@@ -82,6 +82,15 @@ export const NodeSchema = z.object({
   dockerCheckedAt: z.string().nullable(),
   engine: EngineSchema,
   capacity: z.object({ cpuCores: z.number().nullable(), memoryGb: z.number().nullable(), dataDiskGb: z.number().nullable() }),
+  used: z.object({ cpuCores: z.number(), memoryGb: z.number(), dataDiskGb: z.number() }),
+  reservations: z.array(z.object({
+    instanceId: z.string(),
+    gpus: z.array(z.object({ index: z.number(), memoryGb: z.number() })),
+    vgpu: z.boolean(),
+    cpuCores: z.number(),
+    memoryGb: z.number(),
+    dataDiskGb: z.number(),
+  })),
   gpus: z.array(GpuSchema),
   createdAt: z.string(),
   updatedAt: z.string(),
@@ -89,7 +98,12 @@ export const NodeSchema = z.object({
 
 export function toNodeDto(view: NodeView): z.infer<typeof NodeSchema> {
   const { nameLower: _n, _position: _p, ...dto } = view as NodeView & { _position?: number };
-  return { ...dto, engine: dto.engine && { ...dto.engine, runtimes: [...dto.engine.runtimes] }, gpus: dto.gpus.map((g) => ({ ...g })) };
+  return {
+    ...dto,
+    engine: dto.engine && { ...dto.engine, runtimes: [...dto.engine.runtimes] },
+    gpus: dto.gpus.map((g) => ({ ...g })),
+    reservations: dto.reservations.map((r) => ({ ...r, gpus: r.gpus.map((g) => ({ ...g })) })),
+  };
 }
 
 export function nodeRoutes(nodes: Nodes, store: ReadStore): RouteSpec[] {

@@ -1,6 +1,7 @@
 import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
 import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../shared/errors.ts';
+import { freeMemory, type CardLedger, type NodeLedger } from '../instance/placement.ts';
 import { assertNotInUse, changedFields } from './image.decider.ts';
 
 /** 算力节点: a Docker host. Secrets arrive here already sealed (AES-256-GCM ciphertext). */
@@ -62,6 +63,17 @@ export interface ConnectionState {
   readonly facts: EngineFactsRecord | null;
 }
 
+/** What one instance holds on a node: explicit card indices, never "the first N". */
+export interface Reservation {
+  readonly instanceId: string;
+  readonly gpus: readonly { index: number; memoryGb: number }[];
+  /** vGPU slices share cards; normal GPU instances take whole cards. */
+  readonly vgpu: boolean;
+  readonly cpuCores: number;
+  readonly memoryGb: number;
+  readonly dataDiskGb: number;
+}
+
 export type NodeEvent =
   | DomainEvent<'NodeRegistered', NodeSettings & { nodeId: string }>
   | DomainEvent<'NodeSettingsChanged', Partial<NodeSettings> & { connectionChanged: boolean }>
@@ -71,7 +83,9 @@ export type NodeEvent =
       checkedAt: string;
       facts: EngineFactsRecord | null;
     }>
-  | DomainEvent<'NodeDeleted', { nodeId: string }>;
+  | DomainEvent<'NodeDeleted', { nodeId: string }>
+  | DomainEvent<'NodeCapacityReserved', Reservation>
+  | DomainEvent<'NodeCapacityReleased', { instanceId: string }>;
 
 export type NodeCommand =
   | Command<'RegisterNode', NodeSettings & { nodeId: string }>
@@ -83,7 +97,9 @@ export type NodeCommand =
       /** The reconcile loop records only changes; an explicit test always records. */
       onlyOnChange: boolean;
     }>
-  | Command<'DeleteNode', { liveInstances: number }>;
+  | Command<'DeleteNode', { liveInstances: number }>
+  | Command<'ReserveCapacity', Reservation>
+  | Command<'ReleaseCapacity', { instanceId: string }>;
 
 export type NodeState =
   | { readonly status: 'none' }
@@ -92,6 +108,8 @@ export type NodeState =
       readonly nodeId: string;
       readonly settings: NodeSettings;
       readonly connection: ConnectionState;
+      /** The capacity ledger: reservations by instance id. */
+      readonly reservations: Readonly<Record<string, Reservation>>;
     };
 
 export const nodeStream = (nodeId: string) => `node-${nodeId}`;
@@ -163,6 +181,17 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
         assertNotInUse('node', command.data.liveInstances);
         return [{ type: 'NodeDeleted', data: { nodeId: node.nodeId } }];
       }
+      case 'ReserveCapacity': {
+        const node = active(state);
+        if (node.reservations[command.data.instanceId]) return [];
+        const why = reservationProblem(ledgerOf(node), command.data);
+        if (why) throw new ConflictError('NO_CAPACITY', `Node ${node.settings.name} cannot take this instance: ${why}.`);
+        return [{ type: 'NodeCapacityReserved', data: command.data }];
+      }
+      case 'ReleaseCapacity': {
+        if (state.status === 'none' || !state.reservations[command.data.instanceId]) return [];
+        return [{ type: 'NodeCapacityReleased', data: { instanceId: command.data.instanceId } }];
+      }
       default:
         return assertNever(command);
     }
@@ -171,7 +200,7 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
     switch (event.type) {
       case 'NodeRegistered': {
         const { nodeId, ...settings } = event.data;
-        return { status: 'active', nodeId, settings, connection: UNKNOWN };
+        return { status: 'active', nodeId, settings, connection: UNKNOWN, reservations: {} };
       }
       case 'NodeSettingsChanged': {
         if (state.status === 'none') return state;
@@ -186,6 +215,13 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
         return state.status === 'none' ? state : { ...state, connection: { ...event.data } };
       case 'NodeDeleted':
         return state.status === 'none' ? state : { ...state, status: 'deleted' };
+      case 'NodeCapacityReserved':
+        return state.status === 'none' ? state : { ...state, reservations: { ...state.reservations, [event.data.instanceId]: event.data } };
+      case 'NodeCapacityReleased': {
+        if (state.status === 'none') return state;
+        const { [event.data.instanceId]: _, ...rest } = state.reservations;
+        return { ...state, reservations: rest };
+      }
       default:
         return assertNever(event);
     }
@@ -215,4 +251,58 @@ export function nodeCapacity(
       freeMemoryGb: settings.gpuMemoryGb,
     })),
   };
+}
+
+/** The node's capacity and what its reservations take, as placement sees it. */
+export function ledgerOf(node: Exclude<NodeState, { status: 'none' }>): NodeLedger {
+  const capacity = nodeCapacity(node.settings, node.connection.facts);
+  const reservations = Object.values(node.reservations);
+  const cards = ledgerCards(capacity.gpus, reservations);
+  return {
+    nodeId: node.nodeId,
+    name: node.settings.name,
+    listed: node.settings.listed,
+    connected: node.connection.status === 'connected',
+    gpuModel: node.settings.gpuModel,
+    cards,
+    cpuCores: capacity.cpuCores,
+    memoryGb: capacity.memoryGb,
+    dataDiskGb: capacity.dataDiskGb,
+    usedCpuCores: reservations.reduce((sum, r) => sum + r.cpuCores, 0),
+    usedMemoryGb: reservations.reduce((sum, r) => sum + r.memoryGb, 0),
+    usedDataDiskGb: reservations.reduce((sum, r) => sum + r.dataDiskGb, 0),
+  };
+}
+
+/** Each card with what reservations take on it: vGPU slices add up, a normal instance takes it whole. */
+export function ledgerCards(gpus: readonly { index: number; totalMemoryGb: number }[], reservations: readonly Reservation[]): CardLedger[] {
+  return gpus.map((card) => {
+    let slicedMemoryGb = 0;
+    let whole = false;
+    for (const r of reservations) {
+      for (const g of r.gpus) {
+        if (g.index !== card.index) continue;
+        if (r.vgpu) slicedMemoryGb += g.memoryGb;
+        else whole = true;
+      }
+    }
+    return { index: card.index, totalMemoryGb: card.totalMemoryGb, slicedMemoryGb, whole };
+  });
+}
+
+/** Why a reservation no longer fits the ledger (someone else took the capacity), or null. */
+export function reservationProblem(ledger: NodeLedger, r: Reservation): string | null {
+  const seen = new Set<number>();
+  for (const g of r.gpus) {
+    const card = ledger.cards.find((c) => c.index === g.index);
+    if (!card) return `it has no GPU ${g.index}`;
+    if (seen.has(g.index)) return `GPU ${g.index} is asked for twice`;
+    seen.add(g.index);
+    if (r.vgpu ? freeMemory(card) < g.memoryGb : card.whole || card.slicedMemoryGb > 0) return `GPU ${g.index} is taken`;
+  }
+  const over = (capacity: number | null, used: number, wanted: number) => capacity !== null && used + wanted > capacity;
+  if (over(ledger.cpuCores, ledger.usedCpuCores, r.cpuCores)) return 'not enough free CPU cores';
+  if (over(ledger.memoryGb, ledger.usedMemoryGb, r.memoryGb)) return 'not enough free memory';
+  if (over(ledger.dataDiskGb, ledger.usedDataDiskGb, r.dataDiskGb)) return 'not enough free data disk';
+  return null;
 }

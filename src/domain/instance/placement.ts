@@ -1,0 +1,151 @@
+/**
+ * Placement: a pure function over the nodes' capacity ledgers. It decides which node and which
+ * card indices an instance gets; the node stream then records the reservation with its expected
+ * revision, so two concurrent placements cannot both take the last card.
+ */
+
+export interface ResourceRequest {
+  /** 0 = CPU-only: GPU fields are ignored. */
+  readonly gpuCount: number;
+  /** Whole cards: the card's memory; vGPU: the slice taken on each card. */
+  readonly gpuMemoryGb: number;
+  readonly vgpu: boolean;
+  readonly gpuModel: string;
+  readonly cpuCores: number;
+  readonly memoryGb: number;
+  readonly dataDiskGb: number;
+}
+
+export interface CardLedger {
+  readonly index: number;
+  readonly totalMemoryGb: number;
+  /** Memory taken by vGPU slices on this card. */
+  readonly slicedMemoryGb: number;
+  /** Taken whole by a normal GPU instance. */
+  readonly whole: boolean;
+}
+
+export interface NodeLedger {
+  readonly nodeId: string;
+  readonly name: string;
+  readonly listed: boolean;
+  readonly connected: boolean;
+  readonly gpuModel: string;
+  readonly cards: readonly CardLedger[];
+  /** null = not limited (unknown capacity). */
+  readonly cpuCores: number | null;
+  readonly memoryGb: number | null;
+  readonly dataDiskGb: number | null;
+  readonly usedCpuCores: number;
+  readonly usedMemoryGb: number;
+  readonly usedDataDiskGb: number;
+}
+
+export type PlacementPolicy = 'binpack' | 'spread';
+
+export interface Placement {
+  readonly nodeId: string;
+  /** Granted cards, in order; each with the memory taken on it. */
+  readonly gpus: readonly { index: number; memoryGb: number }[];
+}
+
+export interface Candidate {
+  readonly nodeId: string;
+  readonly name: string;
+  /** Cards this request could use, with each card's free memory (单卡显存). */
+  readonly cards: readonly { index: number; totalMemoryGb: number; freeMemoryGb: number; whole: boolean }[];
+  readonly freeCpuCores: number | null;
+  readonly freeMemoryGb: number | null;
+  readonly freeDataDiskGb: number | null;
+}
+
+export function freeMemory(card: CardLedger): number {
+  return card.whole ? 0 : card.totalMemoryGb - card.slicedMemoryGb;
+}
+
+const sameModel = (a: string, b: string) => a.trim().toLowerCase() === b.trim().toLowerCase();
+const fits = (capacity: number | null, used: number, wanted: number) => capacity === null || used + wanted <= capacity;
+
+/** The cards of `node` this request could take, best first for the policy; null when too few. */
+function usableCards(request: ResourceRequest, node: NodeLedger, policy: PlacementPolicy): CardLedger[] | null {
+  if (request.gpuCount === 0) return [];
+  if (!sameModel(request.gpuModel, node.gpuModel)) return null;
+  const usable = node.cards.filter((card) =>
+    request.vgpu ? !card.whole && freeMemory(card) >= request.gpuMemoryGb : !card.whole && card.slicedMemoryGb === 0 && card.totalMemoryGb >= request.gpuMemoryGb,
+  );
+  if (usable.length < request.gpuCount) return null;
+  if (request.vgpu) {
+    // binpack: fill cards that already carry slices, so whole cards stay free; spread: the emptiest first.
+    const sign = policy === 'binpack' ? 1 : -1;
+    usable.sort((a, b) => sign * (freeMemory(a) - freeMemory(b)) || a.index - b.index);
+  }
+  return usable;
+}
+
+/** Whether `node` can take the request at all (listed, connected, model, cards, CPU, memory, disk). */
+function eligible(request: ResourceRequest, node: NodeLedger): boolean {
+  return (
+    node.listed &&
+    node.connected &&
+    fits(node.cpuCores, node.usedCpuCores, request.cpuCores) &&
+    fits(node.memoryGb, node.usedMemoryGb, request.memoryGb) &&
+    fits(node.dataDiskGb, node.usedDataDiskGb, request.dataDiskGb)
+  );
+}
+
+/** Every node that fits, with its usable cards (for `GET /placements`), sorted by name. */
+export function candidates(request: ResourceRequest, nodes: readonly NodeLedger[]): Candidate[] {
+  const out: Candidate[] = [];
+  for (const node of nodes) {
+    if (!eligible(request, node)) continue;
+    const cards = usableCards(request, node, 'binpack');
+    if (!cards) continue;
+    out.push({
+      nodeId: node.nodeId,
+      name: node.name,
+      cards: [...cards].sort((a, b) => a.index - b.index).map((c) => ({ index: c.index, totalMemoryGb: c.totalMemoryGb, freeMemoryGb: freeMemory(c), whole: c.whole })),
+      freeCpuCores: node.cpuCores === null ? null : node.cpuCores - node.usedCpuCores,
+      freeMemoryGb: node.memoryGb === null ? null : node.memoryGb - node.usedMemoryGb,
+      freeDataDiskGb: node.dataDiskGb === null ? null : node.dataDiskGb - node.usedDataDiskGb,
+    });
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * Chooses a node and cards. `binpack` (default) fills the busiest node that fits, to keep whole
+ * nodes and cards free for large requests; `spread` the emptiest. Ties go to the node name, so
+ * the same ledgers always give the same answer. null when nothing fits.
+ */
+export function place(request: ResourceRequest, nodes: readonly NodeLedger[], policy: PlacementPolicy = 'binpack'): Placement | null {
+  let best: { node: NodeLedger; cards: CardLedger[]; score: number } | null = null;
+  for (const node of nodes) {
+    if (!eligible(request, node)) continue;
+    const cards = usableCards(request, node, policy);
+    if (!cards) continue;
+    // How loaded the node would be afterwards, as a share of its GPU memory (or CPU for CPU-only).
+    const score = load(node, request);
+    const better =
+      !best ||
+      (policy === 'binpack' ? score > best.score : score < best.score) ||
+      (score === best.score && node.name < best.node.name);
+    if (better) best = { node, cards, score };
+  }
+  if (!best) return null;
+  return {
+    nodeId: best.node.nodeId,
+    gpus: best.cards.slice(0, request.gpuCount).map((card) => ({
+      index: card.index,
+      memoryGb: request.vgpu ? request.gpuMemoryGb : card.totalMemoryGb,
+    })),
+  };
+}
+
+function load(node: NodeLedger, request: ResourceRequest): number {
+  if (request.gpuCount > 0) {
+    const total = node.cards.reduce((sum, c) => sum + c.totalMemoryGb, 0);
+    const used = node.cards.reduce((sum, c) => sum + (c.whole ? c.totalMemoryGb : c.slicedMemoryGb), 0);
+    return total === 0 ? 0 : used / total;
+  }
+  return node.cpuCores ? node.usedCpuCores / node.cpuCores : node.memoryGb ? node.usedMemoryGb / node.memoryGb : 0;
+}
