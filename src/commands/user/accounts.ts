@@ -3,11 +3,11 @@ import type { UserCommand } from '../../domain/user/user.decider.ts';
 import { userDecider } from '../../domain/user/user.decider.ts';
 import type { Role } from '../../domain/user/user.events.ts';
 import { userStream } from '../../domain/user/user.events.ts';
-import { usernameDecider, usernameStream } from '../../domain/user/username.decider.ts';
 import { ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../../domain/shared/errors.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import { USERS, type UserView } from '../../projections/users.projection.ts';
 import type { CommandBus, CommandContext } from '../command-bus.ts';
+import { claimName, releaseName } from '../name-claims.ts';
 import { DUMMY_HASH_PROMISE, hashPassword, verifyPassword } from './password.ts';
 import { parseOpenSshPublicKey } from './ssh-public-key.ts';
 import type { TokenService } from './token.ts';
@@ -122,7 +122,7 @@ export class Accounts {
   async delete(userId: string, context: CommandContext): Promise<void> {
     const user = await this.get(userId);
     await this.run(userId, { type: 'DeleteUser', data: {} }, context);
-    await this.bus.execute(usernameDecider, usernameStream(user.username), { type: 'ReleaseUsername', data: { userId } }, context);
+    await releaseName(this.bus, usernameStream(user.username), userId, context);
   }
 
   async addSshKey(userId: string, input: { name?: string; publicKey: string }, context: CommandContext) {
@@ -159,16 +159,13 @@ export class Accounts {
   }
 
   private async claimUsername(username: string, userId: string, context: CommandContext): Promise<void> {
-    const stream = usernameStream(username);
-    const { state } = await this.bus.load(usernameDecider, stream);
-    let ghostHolder: string | null = null;
-    if (state.holder) {
-      const holder = await this.bus.load(userDecider, userStream(state.holder));
-      if (holder.state.status === 'none') ghostHolder = state.holder;
-    }
-    await this.bus.execute(usernameDecider, stream, { type: 'ClaimUsername', data: { userId, ghostHolder } }, context);
+    await claimName(this.bus, usernameStream(username), userId, (holder) => this.bus.load(userDecider, userStream(holder)).then((h) => h.state.status !== 'none'), {
+      code: 'USERNAME_TAKEN', message: 'This username is taken.', field: 'username',
+    }, context);
   }
 }
+
+export const usernameStream = (username: string) => `username-${username.toLowerCase()}`;
 
 /** Admins act on anyone; others only on themselves. Unknown or foreign accounts read as 404. */
 export function assertSelfOrAdmin(actor: Actor, userId: string): void {

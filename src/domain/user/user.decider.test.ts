@@ -3,7 +3,7 @@ import { ConflictError, ForbiddenError, NotFoundError } from '../shared/errors.t
 import type { UserCommand, UserState } from './user.decider.ts';
 import { userDecider } from './user.decider.ts';
 import type { UserEvent } from './user.events.ts';
-import { usernameDecider } from './username.decider.ts';
+import { nameClaimDecider } from '../shared/name-claim.decider.ts';
 
 const now = '2026-11-26T10:00:00.000Z';
 const registered: UserEvent = {
@@ -57,22 +57,28 @@ describe('user decider', () => {
   });
 });
 
-describe('username claims', () => {
-  const claim = (userId: string, ghostHolder: string | null = null) =>
-    ({ type: 'ClaimUsername', data: { userId, ghostHolder }, metadata: { now } }) as const;
+describe('name claims', () => {
+  const taken = { code: 'USERNAME_TAKEN', message: 'taken', field: 'username' };
+  const claim = (holderId: string, ghostHolder: string | null = null) =>
+    ({ type: 'ClaimName', data: { holderId, ghostHolder, taken }, metadata: { now } }) as const;
 
-  it('gives a free name to the first claimant and refuses a second', () => {
-    const events = usernameDecider.decide(claim('u1'), usernameDecider.initialState());
-    const state = events.reduce(usernameDecider.evolve, usernameDecider.initialState());
+  it('gives a free name to the first claimant and refuses a second, naming the field', () => {
+    const events = nameClaimDecider.decide(claim('u1'), nameClaimDecider.initialState());
+    const state = events.reduce(nameClaimDecider.evolve, nameClaimDecider.initialState());
     expect(state.holder).toBe('u1');
-    expect(() => usernameDecider.decide(claim('u2'), state)).toThrow(ConflictError);
-    expect(usernameDecider.decide(claim('u1'), state)).toEqual([]);
+    expect(() => nameClaimDecider.decide(claim('u2'), state)).toThrow(ConflictError);
+    try {
+      nameClaimDecider.decide(claim('u2'), state);
+    } catch (err) {
+      expect((err as ConflictError).fields).toEqual({ username: 'is taken' });
+    }
+    expect(nameClaimDecider.decide(claim('u1'), state)).toEqual([]);
   });
 
   it('lets a name whose holder was never written be claimed again', () => {
     const state = { holder: 'ghost' };
-    expect(usernameDecider.decide(claim('u2', 'ghost'), state)).toEqual([{ type: 'UsernameClaimed', data: { userId: 'u2' } }]);
+    expect(nameClaimDecider.decide(claim('u2', 'ghost'), state)).toEqual([{ type: 'NameClaimed', data: { holderId: 'u2' } }]);
     // a concurrent claimant that won in between is not a ghost
-    expect(() => usernameDecider.decide(claim('u3', 'ghost'), { holder: 'u2' })).toThrow(ConflictError);
+    expect(() => nameClaimDecider.decide(claim('u3', 'ghost'), { holder: 'u2' })).toThrow(ConflictError);
   });
 });

@@ -1,0 +1,222 @@
+import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
+import { assertNever } from '../shared/decider.ts';
+import { ConflictError, NotFoundError } from '../shared/errors.ts';
+
+export type InstanceStatus = 'creating' | 'running' | 'exited' | 'failed';
+export type Operation = 'start' | 'stop' | 'restart' | 'delete';
+
+/** The spec as it was when the instance was requested: later spec edits do not change a running instance. */
+export interface SpecSnapshot {
+  readonly name: string;
+  readonly gpuModel: string;
+  readonly gpuCount: number;
+  readonly gpuMemoryGb: number;
+  readonly vgpu: boolean;
+  readonly cpuCores: number;
+  readonly memoryGb: number;
+  readonly systemDiskGb: number;
+  readonly dataDiskGb: number;
+  readonly pricePerHour: number;
+}
+
+export interface InstanceRequest {
+  readonly instanceId: string;
+  readonly ownerId: string;
+  readonly ownerName: string;
+  readonly name: string;
+  readonly imageId: string;
+  readonly imageAddress: string;
+  readonly specId: string;
+  readonly spec: SpecSnapshot;
+  readonly remark: string;
+  readonly requestedAt: string;
+}
+
+export interface InstancePlacement {
+  readonly nodeId: string;
+  readonly nodeName: string;
+  readonly gpus: readonly { index: number; memoryGb: number }[];
+  readonly containerName: string;
+  readonly dataVolume: string | null;
+}
+
+export type InstanceEvent =
+  | DomainEvent<'InstanceRequested', InstanceRequest>
+  | DomainEvent<'InstancePlaced', InstancePlacement>
+  | DomainEvent<'InstanceProvisioningProgressed', { reason: string }>
+  | DomainEvent<'ContainerCreated', { containerId: string; storageOptApplied: boolean }>
+  | DomainEvent<'InstanceProvisioningFailed', { reason: string }>
+  | DomainEvent<'InstanceStateObserved', {
+      status: 'running' | 'exited';
+      reason: string;
+      exitCode: number | null;
+      oomKilled: boolean;
+      /** Who saw it: the engine's event stream, the reconcile loop, or the operation itself. */
+      source: 'events' | 'reconcile' | 'operation' | 'provisioning';
+    }>
+  | DomainEvent<'InstanceContainerVanished', { reason: string }>
+  | DomainEvent<'InstanceOperationRequested', { operation: Operation }>
+  | DomainEvent<'InstanceOperationFailed', { operation: Operation; reason: string; willRetry: boolean }>
+  | DomainEvent<'InstanceOperationCompleted', { operation: Operation }>
+  | DomainEvent<'InstanceDeleted', { removed: string[]; notRemoved: { what: string; reason: string }[] }>;
+
+export type InstanceCommand =
+  | Command<'RequestInstance', { request: InstanceRequest; placement: InstancePlacement }>
+  | Command<'RecordProgress', { reason: string }>
+  | Command<'RecordContainerCreated', { containerId: string; storageOptApplied: boolean }>
+  | Command<'FailProvisioning', { reason: string }>
+  | Command<'ObserveState', {
+      status: 'running' | 'exited';
+      reason: string;
+      exitCode: number | null;
+      oomKilled: boolean;
+      source: 'events' | 'reconcile' | 'operation' | 'provisioning';
+    }>
+  | Command<'MarkVanished', { reason: string }>
+  | Command<'RequestOperation', { operation: Operation }>
+  | Command<'FailOperation', { operation: Operation; reason: string; willRetry: boolean }>
+  | Command<'CompleteOperation', { operation: Operation }>
+  | Command<'RecordDeleted', { removed: string[]; notRemoved: { what: string; reason: string }[] }>;
+
+export interface LiveInstance extends InstanceRequest, InstancePlacement {
+  readonly status: InstanceStatus;
+  readonly statusReason: string;
+  readonly containerId: string | null;
+  /** An operation that could not reach the engine yet; retried when the node is back. */
+  readonly pending: Operation | null;
+  readonly deleted: boolean;
+}
+
+export type InstanceState = { readonly status: 'none' } | { readonly status: 'requested'; readonly request: InstanceRequest } | LiveInstance;
+
+export const instanceStream = (instanceId: string) => `instance-${instanceId}`;
+
+export const INSTANCE_NAME = /^[A-Za-z0-9_-]{1,63}$/;
+
+function live(state: InstanceState): LiveInstance {
+  if (state.status === 'none' || state.status === 'requested' || state.deleted) throw new NotFoundError('Instance');
+  return state;
+}
+
+/** Which operations make sense in which state: a clear 409 instead of a confusing engine error. */
+function assertAllowed(instance: LiveInstance, operation: Operation): void {
+  if (operation === 'delete') return;
+  if (instance.pending === 'delete') throw new ConflictError('INSTANCE_DELETING', 'This instance is being deleted.');
+  if (!instance.containerId) {
+    throw new ConflictError('NO_CONTAINER', `The instance has no container yet (status ${instance.status}).`);
+  }
+  if (operation === 'start' && instance.status === 'running') throw new ConflictError('ALREADY_RUNNING', 'The instance is already running.');
+  if (operation === 'stop' && instance.status !== 'running') throw new ConflictError('NOT_RUNNING', 'The instance is not running.');
+}
+
+export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEvent> = {
+  initialState: () => ({ status: 'none' }),
+  decide(command, state) {
+    switch (command.type) {
+      case 'RequestInstance':
+        if (state.status !== 'none') throw new ConflictError('INSTANCE_EXISTS', 'This instance already exists.');
+        return [
+          { type: 'InstanceRequested', data: command.data.request },
+          { type: 'InstancePlaced', data: command.data.placement },
+        ];
+      case 'RecordProgress': {
+        const instance = live(state);
+        if (instance.status !== 'creating' || instance.statusReason === command.data.reason) return [];
+        return [{ type: 'InstanceProvisioningProgressed', data: command.data }];
+      }
+      case 'RecordContainerCreated': {
+        const instance = live(state);
+        if (instance.containerId === command.data.containerId) return [];
+        return [{ type: 'ContainerCreated', data: command.data }];
+      }
+      case 'FailProvisioning': {
+        const instance = live(state);
+        if (instance.status !== 'creating') return [];
+        return [{ type: 'InstanceProvisioningFailed', data: command.data }];
+      }
+      case 'ObserveState': {
+        const instance = live(state);
+        const same = instance.status === command.data.status && instance.statusReason === command.data.reason;
+        // A failed provisioning stays failed until someone starts the instance successfully.
+        if (same || (instance.status === 'failed' && command.data.status === 'exited')) return [];
+        return [{ type: 'InstanceStateObserved', data: command.data }];
+      }
+      case 'MarkVanished': {
+        const instance = live(state);
+        if (instance.status === 'failed' && instance.statusReason === command.data.reason) return [];
+        return [{ type: 'InstanceContainerVanished', data: command.data }];
+      }
+      case 'RequestOperation': {
+        const instance = live(state);
+        assertAllowed(instance, command.data.operation);
+        return [{ type: 'InstanceOperationRequested', data: command.data }];
+      }
+      case 'FailOperation':
+        live(state);
+        return [{ type: 'InstanceOperationFailed', data: command.data }];
+      case 'CompleteOperation': {
+        const instance = live(state);
+        if (instance.pending !== command.data.operation) return [];
+        return [{ type: 'InstanceOperationCompleted', data: command.data }];
+      }
+      case 'RecordDeleted':
+        live(state);
+        return [{ type: 'InstanceDeleted', data: command.data }];
+      default:
+        return assertNever(command);
+    }
+  },
+  evolve(state, event) {
+    if (event.type === 'InstanceRequested') return { status: 'requested', request: event.data };
+    if (event.type === 'InstancePlaced') {
+      if (state.status !== 'requested') return state;
+      return {
+        ...state.request,
+        ...event.data,
+        status: 'creating',
+        statusReason: 'placed; preparing the container',
+        containerId: null,
+        pending: null,
+        deleted: false,
+      };
+    }
+    if (state.status === 'none' || state.status === 'requested') return state;
+    switch (event.type) {
+      case 'InstanceProvisioningProgressed':
+        return { ...state, statusReason: event.data.reason };
+      case 'ContainerCreated':
+        return { ...state, containerId: event.data.containerId };
+      case 'InstanceProvisioningFailed':
+        return { ...state, status: 'failed', statusReason: event.data.reason };
+      case 'InstanceStateObserved':
+        return { ...state, status: event.data.status, statusReason: event.data.reason };
+      case 'InstanceContainerVanished':
+        return { ...state, status: 'failed', statusReason: event.data.reason, containerId: null };
+      case 'InstanceOperationRequested':
+        return { ...state, pending: event.data.operation };
+      case 'InstanceOperationFailed':
+        return event.data.willRetry ? state : { ...state, pending: null, statusReason: event.data.reason };
+      case 'InstanceOperationCompleted':
+        return { ...state, pending: null };
+      case 'InstanceDeleted':
+        return { ...state, deleted: true, pending: null };
+      default:
+        return assertNever(event);
+    }
+  },
+};
+
+/** `<name>-<instance id>-<unix seconds of the request>`: deterministic, so a retry finds its container. */
+export function containerName(name: string, instanceId: string, requestedAt: string): string {
+  return `${name}-${instanceId}-${Math.floor(Date.parse(requestedAt) / 1000)}`;
+}
+
+/** Human description of a container's state for `statusReason`. */
+export function describeExit(exitCode: number | null, oomKilled: boolean): string {
+  if (oomKilled) return 'killed: out of memory (OOM)';
+  if (exitCode === null) return 'stopped';
+  if (exitCode === 0) return 'exited normally (code 0)';
+  if (exitCode === 137) return 'killed (code 137, SIGKILL)';
+  if (exitCode === 143) return 'stopped (code 143, SIGTERM)';
+  return `exited with code ${exitCode}`;
+}

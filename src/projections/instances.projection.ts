@@ -1,0 +1,75 @@
+import type { InstanceEvent, InstanceStatus, Operation, SpecSnapshot } from '../domain/instance/instance.decider.ts';
+import type { RecordedEvent } from '../ports/event-store.port.ts';
+import { documentProjection } from './projection-runner.ts';
+
+export interface InstanceView {
+  readonly id: string;
+  readonly name: string;
+  readonly ownerId: string;
+  readonly ownerName: string;
+  readonly imageId: string;
+  readonly imageAddress: string;
+  readonly specId: string;
+  readonly spec: SpecSnapshot;
+  readonly nodeId: string;
+  readonly nodeName: string;
+  readonly containerId: string | null;
+  readonly containerName: string;
+  readonly dataVolume: string | null;
+  readonly status: InstanceStatus;
+  readonly statusReason: string;
+  readonly pending: Operation | null;
+  readonly gpuCards: readonly { index: number; memoryGb: number }[];
+  readonly remark: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export const INSTANCES = 'instances';
+
+/** Instances that are not deleted; deleting one removes its document. */
+export const instancesProjection = documentProjection<InstanceView>({
+  name: 'instances',
+  collection: INSTANCES,
+  indexes: [{ fields: { ownerId: 1, name: 1 }, unique: true }],
+  idOf: (event) => (event.stream.startsWith('instance-') ? event.stream.slice('instance-'.length) : undefined),
+  evolve(doc, recorded) {
+    const event = recorded as RecordedEvent & InstanceEvent;
+    const at = recorded.metadata.time;
+    if (event.type === 'InstanceRequested') {
+      const { instanceId, requestedAt, ...request } = event.data;
+      // The placement follows in the same append, so no reader sees an instance without a node.
+      return {
+        id: instanceId, ...request, nodeId: '', nodeName: '', containerId: null, containerName: '', dataVolume: null, status: 'creating',
+        statusReason: 'requested', pending: null, gpuCards: [], createdAt: requestedAt, updatedAt: at,
+      };
+    }
+    if (!doc) return undefined;
+    switch (event.type) {
+      case 'InstancePlaced': {
+        const { gpus, ...placement } = event.data;
+        return { ...doc, ...placement, gpuCards: gpus, statusReason: 'placed; preparing the container', updatedAt: at };
+      }
+      case 'InstanceProvisioningProgressed':
+        return { ...doc, statusReason: event.data.reason, updatedAt: at };
+      case 'ContainerCreated':
+        return { ...doc, containerId: event.data.containerId, updatedAt: at };
+      case 'InstanceProvisioningFailed':
+        return { ...doc, status: 'failed', statusReason: event.data.reason, updatedAt: at };
+      case 'InstanceStateObserved':
+        return { ...doc, status: event.data.status, statusReason: event.data.reason, updatedAt: at };
+      case 'InstanceContainerVanished':
+        return { ...doc, status: 'failed', statusReason: event.data.reason, containerId: null, updatedAt: at };
+      case 'InstanceOperationRequested':
+        return { ...doc, pending: event.data.operation, updatedAt: at };
+      case 'InstanceOperationFailed':
+        return event.data.willRetry ? { ...doc, updatedAt: at } : { ...doc, pending: null, statusReason: event.data.reason, updatedAt: at };
+      case 'InstanceOperationCompleted':
+        return { ...doc, pending: null, updatedAt: at };
+      case 'InstanceDeleted':
+        return null;
+      default:
+        return undefined;
+    }
+  },
+});
