@@ -9,6 +9,12 @@ import { MemoryReadStore } from './adapters/readstore/memory.read-store.ts';
 import { AesGcmSecretBox, loadMasterKey } from './adapters/secrets/aes-gcm.secret-box.ts';
 import { DockerPool } from './adapters/docker/docker-pool.ts';
 import { DockerodeEngines } from './adapters/docker/dockerode.engines.ts';
+import { DockerodeRuntime } from './adapters/docker/dockerode.runtime.ts';
+import { instanceRoutes } from './commands/instance/instance.routes.ts';
+import { Instances } from './commands/instance/instances.ts';
+import { provisionerPlugin } from './plugins/instances/provisioner.plugin.ts';
+import { reconcilerPlugin } from './plugins/instances/reconciler.plugin.ts';
+import { instancesProjection } from './projections/instances.projection.ts';
 import { imageRoutes } from './commands/catalog/image.routes.ts';
 import { nodeRoutes } from './commands/catalog/node.routes.ts';
 import { Nodes } from './commands/catalog/nodes.ts';
@@ -30,7 +36,10 @@ import { usersProjection } from './projections/users.projection.ts';
 
 export const VERSION = '0.1.0';
 
-export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection];
+export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection];
+
+/** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
+export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin];
 
 export async function openEventStore(config: Config): Promise<EventStore> {
   if (config.eventStoreUrl) {
@@ -65,6 +74,8 @@ export class App {
   bus!: CommandBus;
   accounts!: Accounts;
   nodes!: Nodes;
+  instances!: Instances;
+  runtime!: DockerodeRuntime;
   docker!: DockerPool;
   private engines?: DockerodeEngines;
   private pluginHost!: PluginHost;
@@ -100,6 +111,9 @@ export class App {
     this.docker = new DockerPool();
     this.engines = new DockerodeEngines(this.docker);
     this.nodes = new Nodes(this.bus, this.readStore, this.engines, secrets);
+    this.runtime = new DockerodeRuntime(this.docker);
+    const targetOf = (nodeId: string) => this.nodes.target(nodeId);
+    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore);
 
     const app = createHttpApp({
       routes: [
@@ -107,6 +121,7 @@ export class App {
         ...imageRoutes(this.bus, this.readStore),
         ...specRoutes(this.bus, this.readStore),
         ...nodeRoutes(this.nodes, this.readStore),
+        ...instanceRoutes(this.instances, this.runtime, targetOf, this.readStore, config.sshPort),
       ],
       authenticate: (token) => this.accounts.authenticate(token),
       idempotency: new IdempotencyGuard(this.bus),
@@ -119,7 +134,7 @@ export class App {
     });
     this.server.keepAliveTimeout = 65_000;
 
-    this.pluginHost = new PluginHost(this.options.plugins ?? [], config.disabledPlugins, logger);
+    this.pluginHost = new PluginHost([...defaultPlugins, ...(this.options.plugins ?? [])], config.disabledPlugins, logger);
     const head = await this.eventStore.headPosition();
     await this.pluginHost.start({
       events$: this.eventStore.subscribe(head).pipe(share()),
@@ -128,6 +143,9 @@ export class App {
       readStore: this.readStore,
       config,
       waitForProjections: (p) => this.runner.waitFor(p),
+      runtime: this.runtime,
+      nodes: this.nodes,
+      instances: this.instances,
     });
     this.ready = true;
     logger.info({ http: `${config.host}:${this.httpPort}`, plugins: this.pluginHost.names }, 'TianQi is ready');
@@ -148,6 +166,12 @@ export class App {
     await this.runner?.stop();
     await this.readStore?.close();
     await this.eventStore?.close();
+  }
+
+  /** Waits until the read models show every event appended so far. */
+  async syncReadModels(): Promise<void> {
+    const head = await this.eventStore.headPosition();
+    if (head !== undefined) await this.runner.waitFor(head);
   }
 
   private async bootstrapAdmin(): Promise<void> {

@@ -1,6 +1,9 @@
 import type { Logger } from 'pino';
 import type { Observable } from 'rxjs';
 import type { CommandBus } from '../commands/command-bus.ts';
+import type { Nodes } from '../commands/catalog/nodes.ts';
+import type { Instances } from '../commands/instance/instances.ts';
+import type { ContainerRuntime } from '../ports/container-runtime.port.ts';
 import type { Config } from '../config.ts';
 import type { EventStore, RecordedEvent } from '../ports/event-store.port.ts';
 import type { ReadStore } from '../ports/read-store.port.ts';
@@ -15,6 +18,10 @@ export interface PluginContext {
   readonly logger: Logger;
   /** Resolves when the read models show everything up to `position`. */
   readonly waitForProjections: (position: number) => Promise<boolean>;
+  /** Container operations on the nodes' engines. */
+  readonly runtime: ContainerRuntime;
+  readonly nodes: Nodes;
+  readonly instances: Instances;
 }
 
 export interface PluginHandle {

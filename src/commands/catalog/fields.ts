@@ -1,7 +1,8 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 
-const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
+/** Control characters other than line breaks and tabs. */
+const CONTROL = /[^\P{Cc}\n\r\t]/u;
 
 /** A display name: trimmed, 1–64 characters, no control characters. */
 export const name = z

@@ -7,6 +7,7 @@ import {
   type NodeState,
 } from '../../domain/catalog/node.decider.ts';
 import { NotFoundError, ValidationError } from '../../domain/shared/errors.ts';
+import type { NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { DockerConnectionSettings, DockerEngines } from '../../ports/docker.port.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import type { SecretBox } from '../../ports/secret-box.port.ts';
@@ -90,6 +91,12 @@ export class Nodes {
     const liveInstances = await liveInstancesUsing(this.store, 'nodeId', nodeId);
     await this.bus.execute(nodeDecider, nodeStream(nodeId), { type: 'DeleteNode', data: { liveInstances } }, context);
     this.engines.forget(nodeId);
+  }
+
+  /** The engine of a node, as the container runtime reaches it. */
+  async target(nodeId: string): Promise<NodeTarget> {
+    const { state } = await this.bus.load(nodeDecider, nodeStream(nodeId));
+    return { nodeId, settings: this.connectionSettings(state) };
   }
 
   /** How to reach a node's engine, with its client key decrypted for the Docker client only. */

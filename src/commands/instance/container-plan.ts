@@ -1,0 +1,61 @@
+import type { LiveInstance } from '../../domain/instance/instance.decider.ts';
+import type { ContainerPlan } from '../../ports/container-runtime.port.ts';
+
+const GIB = 1024 ** 3;
+const MIB = 1024 ** 2;
+
+/** Where a vGPU container sees the node's HAMi-core build. */
+export const HAMI_MOUNT = '/libvgpu/build';
+/** Host directory for HAMi-core's per-container shared memory-accounting cache. */
+export const VGPU_CACHE_ROOT = '/tmp/tianqi-vgpu';
+
+/**
+ * Deep-learning data loaders move batches through /dev/shm; Docker's 64 MiB default breaks
+ * PyTorch's DataLoader with workers. Half the memory limit, between 64 MiB and 32 GiB.
+ */
+export function shmSizeBytes(memoryGb: number): number {
+  return Math.min(32 * GIB, Math.max(64 * MIB, Math.floor((memoryGb * GIB) / 2)));
+}
+
+export const instanceLabels = (instance: Pick<LiveInstance, 'instanceId' | 'ownerId'>) => ({
+  'managed-by': 'tianqi',
+  'tianqi.instance': instance.instanceId,
+  'tianqi.owner': instance.ownerId,
+});
+
+/**
+ * The container an instance runs as. GPUs are the reserved card indices (never "the first N");
+ * a CPU-only spec gets no GPU parameters and NVIDIA_VISIBLE_DEVICES=void; a vGPU spec gets
+ * HAMi-core preloaded with a memory limit per granted card and an SM share per card.
+ */
+export function buildContainerPlan(instance: LiveInstance, node: { hamiCoreDir: string; gpuMemoryGb: number }): ContainerPlan {
+  const { spec } = instance;
+  const env: string[] = [`TIANQI_INSTANCE=${instance.name}`];
+  const binds: string[] = [];
+  const gpuDeviceIds = instance.gpus.map((g) => String(g.index));
+  if (gpuDeviceIds.length === 0) {
+    env.push('NVIDIA_VISIBLE_DEVICES=void');
+  } else if (spec.vgpu) {
+    env.push(`LD_PRELOAD=${HAMI_MOUNT}/libvgpu.so`);
+    // HAMi-core numbers the cards the container sees 0..n-1, in the order Docker grants them.
+    instance.gpus.forEach((g, position) => env.push(`CUDA_DEVICE_MEMORY_LIMIT_${position}=${Math.floor(g.memoryGb * 1024)}m`));
+    const share = node.gpuMemoryGb > 0 ? Math.max(1, Math.min(100, Math.round((spec.gpuMemoryGb / node.gpuMemoryGb) * 100))) : 100;
+    env.push(`CUDA_DEVICE_SM_LIMIT=${share}`);
+    env.push(`CUDA_DEVICE_MEMORY_SHARED_CACHE=/tmp/vgpu/${instance.containerName}.cache`);
+    binds.push(`${node.hamiCoreDir}:${HAMI_MOUNT}:ro`);
+    binds.push(`${VGPU_CACHE_ROOT}/${instance.containerName}:/tmp/vgpu`);
+  }
+  return {
+    name: instance.containerName,
+    image: instance.imageAddress,
+    labels: instanceLabels(instance),
+    env,
+    nanoCpus: spec.cpuCores * 1e9,
+    memoryBytes: spec.memoryGb * GIB,
+    shmSizeBytes: shmSizeBytes(spec.memoryGb),
+    systemDiskGb: spec.systemDiskGb,
+    dataVolume: instance.dataVolume,
+    gpuDeviceIds,
+    binds,
+  };
+}

@@ -1,0 +1,39 @@
+import type { InstanceEvent } from '../../domain/instance/instance.decider.ts';
+import type { RecordedEvent } from '../../ports/event-store.port.ts';
+
+const OPERATION_WORDS = { start: 'start', stop: 'stop', restart: 'restart', delete: 'deletion' } as const;
+
+/** One line of an instance's timeline, in plain words. */
+export function describeInstanceEvent(recorded: RecordedEvent): string {
+  const event = recorded as RecordedEvent & InstanceEvent;
+  switch (event.type) {
+    case 'InstanceRequested':
+      return `requested "${event.data.name}" from image ${event.data.imageAddress} with spec ${event.data.spec.name}`;
+    case 'InstancePlaced': {
+      const cards = event.data.gpus.map((g) => `GPU ${g.index} (${g.memoryGb} GB)`).join(', ');
+      return `placed on node ${event.data.nodeName}${cards ? ` with ${cards}` : ''}`;
+    }
+    case 'InstanceProvisioningProgressed':
+      return event.data.reason;
+    case 'ContainerCreated':
+      return `container ${event.data.containerId.slice(0, 12)} created${event.data.storageOptApplied ? '' : ' (system disk size not enforced by this storage driver)'}`;
+    case 'InstanceProvisioningFailed':
+      return `creation failed: ${event.data.reason}`;
+    case 'InstanceStateObserved':
+      return `${event.data.status === 'running' ? 'running' : event.data.reason} (seen by ${event.data.source})`;
+    case 'InstanceContainerVanished':
+      return `container vanished: ${event.data.reason}`;
+    case 'InstanceOperationRequested':
+      return `${OPERATION_WORDS[event.data.operation]} requested`;
+    case 'InstanceOperationFailed':
+      return `${OPERATION_WORDS[event.data.operation]} failed: ${event.data.reason}${event.data.willRetry ? ' (will retry when the node is back)' : ''}`;
+    case 'InstanceOperationCompleted':
+      return `${OPERATION_WORDS[event.data.operation]} done`;
+    case 'InstanceDeleted':
+      return `deleted; removed ${event.data.removed.join(', ') || 'nothing'}${
+        event.data.notRemoved.length ? `; could not remove ${event.data.notRemoved.map((f) => `${f.what} (${f.reason})`).join(', ')}` : ''
+      }`;
+    default:
+      return recorded.type;
+  }
+}

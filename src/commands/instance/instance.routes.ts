@@ -1,0 +1,201 @@
+import { firstValueFrom, last, take, timeout, toArray } from 'rxjs';
+import { z } from 'zod';
+import { INSTANCE_NAME } from '../../domain/instance/instance.decider.ts';
+import { ConflictError } from '../../domain/shared/errors.ts';
+import { reply, route, type RouteSpec } from '../../http/route.ts';
+import { EngineUnavailableError, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
+import type { ReadStore } from '../../ports/read-store.port.ts';
+import type { InstanceView } from '../../projections/instances.projection.ts';
+import { USERS, type UserView } from '../../projections/users.projection.ts';
+import { text } from '../catalog/fields.ts';
+import { describeInstanceEvent } from './history.ts';
+import { EngineRejectedAnswer, EngineUnavailableAnswer, type Instances } from './instances.ts';
+
+const CreateInstance = z.strictObject({
+  name: z.string().regex(INSTANCE_NAME, 'must be 1–63 letters, digits, "-" or "_" (no spaces, no Chinese characters)'),
+  imageId: z.string().min(1, 'is required').max(64),
+  specId: z.string().min(1, 'is required').max(64),
+  nodeId: z.string().max(64).optional().meta({ description: 'restrict placement to this node; omitted = the best node' }),
+  remark: text(2_000).optional(),
+  policy: z.enum(['binpack', 'spread']).optional().meta({ description: 'placement policy; binpack (default) keeps whole cards free' }),
+});
+const GpuCard = z.object({ index: z.number(), memoryGb: z.number() });
+export const InstanceSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  ownerId: z.string(),
+  ownerName: z.string(),
+  imageId: z.string(),
+  imageAddress: z.string(),
+  specId: z.string(),
+  spec: z.object({
+    name: z.string(), gpuModel: z.string(), gpuCount: z.number(), gpuMemoryGb: z.number(), vgpu: z.boolean(), cpuCores: z.number(),
+    memoryGb: z.number(), systemDiskGb: z.number(), dataDiskGb: z.number(), pricePerHour: z.number(),
+  }),
+  nodeId: z.string(),
+  nodeName: z.string(),
+  containerId: z.string().nullable(),
+  containerName: z.string(),
+  status: z.enum(['creating', 'running', 'exited', 'failed']),
+  statusReason: z.string(),
+  pending: z.enum(['start', 'stop', 'restart', 'delete']).nullable(),
+  gpuCards: z.array(GpuCard),
+  remark: z.string(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+const ListQuery = z.strictObject({
+  status: z.enum(['creating', 'running', 'exited', 'failed']).optional(),
+  q: z.string().max(63).optional(),
+  nodeId: z.string().max(64).optional(),
+  ownerId: z.string().max(64).optional().meta({ description: 'admins only' }),
+});
+const PlacementQuery = z.strictObject({ specId: z.string().min(1).max(64), imageId: z.string().min(1).max(64) });
+const Candidate = z.object({
+  nodeId: z.string(),
+  name: z.string(),
+  cards: z.array(z.object({ index: z.number(), totalMemoryGb: z.number(), freeMemoryGb: z.number(), whole: z.boolean() })),
+  freeCpuCores: z.number().nullable(),
+  freeMemoryGb: z.number().nullable(),
+  freeDataDiskGb: z.number().nullable(),
+});
+const StatsSchema = z.object({
+  cpuPercent: z.number(), memoryUsageBytes: z.number(), memoryLimitBytes: z.number(), memoryPercent: z.number(),
+  networkRxBytes: z.number(), networkTxBytes: z.number(), blockReadBytes: z.number(), blockWriteBytes: z.number(), pids: z.number(),
+  gpus: z.array(z.object({ index: z.number(), memoryUsedBytes: z.number().nullable(), memoryTotalBytes: z.number().nullable() })),
+  at: z.string(),
+});
+
+export function toInstanceDto(view: InstanceView): z.infer<typeof InstanceSchema> {
+  const { _position: _, dataVolume: _v, ...dto } = view as InstanceView & { _position?: number };
+  return { ...dto, spec: { ...dto.spec }, gpuCards: dto.gpuCards.map((g) => ({ ...g })) };
+}
+
+/** Docker calls from a request: an unreachable node is a 503, a refusal a 502, both in words. */
+async function engineCall<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (err instanceof EngineUnavailableError) throw new EngineUnavailableAnswer(err.message);
+    if (err instanceof Error && err.name === 'EngineRejectedError') throw new EngineRejectedAnswer(err.message);
+    if (err instanceof Error && err.name === 'TimeoutError') throw new EngineUnavailableAnswer('no answer within 10 s');
+    throw err;
+  }
+}
+
+export async function statsSnapshot(runtime: ContainerRuntime, target: NodeTarget, instance: InstanceView) {
+  if (!instance.containerId || instance.status !== 'running') throw new ConflictError('NOT_RUNNING', 'Stats are there while the instance runs.');
+  const containerId = instance.containerId;
+  // Like `docker stats --no-stream`: the second sample has a CPU delta to compare with.
+  const [sample, gpus] = await Promise.all([
+    engineCall(() => firstValueFrom(runtime.stats(target, containerId).pipe(take(2), last(), timeout(10_000)))),
+    instance.gpuCards.length > 0 ? runtime.gpuMemory(target, containerId).catch(() => null) : Promise.resolve([]),
+  ]);
+  return {
+    ...sample,
+    gpus: instance.gpuCards.map((card, position) => {
+      const reading = gpus?.find((g) => g.index === position);
+      return { index: card.index, memoryUsedBytes: reading?.usedBytes ?? null, memoryTotalBytes: reading?.totalBytes ?? null };
+    }),
+  };
+}
+
+export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, targetOf: (nodeId: string) => Promise<NodeTarget>, store: ReadStore, sshPort: number): RouteSpec[] {
+  return [
+    route({
+      method: 'get', path: '/placements', tag: 'instances', access: 'user',
+      summary: 'Nodes that can run this image + spec now, with their free cards and each card\'s free memory',
+      query: PlacementQuery, response: z.array(Candidate),
+      async handler({ actor, query }) {
+        return instances.placements(actor, query.imageId, query.specId);
+      },
+    }),
+    route({
+      method: 'get', path: '/instances', tag: 'instances', access: 'user', summary: 'Your instances (admins: all), newest first',
+      query: ListQuery, response: z.array(InstanceSchema),
+      async handler({ actor, query }) {
+        return (await instances.list(actor, query)).map(toInstanceDto);
+      },
+    }),
+    route({
+      method: 'post', path: '/instances', tag: 'instances', access: 'user', status: 201,
+      summary: 'Create an instance: placed and reserved at once (201, status creating); 409 NO_CAPACITY when nothing fits',
+      body: CreateInstance, response: InstanceSchema,
+      async handler({ actor, body, context }) {
+        return reply(201, toInstanceDto(await instances.create(actor, body, context)));
+      },
+    }),
+    route({
+      method: 'get', path: '/instances/:id', tag: 'instances', access: 'user', summary: 'One instance', response: InstanceSchema,
+      async handler({ actor, params }) {
+        return toInstanceDto(await instances.visible(actor, params.id!));
+      },
+    }),
+    ...(['start', 'stop', 'restart'] as const).map((operation) =>
+      route({
+        method: 'post', path: `/instances/:id/${operation}`, tag: 'instances', access: 'user', response: InstanceSchema,
+        summary: `${operation[0]!.toUpperCase()}${operation.slice(1)} the instance (503 when the node is unreachable: it runs when the node is back)`,
+        async handler({ actor, params, context }) {
+          return toInstanceDto((await instances.operate(actor, params.id!, operation, context))!);
+        },
+      }),
+    ),
+    route({
+      method: 'delete', path: '/instances/:id', tag: 'instances', access: 'user', status: 204,
+      summary: 'Delete the instance: its container, then every named volume it mounted, and its reservation',
+      async handler({ actor, params, context }) {
+        await instances.operate(actor, params.id!, 'delete', context);
+        return reply(204);
+      },
+    }),
+    route({
+      method: 'get', path: '/instances/:id/history', tag: 'instances', access: 'user', summary: 'What happened to the instance: who, what, when',
+      response: z.array(z.object({ revision: z.number(), type: z.string(), at: z.string(), by: z.string().nullable(), summary: z.string() })),
+      async handler({ actor, params }) {
+        await instances.visible(actor, params.id!);
+        const events = await instances.history(params.id!);
+        const users = store.collection<UserView>(USERS);
+        const names = new Map<string, string>();
+        for (const id of new Set(events.map((e) => e.metadata.userId).filter((u): u is string => Boolean(u)))) {
+          names.set(id, (await users.get(id))?.username ?? id);
+        }
+        return events.map((e) => ({
+          revision: e.revision,
+          type: e.type,
+          at: e.metadata.time,
+          by: e.metadata.userId ? names.get(e.metadata.userId)! : null,
+          summary: describeInstanceEvent(e),
+        }));
+      },
+    }),
+    route({
+      method: 'get', path: '/instances/:id/logs', tag: 'instances', access: 'user', summary: 'The last lines of the container log (stdout and stderr, with timestamps)',
+      query: z.strictObject({ tail: z.coerce.number().int().min(1).max(10_000).default(200) }),
+      response: z.array(z.object({ stream: z.enum(['stdout', 'stderr']), time: z.string(), text: z.string() })),
+      async handler({ actor, params, query }) {
+        const instance = await instances.visible(actor, params.id!);
+        if (!instance.containerId) return [];
+        const target = await targetOf(instance.nodeId);
+        return engineCall(() => firstValueFrom(runtime.logs(target, instance.containerId!, { tail: query.tail, follow: false }).pipe(toArray(), timeout(10_000))));
+      },
+    }),
+    route({
+      method: 'get', path: '/instances/:id/stats', tag: 'instances', access: 'user',
+      summary: 'CPU, memory, network, block I/O, PIDs and GPU memory per granted card (null when unreadable)', response: StatsSchema,
+      async handler({ actor, params }) {
+        const instance = await instances.visible(actor, params.id!);
+        return statsSnapshot(runtime, await targetOf(instance.nodeId), instance);
+      },
+    }),
+    route({
+      method: 'get', path: '/instances/:id/ssh', tag: 'instances', access: 'user', summary: 'How to reach the instance through the SSH jump host',
+      response: z.object({ command: z.string(), host: z.string(), port: z.number(), user: z.string() }),
+      async handler({ actor, params, headers }) {
+        const instance = await instances.visible(actor, params.id!);
+        const host = String(headers.host ?? 'localhost').replace(/:\d+$/, '');
+        const user = `${actor.username}+${instance.name}`;
+        return { command: `ssh -p ${sshPort} ${user}@${host}`, host, port: sshPort, user };
+      },
+    }),
+  ];
+}

@@ -1,0 +1,316 @@
+import { randomUUID } from 'node:crypto';
+import { imageCanRun } from '../../domain/catalog/spec.decider.ts';
+import { ledgerCards, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
+import {
+  containerName,
+  describeExit,
+  instanceDecider,
+  instanceStream,
+  type LiveInstance,
+  type Operation,
+} from '../../domain/instance/instance.decider.ts';
+import { candidates, place, type NodeLedger, type PlacementPolicy, type ResourceRequest } from '../../domain/instance/placement.ts';
+import { ConflictError, DomainError, NotFoundError, ValidationError } from '../../domain/shared/errors.ts';
+import type { Actor } from '../user/accounts.ts';
+import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
+import type { EventStore, RecordedEvent } from '../../ports/event-store.port.ts';
+import type { ReadStore } from '../../ports/read-store.port.ts';
+import { IMAGES, NODES, SPECS, type ImageView, type NodeView, type SpecView } from '../../projections/catalog.projection.ts';
+import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
+import type { CommandBus, CommandContext } from '../command-bus.ts';
+import { claimName, releaseName } from '../name-claims.ts';
+
+export class EngineUnavailableAnswer extends DomainError {
+  readonly status = 503;
+  constructor(reason: string) {
+    super('NODE_UNREACHABLE', `The node's Docker engine cannot be reached (${reason}). The request is kept and will run when the node is back.`);
+  }
+}
+
+export class EngineRejectedAnswer extends DomainError {
+  readonly status = 502;
+  constructor(reason: string) {
+    super('ENGINE_REJECTED', `The node's Docker engine refused: ${reason}`);
+  }
+}
+
+export interface NewInstance {
+  readonly name: string;
+  readonly imageId: string;
+  readonly specId: string;
+  readonly nodeId?: string;
+  readonly remark?: string;
+  readonly policy?: PlacementPolicy;
+}
+
+const instanceNameStream = (ownerId: string, name: string) => `instance-name-${ownerId}-${name.toLowerCase()}`;
+const MAX_PLACEMENT_ATTEMPTS = 5;
+
+/** Turns a node's read model into the ledger placement works on. */
+export function ledgerFromView(node: NodeView): NodeLedger {
+  return {
+    nodeId: node.id,
+    name: node.name,
+    listed: node.listed,
+    connected: node.dockerStatus === 'connected',
+    gpuModel: node.gpuModel,
+    cards: ledgerCards(node.gpus, node.reservations),
+    cpuCores: node.capacity.cpuCores,
+    memoryGb: node.capacity.memoryGb,
+    dataDiskGb: node.capacity.dataDiskGb,
+    usedCpuCores: node.used.cpuCores,
+    usedMemoryGb: node.used.memoryGb,
+    usedDataDiskGb: node.used.dataDiskGb,
+  };
+}
+
+/** The instance use cases: create (placement + reservation), operations, reads. */
+export class Instances {
+  constructor(
+    private readonly bus: CommandBus,
+    private readonly store: ReadStore,
+    private readonly runtime: ContainerRuntime,
+    private readonly targetOf: (nodeId: string) => Promise<NodeTarget>,
+    /** Waits until the read models show everything appended so far. */
+    private readonly syncReadModels: () => Promise<unknown>,
+    private readonly events: EventStore,
+  ) {}
+
+  /** The instance if the actor may see it (owner or admin); otherwise 404, never 403. */
+  async visible(actor: Actor, instanceId: string): Promise<InstanceView> {
+    const instance = await this.store.collection<InstanceView>(INSTANCES).get(instanceId);
+    if (!instance || (actor.role !== 'admin' && instance.ownerId !== actor.id)) throw new NotFoundError('Instance');
+    return instance;
+  }
+
+  async list(actor: Actor, filter: { status?: string; q?: string; nodeId?: string; ownerId?: string } = {}): Promise<InstanceView[]> {
+    const query: Record<string, unknown> = actor.role === 'admin' ? {} : { ownerId: actor.id };
+    if (actor.role === 'admin' && filter.ownerId) query.ownerId = filter.ownerId;
+    if (filter.status) query.status = filter.status;
+    if (filter.nodeId) query.nodeId = filter.nodeId;
+    if (filter.q) query.name = { $regex: filter.q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), $options: 'i' };
+    return this.store.collection<InstanceView>(INSTANCES).find(query, { sort: { createdAt: -1 } });
+  }
+
+  /** What an image + spec needs, checking both are listed (for users) and compatible. */
+  async requestFor(actor: Actor, imageId: string, specId: string): Promise<{ image: ImageView; spec: SpecView; request: ResourceRequest }> {
+    const image = await this.store.collection<ImageView>(IMAGES).get(imageId);
+    const spec = await this.store.collection<SpecView>(SPECS).get(specId);
+    const fields: Record<string, string> = {};
+    if (!image || (!image.listed && actor.role !== 'admin')) fields.imageId = 'no such image';
+    if (!spec || (!spec.listed && actor.role !== 'admin')) fields.specId = 'no such spec';
+    if (image && !image.listed) fields.imageId = 'is not listed';
+    if (spec && !spec.listed) fields.specId = 'is not listed';
+    if (image && spec && !imageCanRun(image, spec)) fields.specId = 'needs vGPU support, which this image does not have';
+    if (Object.keys(fields).length > 0) throw new ValidationError(fields, 'The image or spec cannot be used.');
+    return {
+      image: image!,
+      spec: spec!,
+      request: {
+        gpuCount: spec!.gpuCount,
+        gpuMemoryGb: spec!.gpuMemoryGb,
+        vgpu: spec!.vgpuSupported && spec!.gpuCount > 0,
+        gpuModel: spec!.gpuModel,
+        cpuCores: spec!.cpuCores,
+        memoryGb: spec!.memoryGb,
+        dataDiskGb: spec!.dataDiskGb,
+      },
+    };
+  }
+
+  async ledgers(request: ResourceRequest, nodeId?: string): Promise<NodeLedger[]> {
+    const query: Record<string, unknown> = { listed: true, dockerStatus: 'connected' };
+    if (nodeId) query.id = nodeId;
+    return (await this.store.collection<NodeView>(NODES).find(query)).map(ledgerFromView).filter((n) => request.gpuCount === 0 || n.cards.length > 0);
+  }
+
+  async placements(actor: Actor, imageId: string, specId: string) {
+    const { request } = await this.requestFor(actor, imageId, specId);
+    return candidates(request, await this.ledgers(request));
+  }
+
+  /**
+   * Places the instance and reserves explicit cards, CPU, memory and disk on the node's stream
+   * with its expected revision; a node taken in the meantime is placed again. 409 NO_CAPACITY
+   * when nothing fits, with nothing appended.
+   */
+  async create(actor: Actor, input: NewInstance, context: CommandContext): Promise<InstanceView> {
+    const { image, spec, request } = await this.requestFor(actor, input.imageId, input.specId);
+    if (input.nodeId && !(await this.store.collection<NodeView>(NODES).get(input.nodeId))) {
+      throw new ValidationError({ nodeId: 'no such node' });
+    }
+    const instanceId = randomUUID();
+    const requestedAt = context.now ?? new Date().toISOString();
+    const nameStream = instanceNameStream(actor.id, input.name);
+    if (await this.store.collection<InstanceView>(INSTANCES).findOne({ ownerId: actor.id, name: input.name })) {
+      throw new ConflictError('NAME_TAKEN', 'You already have an instance with this name.', { name: 'is taken' });
+    }
+    const reserved = await this.reserve(instanceId, request, input, context);
+    try {
+      await claimName(this.bus, nameStream, instanceId, (holder) => this.exists(holder), {
+        code: 'NAME_TAKEN', message: 'You already have an instance with this name.', field: 'name',
+      }, context);
+    } catch (err) {
+      await this.release(reserved.nodeId, instanceId, context);
+      throw err;
+    }
+    const node = await this.store.collection<NodeView>(NODES).get(reserved.nodeId);
+    const name = containerName(input.name, instanceId, requestedAt);
+    await this.bus.execute(instanceDecider, instanceStream(instanceId), {
+      type: 'RequestInstance',
+      data: {
+        request: {
+          instanceId,
+          ownerId: actor.id,
+          ownerName: actor.username,
+          name: input.name,
+          imageId: image.id,
+          imageAddress: image.address,
+          specId: spec.id,
+          spec: {
+            name: spec.name, gpuModel: spec.gpuModel, gpuCount: spec.gpuCount, gpuMemoryGb: spec.gpuMemoryGb, vgpu: request.vgpu,
+            cpuCores: spec.cpuCores, memoryGb: spec.memoryGb, systemDiskGb: spec.systemDiskGb, dataDiskGb: spec.dataDiskGb,
+            pricePerHour: spec.pricePerHour,
+          },
+          remark: input.remark ?? '',
+          requestedAt,
+        },
+        placement: {
+          nodeId: reserved.nodeId,
+          nodeName: node?.name ?? '',
+          gpus: reserved.gpus,
+          containerName: name,
+          dataVolume: `${name}-data`,
+        },
+      },
+    }, { ...context, now: requestedAt });
+    return (await this.store.collection<InstanceView>(INSTANCES).get(instanceId))!;
+  }
+
+  private async reserve(instanceId: string, request: ResourceRequest, input: NewInstance, context: CommandContext) {
+    for (let attempt = 1; attempt <= MAX_PLACEMENT_ATTEMPTS; attempt++) {
+      const chosen = place(request, await this.ledgers(request, input.nodeId), input.policy ?? 'binpack');
+      if (!chosen) break;
+      try {
+        await this.bus.execute(nodeDecider, nodeStream(chosen.nodeId), {
+          type: 'ReserveCapacity',
+          data: { instanceId, gpus: chosen.gpus, vgpu: request.vgpu, cpuCores: request.cpuCores, memoryGb: request.memoryGb, dataDiskGb: request.dataDiskGb },
+        }, context);
+        return chosen;
+      } catch (err) {
+        // Another create took the capacity between our read and our append: place again on fresh ledgers.
+        if (!(err instanceof ConflictError) || (err.code !== 'NO_CAPACITY' && err.code !== 'CONCURRENT_CHANGE')) throw err;
+        await this.syncReadModels();
+      }
+    }
+    throw new ConflictError('NO_CAPACITY', input.nodeId
+      ? 'The chosen node has no room for this spec right now.'
+      : 'No node has room for this spec right now. Try a smaller spec or later.');
+  }
+
+  /**
+   * A failed instance gave its capacity back. Starting it again takes the same cards again
+   * (its container was created with those device IDs), or answers 409 NO_CAPACITY.
+   */
+  private async ensureReserved(instance: LiveInstance, context: CommandContext): Promise<void> {
+    const { state: node } = await this.bus.load(nodeDecider, nodeStream(instance.nodeId));
+    if (node.status !== 'active' || node.reservations[instance.instanceId]) return;
+    const { spec } = instance;
+    await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), {
+      type: 'ReserveCapacity',
+      data: { instanceId: instance.instanceId, gpus: instance.gpus, vgpu: spec.vgpu, cpuCores: spec.cpuCores, memoryGb: spec.memoryGb, dataDiskGb: spec.dataDiskGb },
+    }, context);
+  }
+
+  private async release(nodeId: string, instanceId: string, context: CommandContext): Promise<void> {
+    await this.bus.execute(nodeDecider, nodeStream(nodeId), { type: 'ReleaseCapacity', data: { instanceId } }, context);
+  }
+
+  private async exists(instanceId: string): Promise<boolean> {
+    const { state } = await this.bus.load(instanceDecider, instanceStream(instanceId));
+    return state.status !== 'none' && !('deleted' in state && state.deleted);
+  }
+
+  async load(instanceId: string): Promise<LiveInstance> {
+    const { state } = await this.bus.load(instanceDecider, instanceStream(instanceId));
+    if (state.status === 'none' || state.status === 'requested' || state.deleted) throw new NotFoundError('Instance');
+    return state;
+  }
+
+  /**
+   * Start, stop, restart or delete. The request is recorded first; when the engine cannot be
+   * reached the answer is 503 and the request stays pending, to run when the node is back.
+   */
+  async operate(actor: Actor, instanceId: string, operation: Operation, context: CommandContext): Promise<InstanceView | null> {
+    await this.visible(actor, instanceId);
+    if (operation === 'start' || operation === 'restart') await this.ensureReserved(await this.load(instanceId), context);
+    await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'RequestOperation', data: { operation } }, context);
+    await this.runPending(instanceId, context);
+    return this.store.collection<InstanceView>(INSTANCES).get(instanceId);
+  }
+
+  /** Runs an instance's pending operation against the engine (also used by the retry on reconnect). */
+  async runPending(instanceId: string, context: CommandContext): Promise<void> {
+    const instance = await this.load(instanceId);
+    const operation = instance.pending;
+    if (!operation) return;
+    const record = (type: 'CompleteOperation' | 'FailOperation', data: object) =>
+      this.bus.execute(instanceDecider, instanceStream(instanceId), { type, data } as never, context);
+    try {
+      const target = await this.targetOf(instance.nodeId);
+      if (operation === 'delete') {
+        const result = await this.runtime.remove(target, {
+          containerId: instance.containerId,
+          name: instance.containerName,
+          volumes: instance.dataVolume ? [instance.dataVolume] : [],
+        });
+        await this.bus.execute(instanceDecider, instanceStream(instanceId), {
+          type: 'RecordDeleted', data: { removed: result.removed, notRemoved: result.failed },
+        }, context);
+        await this.release(instance.nodeId, instanceId, context);
+        await releaseName(this.bus, instanceNameStream(instance.ownerId, instance.name), instanceId, context);
+        return;
+      }
+      const containerId = instance.containerId!;
+      if (operation === 'start') await this.runtime.start(target, containerId);
+      if (operation === 'stop') await this.runtime.stop(target, containerId);
+      if (operation === 'restart') await this.runtime.restart(target, containerId);
+      await this.observe(instanceId, target, containerId, context);
+      await record('CompleteOperation', { operation });
+    } catch (err) {
+      if (err instanceof EngineUnavailableError) {
+        await record('FailOperation', { operation, reason: err.message, willRetry: true });
+        throw new EngineUnavailableAnswer(err.message);
+      }
+      if (err instanceof EngineRejectedError) {
+        await record('FailOperation', { operation, reason: err.message, willRetry: false });
+        throw new EngineRejectedAnswer(err.message);
+      }
+      throw err;
+    }
+  }
+
+  /** Records the container's state as the engine reports it right now. */
+  async observe(instanceId: string, target: NodeTarget, containerId: string, context: CommandContext, source: 'operation' | 'reconcile' = 'operation') {
+    const state = await this.runtime.inspect(target, containerId);
+    if (!state) {
+      await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'MarkVanished', data: { reason: 'the container is gone from the node' } }, context);
+      return;
+    }
+    const running = state.status === 'running' || state.status === 'restarting';
+    await this.bus.execute(instanceDecider, instanceStream(instanceId), {
+      type: 'ObserveState',
+      data: {
+        status: running ? 'running' : 'exited',
+        reason: running ? 'running' : describeExit(state.exitCode, state.oomKilled),
+        exitCode: state.exitCode,
+        oomKilled: state.oomKilled,
+        source,
+      },
+    }, context);
+  }
+
+  async history(instanceId: string): Promise<RecordedEvent[]> {
+    return this.events.readStream(instanceStream(instanceId));
+  }
+}

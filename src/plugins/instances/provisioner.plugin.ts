@@ -1,0 +1,30 @@
+import { filter } from 'rxjs';
+import { Provisioning } from '../../commands/instance/provisioning.ts';
+import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
+import type { Plugin } from '../plugin-host.ts';
+
+/**
+ * Reacts to `InstancePlaced` by creating and starting the container. At start it resumes the
+ * instances still `creating` (a crash mid-provisioning), which is safe: provisioning is idempotent.
+ */
+export const provisionerPlugin: Plugin = {
+  name: 'provisioner',
+  async start(ctx) {
+    const provisioning = new Provisioning(ctx.bus, ctx.instances, ctx.runtime, (id) => ctx.nodes.target(id), ctx.logger);
+    const running = new Set<Promise<void>>();
+    const run = (instanceId: string) => {
+      const job = provisioning.provision(instanceId).finally(() => running.delete(job));
+      running.add(job);
+    };
+    const subscription = ctx.events$
+      .pipe(filter((e) => e.type === 'InstancePlaced'))
+      .subscribe((e) => run(e.stream.slice('instance-'.length)));
+    for (const instance of await ctx.readStore.collection<InstanceView>(INSTANCES).find({ status: 'creating' })) run(instance.id);
+    return {
+      async stop() {
+        subscription.unsubscribe();
+        await Promise.allSettled([...running]);
+      },
+    };
+  },
+};
