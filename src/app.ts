@@ -14,6 +14,9 @@ import { instanceRoutes } from './commands/instance/instance.routes.ts';
 import { Instances } from './commands/instance/instances.ts';
 import { provisionerPlugin } from './plugins/instances/provisioner.plugin.ts';
 import { reconcilerPlugin } from './plugins/instances/reconciler.plugin.ts';
+import { livePlugin } from './plugins/live/live.plugin.ts';
+import { logsPlugin } from './plugins/live/logs.plugin.ts';
+import { Server as SocketServer } from 'socket.io';
 import { instancesProjection } from './projections/instances.projection.ts';
 import { imageRoutes } from './commands/catalog/image.routes.ts';
 import { nodeRoutes } from './commands/catalog/node.routes.ts';
@@ -39,7 +42,7 @@ export const VERSION = '0.1.0';
 export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
-export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin];
+export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, livePlugin, logsPlugin];
 
 export async function openEventStore(config: Config): Promise<EventStore> {
   if (config.eventStoreUrl) {
@@ -68,6 +71,7 @@ export interface AppOptions {
 export class App {
   private ready = false;
   private server?: Server;
+  private io?: SocketServer;
   eventStore!: EventStore;
   readStore!: ReadStore;
   runner!: ProjectionRunner;
@@ -133,6 +137,8 @@ export class App {
       const server = app.listen(config.httpPort, config.host, () => resolve(server)).on('error', reject);
     });
     this.server.keepAliveTimeout = 65_000;
+    // No CORS: the console is served from this origin. 1 MB messages, like HTTP bodies.
+    this.io = new SocketServer(this.server, { serveClient: false, maxHttpBufferSize: 1024 * 1024 });
 
     this.pluginHost = new PluginHost([...defaultPlugins, ...(this.options.plugins ?? [])], config.disabledPlugins, logger);
     const head = await this.eventStore.headPosition();
@@ -146,6 +152,8 @@ export class App {
       runtime: this.runtime,
       nodes: this.nodes,
       instances: this.instances,
+      io: this.io,
+      authenticate: (token) => this.accounts.authenticate(token),
     });
     this.ready = true;
     logger.info({ http: `${config.host}:${this.httpPort}`, plugins: this.pluginHost.names }, 'TianQi is ready');
@@ -154,6 +162,8 @@ export class App {
   async stop(): Promise<void> {
     this.ready = false;
     const server = this.server;
+    await this.pluginHost?.stop();
+    this.io?.disconnectSockets(true);
     if (server) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
@@ -161,7 +171,6 @@ export class App {
       await closed;
       clearTimeout(force);
     }
-    await this.pluginHost?.stop();
     await this.engines?.close();
     await this.runner?.stop();
     await this.readStore?.close();

@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
 import type { Observable } from 'rxjs';
+import type { Server as SocketServer } from 'socket.io';
+import type { Actor } from '../commands/user/accounts.ts';
 import type { CommandBus } from '../commands/command-bus.ts';
 import type { Nodes } from '../commands/catalog/nodes.ts';
 import type { Instances } from '../commands/instance/instances.ts';
@@ -22,6 +24,10 @@ export interface PluginContext {
   readonly runtime: ContainerRuntime;
   readonly nodes: Nodes;
   readonly instances: Instances;
+  /** socket.io on the HTTP port; each plugin adds its namespace. */
+  readonly io: SocketServer;
+  /** The actor behind a bearer token, or null (bad, expired, disabled). */
+  readonly authenticate: (token: string) => Promise<Actor | null>;
 }
 
 export interface PluginHandle {

@@ -5,14 +5,26 @@ import { join } from 'node:path';
 
 /** A tiny image made with `docker import` from Debian's static busybox: no registry needed. */
 export const TEST_IMAGE = 'tianqi-test/busybox:1';
+/** The same files with a default command that keeps running (like a real instance image) and stops at once on TERM. */
+export const SERVICE_IMAGE = 'tianqi-test/busybox-service:1';
+const SERVICE_CMD = `CMD ["/bin/sh","-c","trap 'exit 0' TERM; echo ready; echo 显存切分 >&2; while :; do sleep 1; done"]`;
+
+/** Builds SERVICE_IMAGE on the engine behind `socket` unless it is there already. */
+export function ensureServiceImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
+  return ensureTestImage(socket, SERVICE_IMAGE, SERVICE_CMD);
+}
 
 /** Builds TEST_IMAGE on the engine behind `socket` unless it is there already. */
-export function ensureTestImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
+export function ensureTestImage(
+  socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock',
+  image = TEST_IMAGE,
+  cmd = 'CMD ["/bin/sh"]',
+): string {
   const docker = (args: string[], input?: Buffer) =>
     execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: `unix://${socket}` }, input, stdio: ['pipe', 'pipe', 'pipe'] });
   try {
-    docker(['image', 'inspect', TEST_IMAGE]);
-    return TEST_IMAGE;
+    docker(['image', 'inspect', image]);
+    return image;
   } catch {
     // not there yet
   }
@@ -27,8 +39,8 @@ export function ensureTestImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?
     for (const applet of applets) symlinkSync('busybox', join(root, 'bin', applet));
     execFileSync('sh', ['-c', `printf 'root:x:0:0:root:/root:/bin/sh\\n' > ${join(root, 'etc/passwd')}`]);
     const tar = execFileSync('tar', ['-C', root, '-c', '.'], { maxBuffer: 64 * 1024 * 1024 });
-    docker(['import', '--change', 'CMD ["/bin/sh"]', '--change', 'ENV PATH=/bin', '-', TEST_IMAGE], tar);
-    return TEST_IMAGE;
+    docker(['import', '--change', cmd, '--change', 'ENV PATH=/bin', '-', image], tar);
+    return image;
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -83,21 +83,25 @@ async function engineCall<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
+/** GPU memory of each granted card, read inside the container; null values when unreadable (never 0). */
+export async function gpuUsage(runtime: ContainerRuntime, target: NodeTarget, instance: InstanceView) {
+  if (instance.gpuCards.length === 0 || !instance.containerId) return [];
+  const readings = await runtime.gpuMemory(target, instance.containerId).catch(() => null);
+  return instance.gpuCards.map((card, position) => {
+    const reading = readings?.find((g) => g.index === position);
+    return { index: card.index, memoryUsedBytes: reading?.usedBytes ?? null, memoryTotalBytes: reading?.totalBytes ?? null };
+  });
+}
+
 export async function statsSnapshot(runtime: ContainerRuntime, target: NodeTarget, instance: InstanceView) {
   if (!instance.containerId || instance.status !== 'running') throw new ConflictError('NOT_RUNNING', 'Stats are there while the instance runs.');
   const containerId = instance.containerId;
   // Like `docker stats --no-stream`: the second sample has a CPU delta to compare with.
   const [sample, gpus] = await Promise.all([
     engineCall(() => firstValueFrom(runtime.stats(target, containerId).pipe(take(2), last(), timeout(10_000)))),
-    instance.gpuCards.length > 0 ? runtime.gpuMemory(target, containerId).catch(() => null) : Promise.resolve([]),
+    gpuUsage(runtime, target, instance),
   ]);
-  return {
-    ...sample,
-    gpus: instance.gpuCards.map((card, position) => {
-      const reading = gpus?.find((g) => g.index === position);
-      return { index: card.index, memoryUsedBytes: reading?.usedBytes ?? null, memoryTotalBytes: reading?.totalBytes ?? null };
-    }),
-  };
+  return { ...sample, gpus };
 }
 
 export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, targetOf: (nodeId: string) => Promise<NodeTarget>, store: ReadStore, sshPort: number): RouteSpec[] {

@@ -1,0 +1,240 @@
+import Dockerode from 'dockerode';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
+import { describeWithService } from '../support/services.ts';
+import { ensureServiceImage } from '../support/test-image.ts';
+
+const socket = process.env.TIANQI_TEST_DOCKER_SOCKET;
+
+interface Instance {
+  id: string;
+  name: string;
+  status: string;
+  statusReason: string;
+  containerId: string | null;
+  containerName: string;
+  nodeId: string;
+  ownerId: string;
+  gpuCards: { index: number; memoryGb: number }[];
+}
+interface Node {
+  id: string;
+  gpus: { index: number; totalMemoryGb: number; freeMemoryGb: number }[];
+}
+type ErrorBody = { error: { code: string; message: string; fields?: Record<string, string> } };
+
+describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/run) and set TIANQI_TEST_DOCKER_SOCKET', 'instances on a real dockerd', () => {
+  let t: TestApp;
+  let admin: string;
+  let alice: string;
+  let bob: string;
+  let docker: Dockerode;
+  let image: { id: string };
+  let vgpuImage: { id: string };
+  let cpuSpec: { id: string };
+  let gpuSpec: { id: string };
+  let sliceSpec: { id: string };
+  let gpuNode: Node;
+
+  const waitFor = async <T>(read: () => Promise<T>, ok: (value: T) => boolean, ms = 20_000): Promise<T> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const value = await read();
+      if (ok(value)) return value;
+      if (Date.now() > deadline) throw new Error(`timed out; last value ${JSON.stringify(value)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const get = (id: string, token = alice) => t.api<Instance>('GET', `/api/v1/instances/${id}`, { token }).then((r) => r.body);
+  const create = (token: string, body: Record<string, unknown>) => t.api<Instance & ErrorBody>('POST', '/api/v1/instances', { token, body });
+
+  beforeAll(async () => {
+    const address = ensureServiceImage(socket);
+    docker = new Dockerode({ socketPath: socket });
+    t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: '60000' });
+    admin = await t.login('admin', ADMIN_PASSWORD);
+    for (const name of ['alice', 'bob']) await t.api('POST', '/api/v1/users', { token: admin, body: { username: name, password: `${name}-password` } });
+    alice = await t.login('alice', 'alice-password');
+    bob = await t.login('bob', 'bob-password');
+    image = (await t.api<{ id: string }>('POST', '/api/v1/images', { token: admin, body: { name: 'busybox', address } })).body;
+    vgpuImage = (await t.api<{ id: string }>('POST', '/api/v1/images', { token: admin, body: { name: 'busybox vgpu', address, vgpuSupported: true } })).body;
+    cpuSpec = (await t.api<{ id: string }>('POST', '/api/v1/specs', { token: admin, body: { name: 'cpu-1c', cpuCores: 1, memoryGb: 1, dataDiskGb: 1, systemDiskGb: 10, pricePerHour: 0.1 } })).body;
+    gpuSpec = (await t.api<{ id: string }>('POST', '/api/v1/specs', { token: admin, body: { name: 'gpu-1', gpuModel: 'RTX 4090', gpuCount: 1, gpuMemoryGb: 24, cpuCores: 1, memoryGb: 1, pricePerHour: 2 } })).body;
+    sliceSpec = (await t.api<{ id: string }>('POST', '/api/v1/specs', { token: admin, body: { name: 'slice-10', gpuModel: 'RTX 4090', gpuCount: 1, gpuMemoryGb: 10, vgpuSupported: true, cpuCores: 1, memoryGb: 1, pricePerHour: 1 } })).body;
+    const endpoint = `unix://${socket}`;
+    const cpuNode = await t.api<Node>('POST', '/api/v1/nodes', { token: admin, body: { name: 'cpu-node', publicIp: '127.0.0.1', privateIp: '127.0.0.1', dockerEndpoint: endpoint, cpuCores: 64, memoryGb: 64, dataDiskGb: 1000 } });
+    expect(cpuNode.body).toMatchObject({ dockerStatus: 'connected' });
+    gpuNode = (await t.api<Node>('POST', '/api/v1/nodes', {
+      token: admin,
+      body: { name: 'gpu-node', publicIp: '127.0.0.1', privateIp: '127.0.0.1', dockerEndpoint: endpoint, gpuModel: 'RTX 4090', gpuCount: 2, gpuMemoryGb: 24, cpuCores: 64, memoryGb: 64, hamiCoreDir: '/opt/hami/build' },
+    })).body;
+  }, 120_000);
+
+  afterAll(async () => {
+    await t?.stop();
+    if (!docker) return;
+    for (const c of await docker.listContainers({ all: true, filters: { label: ['managed-by=tianqi'] } })) {
+      await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+    }
+  });
+
+  it('creates a CPU-only instance that reaches running, with labels, limits and a /data volume', async () => {
+    const created = await create(alice, { name: 'train-1', imageId: image.id, specId: cpuSpec.id });
+    expect(created.status).toBe(201);
+    expect(created.body.status).toBe('creating');
+    expect(created.body.containerName).toMatch(new RegExp(`^train-1-${created.body.id}-\\d{10}$`));
+    const running = await waitFor(() => get(created.body.id), (i) => i.status !== 'creating');
+    expect(running.status, running.statusReason).toBe('running');
+    const info = await docker.getContainer(running.containerId!).inspect();
+    expect(info.Name).toBe(`/${created.body.containerName}`);
+    expect(info.Config.Labels).toMatchObject({ 'managed-by': 'tianqi', 'tianqi.instance': created.body.id, 'tianqi.owner': created.body.ownerId });
+    expect(info.HostConfig.NanoCpus).toBe(1e9);
+    expect(info.HostConfig.Memory).toBe(1024 ** 3);
+    expect(info.HostConfig.ShmSize).toBe(512 * 1024 ** 2);
+    expect(info.HostConfig.RestartPolicy?.Name).toBe('unless-stopped');
+    expect(info.HostConfig.DeviceRequests ?? []).toEqual([]);
+    expect(info.Config.Env).toContain('NVIDIA_VISIBLE_DEVICES=void');
+    const data = info.Mounts.find((m) => m.Destination === '/data');
+    expect(data).toMatchObject({ Type: 'volume', Name: `${created.body.containerName}-data` });
+  });
+
+  it('stops, starts and restarts; a kill from outside shows as exited within a second', async () => {
+    const [instance] = (await t.api<Instance[]>('GET', '/api/v1/instances?q=train-1', { token: alice })).body;
+    const stopped = await t.api<Instance>('POST', `/api/v1/instances/${instance!.id}/stop`, { token: alice });
+    expect(stopped.status).toBe(200);
+    expect(stopped.body.status).toBe('exited');
+    expect((await docker.getContainer(instance!.containerId!).inspect()).State.Running).toBe(false);
+    expect((await t.api('POST', `/api/v1/instances/${instance!.id}/stop`, { token: alice })).status).toBe(409);
+    const started = await t.api<Instance>('POST', `/api/v1/instances/${instance!.id}/start`, { token: alice });
+    expect(started.body.status).toBe('running');
+    const restarted = await t.api<Instance>('POST', `/api/v1/instances/${instance!.id}/restart`, { token: alice });
+    expect(restarted.body.status).toBe('running');
+
+    await waitFor(() => get(instance!.id), (i) => i.status === 'running');
+    const killedAt = Date.now();
+    await docker.getContainer(instance!.containerId!).kill();
+    const exited = await waitFor(() => get(instance!.id), (i) => i.status === 'exited', 5_000);
+    expect(Date.now() - killedAt).toBeLessThan(1_000);
+    expect(exited.statusReason).toMatch(/137|killed/);
+  });
+
+  it('lets user B see nothing of user A’s instance: 404 on every operation', async () => {
+    const [instance] = (await t.api<Instance[]>('GET', '/api/v1/instances?q=train-1', { token: alice })).body;
+    const id = instance!.id;
+    expect((await t.api<Instance[]>('GET', '/api/v1/instances', { token: bob })).body).toEqual([]);
+    for (const [method, path] of [
+      ['GET', `/instances/${id}`], ['POST', `/instances/${id}/start`], ['POST', `/instances/${id}/stop`], ['POST', `/instances/${id}/restart`],
+      ['DELETE', `/instances/${id}`], ['GET', `/instances/${id}/logs`], ['GET', `/instances/${id}/stats`], ['GET', `/instances/${id}/history`], ['GET', `/instances/${id}/ssh`],
+    ] as const) {
+      expect((await t.api(method, `/api/v1${path}`, { token: bob })).status, `${method} ${path}`).toBe(404);
+    }
+    expect((await t.api('GET', `/api/v1/instances/${id}`, { token: admin })).status).toBe(200);
+  });
+
+  it('shows logs, stats and a history of who did what', async () => {
+    const [instance] = (await t.api<Instance[]>('GET', '/api/v1/instances?q=train-1', { token: alice })).body;
+    await t.api('POST', `/api/v1/instances/${instance!.id}/start`, { token: alice });
+    const logs = await t.api<{ stream: string; text: string; time: string }[]>('GET', `/api/v1/instances/${instance!.id}/logs?tail=50`, { token: alice });
+    expect(logs.status).toBe(200);
+    expect(logs.body).toContainEqual(expect.objectContaining({ stream: 'stdout', text: 'ready' }));
+    expect(logs.body).toContainEqual(expect.objectContaining({ stream: 'stderr', text: '显存切分' }));
+    const stats = await t.api<{ cpuPercent: number; memoryUsageBytes: number; pids: number; gpus: unknown[] }>('GET', `/api/v1/instances/${instance!.id}/stats`, { token: alice });
+    expect(stats.status).toBe(200);
+    expect(stats.body.memoryUsageBytes).toBeGreaterThan(0);
+    expect(stats.body.pids).toBeGreaterThanOrEqual(1);
+    expect(stats.body.gpus).toEqual([]);
+    const history = await t.api<{ type: string; by: string | null; summary: string }[]>('GET', `/api/v1/instances/${instance!.id}/history`, { token: alice });
+    expect(history.body.map((h) => h.type)).toEqual(expect.arrayContaining(['InstanceRequested', 'InstancePlaced', 'ContainerCreated', 'InstanceOperationRequested', 'InstanceStateObserved']));
+    expect(history.body[0]).toMatchObject({ by: 'alice' });
+    expect(history.body.some((h) => h.summary.includes('placed on node cpu-node'))).toBe(true);
+  });
+
+  it('deletes an instance: container and data volume gone, capacity back', async () => {
+    const [instance] = (await t.api<Instance[]>('GET', '/api/v1/instances?q=train-1', { token: alice })).body;
+    expect((await t.api('DELETE', `/api/v1/instances/${instance!.id}`, { token: alice })).status).toBe(204);
+    await expect(docker.getContainer(instance!.containerId!).inspect()).rejects.toMatchObject({ statusCode: 404 });
+    await expect(docker.getVolume(`${instance!.containerName}-data`).inspect()).rejects.toMatchObject({ statusCode: 404 });
+    expect((await t.api('GET', `/api/v1/instances/${instance!.id}`, { token: alice })).status).toBe(404);
+    // the name is free again
+    expect((await create(alice, { name: 'train-1', imageId: image.id, specId: cpuSpec.id })).status).toBe(201);
+  });
+
+  it('creates a GPU container with the reserved device IDs; without an NVIDIA runtime it fails with Docker’s reason and frees the cards', async () => {
+    const created = await create(alice, { name: 'gpu-job', imageId: image.id, specId: gpuSpec.id });
+    expect(created.status).toBe(201);
+    expect(created.body.gpuCards).toEqual([{ index: 0, memoryGb: 24 }]);
+    const failed = await waitFor(() => get(created.body.id), (i) => i.status !== 'creating');
+    expect(failed.status).toBe('failed');
+    expect(failed.statusReason).toMatch(/nvidia|gpu|device/i);
+    const info = await docker.getContainer(created.body.containerName).inspect();
+    expect(info.HostConfig.DeviceRequests).toEqual([expect.objectContaining({ Driver: 'nvidia', DeviceIDs: ['0'] })]);
+    expect(info.Config.Env).not.toContain('NVIDIA_VISIBLE_DEVICES=void');
+    const node = (await t.api<Node>('GET', `/api/v1/nodes/${gpuNode.id}`, { token: admin })).body;
+    expect(node.gpus.map((g) => g.freeMemoryGb)).toEqual([24, 24]);
+    expect((await t.api('DELETE', `/api/v1/instances/${created.body.id}`, { token: alice })).status).toBe(204);
+  });
+
+  it('gives a vGPU container HAMi-core, a memory limit per granted card and an SM share', async () => {
+    const created = await create(alice, { name: 'slice-job', imageId: vgpuImage.id, specId: sliceSpec.id });
+    expect(created.status).toBe(201);
+    await waitFor(() => get(created.body.id), (i) => i.status !== 'creating');
+    const info = await docker.getContainer(created.body.containerName).inspect();
+    expect(info.Config.Env).toEqual(expect.arrayContaining([
+      'LD_PRELOAD=/libvgpu/build/libvgpu.so',
+      'CUDA_DEVICE_MEMORY_LIMIT_0=10240m',
+      'CUDA_DEVICE_SM_LIMIT=42',
+    ]));
+    expect(info.HostConfig.Binds).toContain('/opt/hami/build:/libvgpu/build:ro');
+    expect(info.HostConfig.DeviceRequests).toEqual([expect.objectContaining({ DeviceIDs: [String(created.body.gpuCards[0]!.index)] })]);
+    expect((await t.api('DELETE', `/api/v1/instances/${created.body.id}`, { token: alice })).status).toBe(204);
+  });
+
+  it('shows each candidate node with its free cards and per-card free memory', async () => {
+    const r = await t.api<{ name: string; cards: { index: number; freeMemoryGb: number }[] }[]>('GET', `/api/v1/placements?imageId=${vgpuImage.id}&specId=${sliceSpec.id}`, { token: alice });
+    expect(r.status).toBe(200);
+    expect(r.body.map((c) => c.name)).toEqual(['gpu-node']);
+    expect(r.body[0]!.cards.map((c) => c.freeMemoryGb)).toEqual([24, 24]);
+    const bad = await t.api<ErrorBody>('GET', `/api/v1/placements?imageId=${image.id}&specId=${sliceSpec.id}`, { token: alice });
+    expect(bad.status).toBe(400);
+  });
+
+  it('accepts exactly 2 of 10 simultaneous creates of a 1-card spec on a 2-card node, never granting a card twice', async () => {
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => create(i % 2 ? alice : bob, { name: `race-${i}`, imageId: image.id, specId: gpuSpec.id })));
+    const accepted = results.filter((r) => r.status === 201);
+    expect(accepted).toHaveLength(2);
+    expect(results.filter((r) => r.status === 409).every((r) => r.body.error.code === 'NO_CAPACITY')).toBe(true);
+    expect(results.filter((r) => r.status === 409)).toHaveLength(8);
+    expect(accepted.flatMap((r) => r.body.gpuCards.map((g) => g.index)).sort()).toEqual([0, 1]);
+    for (const r of accepted) {
+      await waitFor(() => get(r.body.id, admin), (i) => i.status !== 'creating');
+      await t.api('DELETE', `/api/v1/instances/${r.body.id}`, { token: admin });
+    }
+  });
+
+  it('slices by memory: 10 simultaneous 10 GB slices fit 2 per 24 GB card, 4 in all', async () => {
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => create(alice, { name: `slice-${i}`, imageId: vgpuImage.id, specId: sliceSpec.id })));
+    const accepted = results.filter((r) => r.status === 201);
+    expect(accepted).toHaveLength(4);
+    expect(results.filter((r) => r.status === 409)).toHaveLength(6);
+    const perCard = new Map<number, number>();
+    for (const r of accepted) for (const g of r.body.gpuCards) perCard.set(g.index, (perCard.get(g.index) ?? 0) + g.memoryGb);
+    expect([...perCard.values()].every((gb) => gb <= 24)).toBe(true);
+    const node = (await t.api<Node>('GET', `/api/v1/nodes/${gpuNode.id}`, { token: admin })).body;
+    expect(node.gpus.map((g) => g.freeMemoryGb).sort()).toEqual([4, 4]);
+  });
+
+  it('answers 409 NO_CAPACITY with nothing appended when no node fits, and 400 for a bad name', async () => {
+    const before = await t.app.eventStore.headPosition();
+    const none = await create(alice, { name: 'too-big', imageId: image.id, specId: gpuSpec.id, nodeId: gpuNode.id });
+    expect(none.status).toBe(409);
+    expect(none.body.error.code).toBe('NO_CAPACITY');
+    expect(await t.app.eventStore.headPosition()).toBe(before);
+    for (const name of ['has space', '中文', '', 'a'.repeat(64), 'semi;colon']) {
+      const r = await create(alice, { name, imageId: image.id, specId: cpuSpec.id });
+      expect(r.status, name).toBe(400);
+      expect(r.body.error.fields).toHaveProperty('name');
+    }
+    const owner = await create(alice, { name: 'x', imageId: image.id, specId: cpuSpec.id, ownerId: 'someone-else' });
+    expect(owner.body.error.fields).toHaveProperty('ownerId');
+  });
+});
