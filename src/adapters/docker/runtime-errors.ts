@@ -23,16 +23,23 @@ const STORAGE_OPT_UNSUPPORTED = [
   /no quota support/i,
 ];
 
-/** Docker's own text of a refusal: the body's `message`, else the body, else docker-modem's reason. */
+/**
+ * Docker's own text of a refusal: the body's `message`, else the body, else docker-modem's reason.
+ * For a streaming request (a pull) docker-modem keeps no body, only its own message
+ * `(HTTP code 500) server error - <Docker's message> `, from which the text is taken.
+ */
 export function dockerMessage(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
-  const { json, reason } = error as Error & { json?: unknown; reason?: unknown };
+  const { json, reason, statusCode } = error as Error & { json?: unknown; reason?: unknown; statusCode?: unknown };
   if (typeof json === 'object' && json !== null && !Buffer.isBuffer(json)) {
     const message = (json as { message?: unknown }).message;
     if (typeof message === 'string' && message.trim()) return message.trim();
   }
   const body = Buffer.isBuffer(json) ? json.toString('utf8').trim() : typeof json === 'string' ? json.trim() : '';
   if (body) return body;
+  const prefix = `(HTTP code ${String(statusCode)}) ${typeof reason === 'string' ? reason : 'unexpected'} - `;
+  const cause = error.message.startsWith(prefix) ? error.message.slice(prefix.length).trim() : '';
+  if (cause) return cause;
   if (typeof reason === 'string' && reason) return reason;
   return error.message;
 }
