@@ -1,4 +1,5 @@
-import { EMPTY, Subscription, catchError, filter, from, interval, mergeMap, startWith, timeout } from 'rxjs';
+import { EMPTY, Subscription, catchError, filter, from, interval, lastValueFrom, mergeMap, startWith, take, timeout } from 'rxjs';
+import { gpuUsage } from '../../commands/instance/instance.routes.ts';
 import { nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { describeExit, instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
 import type { ContainerEvent, ContainerState } from '../../ports/container-runtime.port.ts';
@@ -10,11 +11,15 @@ const context = { correlationId: 'reconciler' };
 /** How long one node may take in a reconcile cycle before it is skipped (it never delays the others). */
 const NODE_TIMEOUT_MS = 10_000;
 const NODE_CONCURRENCY = 8;
+const USAGE_CONCURRENCY = 8;
 export const METRICS = 'instance_metrics';
 
 export interface InstanceMetrics {
   readonly id: string;
   readonly at: string;
+  readonly cpuPercent: number | null;
+  readonly memoryUsageBytes: number | null;
+  readonly memoryLimitBytes: number | null;
   /** Per granted card; null values when nvidia-smi could not be read in the container (never 0). */
   readonly gpus: readonly { index: number; memoryUsedBytes: number | null; memoryTotalBytes: number | null }[];
 }
@@ -161,6 +166,7 @@ async function reconcileNode(ctx: PluginContext, node: NodeView): Promise<void> 
     if (instanceId) containers.set(instanceId, c);
   }
   const instances = await ctx.readStore.collection<InstanceView>(INSTANCES).find({ nodeId: node.id });
+  const runningNow: InstanceView[] = [];
   for (const instance of instances) {
     if (instance.status === 'creating' || instance.pending) continue;
     const container = containers.get(instance.id);
@@ -178,19 +184,24 @@ async function reconcileNode(ctx: PluginContext, node: NodeView): Promise<void> 
       oomKilled: container.oomKilled,
       source: 'reconcile',
     });
-    if (running && instance.gpuCards.length > 0) await recordGpuMemory(ctx, target, instance);
+    if (running && instance.containerId) runningNow.push(instance);
   }
+  await lastValueFrom(from(runningNow).pipe(mergeMap((instance) => recordUsage(ctx, target, instance), USAGE_CONCURRENCY)), { defaultValue: undefined });
 }
 
-async function recordGpuMemory(ctx: PluginContext, target: Awaited<ReturnType<PluginContext['nodes']['target']>>, instance: InstanceView) {
-  const readings = await ctx.runtime.gpuMemory(target, instance.containerId!).catch(() => null);
+/** CPU and memory (two stats samples, like `docker stats --no-stream`) and GPU memory per granted card. */
+async function recordUsage(ctx: PluginContext, target: Awaited<ReturnType<PluginContext['nodes']['target']>>, instance: InstanceView) {
+  const [sample, gpus] = await Promise.all([
+    lastValueFrom(ctx.runtime.stats(target, instance.containerId!).pipe(take(2), timeout(5_000))).catch(() => null),
+    gpuUsage(ctx.runtime, target, instance),
+  ]);
   const metrics: InstanceMetrics = {
     id: instance.id,
     at: new Date().toISOString(),
-    gpus: instance.gpuCards.map((card, position) => {
-      const r = readings?.find((g) => g.index === position);
-      return { index: card.index, memoryUsedBytes: r?.usedBytes ?? null, memoryTotalBytes: r?.totalBytes ?? null };
-    }),
+    cpuPercent: sample?.cpuPercent ?? null,
+    memoryUsageBytes: sample?.memoryUsageBytes ?? null,
+    memoryLimitBytes: sample?.memoryLimitBytes ?? null,
+    gpus,
   };
   // Telemetry, not state: kept beside the read models, keyed by time instead of a log position.
   await ctx.readStore.collection<InstanceMetrics>(METRICS).put(metrics, Date.now());

@@ -2,7 +2,10 @@ import type { Subscription } from 'rxjs';
 import type { Plugin } from '../plugin-host.ts';
 import { actorOf, emitError, requireToken } from './socket-auth.ts';
 
-/** socket.io `/logs`: `follow {instanceId, tail}` streams demultiplexed `line` events until `unfollow`. */
+/**
+ * socket.io `/logs`: `follow {instanceId, tail}` streams demultiplexed `line` events until
+ * `unfollow`, or `end` when the container stops.
+ */
 export const logsPlugin: Plugin = {
   name: 'logs',
   async start(ctx) {
@@ -25,7 +28,11 @@ export const logsPlugin: Plugin = {
           following.set(instanceId, ctx.runtime.logs(target, instance.containerId, { tail: lines, follow: true }).subscribe({
             next: (line) => socket.emit('line', { instanceId, ...line }),
             error: (err: unknown) => emitError(socket, 'LOGS_FAILED', err instanceof Error ? err.message : 'log stream ended'),
-            complete: () => following.delete(instanceId),
+            // Docker ends a follow when the container stops; the client may follow again after a start.
+            complete: () => {
+              following.delete(instanceId);
+              socket.emit('end', { instanceId, reason: 'the container stopped' });
+            },
           }));
         } catch {
           emitError(socket, 'NOT_FOUND', 'Instance not found.');
