@@ -3,9 +3,11 @@
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { coreBench } from './core.bench.ts';
+import { instancesBench } from './instances.bench.ts';
 
 const suites: Record<string, () => Promise<Record<string, number>>> = {
   core: coreBench,
+  instances: instancesBench,
 };
 
 const requested = process.argv.slice(2).filter((a) => a !== '--');

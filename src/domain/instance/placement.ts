@@ -70,16 +70,14 @@ const fits = (capacity: number | null, used: number, wanted: number) => capacity
 function usableCards(request: ResourceRequest, node: NodeLedger, policy: PlacementPolicy): CardLedger[] | null {
   if (request.gpuCount === 0) return [];
   if (!sameModel(request.gpuModel, node.gpuModel)) return null;
-  const usable = node.cards.filter((card) =>
-    request.vgpu ? !card.whole && freeMemory(card) >= request.gpuMemoryGb : !card.whole && card.slicedMemoryGb === 0 && card.totalMemoryGb >= request.gpuMemoryGb,
-  );
-  if (usable.length < request.gpuCount) return null;
+  const cards = node.cards.filter((card) => usable(request, card));
+  if (cards.length < request.gpuCount) return null;
   if (request.vgpu) {
     // binpack: fill cards that already carry slices, so whole cards stay free; spread: the emptiest first.
     const sign = policy === 'binpack' ? 1 : -1;
-    usable.sort((a, b) => sign * (freeMemory(a) - freeMemory(b)) || a.index - b.index);
+    cards.sort((a, b) => sign * (freeMemory(a) - freeMemory(b)) || a.index - b.index);
   }
-  return usable;
+  return cards;
 }
 
 /** Whether `node` can take the request at all (listed, connected, model, cards, CPU, memory, disk). */
@@ -118,33 +116,59 @@ export function candidates(request: ResourceRequest, nodes: readonly NodeLedger[
  * the same ledgers always give the same answer. null when nothing fits.
  */
 export function place(request: ResourceRequest, nodes: readonly NodeLedger[], policy: PlacementPolicy = 'binpack'): Placement | null {
-  let best: { node: NodeLedger; cards: CardLedger[]; score: number } | null = null;
+  // One pass without allocations (this runs over every node of a fleet per create); cards are
+  // chosen only for the winner.
+  const model = request.gpuModel.trim().toLowerCase();
+  let best: NodeLedger | null = null;
+  let bestScore = 0;
   for (const node of nodes) {
     if (!eligible(request, node)) continue;
-    const cards = usableCards(request, node, policy);
-    if (!cards) continue;
-    // How loaded the node would be afterwards, as a share of its GPU memory (or CPU for CPU-only).
+    if (request.gpuCount > 0) {
+      if (node.gpuModel !== request.gpuModel && node.gpuModel.trim().toLowerCase() !== model) continue;
+      if (countUsable(request, node) < request.gpuCount) continue;
+    }
+    // How loaded the node is, as a share of its GPU memory (or CPU for CPU-only).
     const score = load(node, request);
     const better =
-      !best ||
-      (policy === 'binpack' ? score > best.score : score < best.score) ||
-      (score === best.score && node.name < best.node.name);
-    if (better) best = { node, cards, score };
+      best === null ||
+      (policy === 'binpack' ? score > bestScore : score < bestScore) ||
+      (score === bestScore && node.name < best.name);
+    if (better) {
+      best = node;
+      bestScore = score;
+    }
   }
   if (!best) return null;
+  const cards = usableCards(request, best, policy)!;
   return {
-    nodeId: best.node.nodeId,
-    gpus: best.cards.slice(0, request.gpuCount).map((card) => ({
+    nodeId: best.nodeId,
+    gpus: cards.slice(0, request.gpuCount).map((card) => ({
       index: card.index,
       memoryGb: request.vgpu ? request.gpuMemoryGb : card.totalMemoryGb,
     })),
   };
 }
 
+function usable(request: ResourceRequest, card: CardLedger): boolean {
+  return request.vgpu
+    ? !card.whole && freeMemory(card) >= request.gpuMemoryGb
+    : !card.whole && card.slicedMemoryGb === 0 && card.totalMemoryGb >= request.gpuMemoryGb;
+}
+
+function countUsable(request: ResourceRequest, node: NodeLedger): number {
+  let count = 0;
+  for (const card of node.cards) if (usable(request, card)) count++;
+  return count;
+}
+
 function load(node: NodeLedger, request: ResourceRequest): number {
   if (request.gpuCount > 0) {
-    const total = node.cards.reduce((sum, c) => sum + c.totalMemoryGb, 0);
-    const used = node.cards.reduce((sum, c) => sum + (c.whole ? c.totalMemoryGb : c.slicedMemoryGb), 0);
+    let total = 0;
+    let used = 0;
+    for (const c of node.cards) {
+      total += c.totalMemoryGb;
+      used += c.whole ? c.totalMemoryGb : c.slicedMemoryGb;
+    }
     return total === 0 ? 0 : used / total;
   }
   return node.cpuCores ? node.usedCpuCores / node.cpuCores : node.memoryGb ? node.usedMemoryGb / node.memoryGb : 0;
