@@ -2,7 +2,7 @@ import { PassThrough } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type Docker from 'dockerode';
 import type { Observable } from 'rxjs';
-import { defer } from 'rxjs';
+import { catchError, defer, throwError } from 'rxjs';
 import type {
   ContainerEvent,
   ContainerPlan,
@@ -161,11 +161,15 @@ export class DockerodeRuntime implements ContainerRuntime {
   }
 
   stats(target: NodeTarget, containerId: string): Observable<StatsSample> {
-    return defer(() => containerStats(this.client(target), containerId));
+    return defer(() => containerStats(this.client(target), containerId)).pipe(
+      catchError((err: unknown) => throwError(() => toRuntimeError(err, target))),
+    );
   }
 
   logs(target: NodeTarget, containerId: string, options: { tail: number; follow: boolean }): Observable<LogLine> {
-    return defer(() => containerLogs(this.client(target), containerId, options));
+    return defer(() => containerLogs(this.client(target), containerId, options)).pipe(
+      catchError((err: unknown) => throwError(() => toRuntimeError(err, target))),
+    );
   }
 
   async gpuMemory(target: NodeTarget, containerId: string): Promise<GpuMemoryReading[] | null> {

@@ -1,4 +1,5 @@
-import { EMPTY, Subscription, catchError, filter, from, interval, lastValueFrom, mergeMap, startWith, take, timeout } from 'rxjs';
+import type { Subscription} from 'rxjs';
+import { EMPTY, catchError, filter, from, interval, lastValueFrom, mergeMap, startWith, take, timeout } from 'rxjs';
 import { gpuUsage } from '../../commands/instance/instance.routes.ts';
 import { nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { describeExit, instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';

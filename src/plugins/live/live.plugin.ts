@@ -1,4 +1,5 @@
-import { Subscription, concatMap, filter, throttleTime } from 'rxjs';
+import type { Subscription} from 'rxjs';
+import { concatMap, filter, throttleTime } from 'rxjs';
 import { toNodeDto } from '../../commands/catalog/node.routes.ts';
 import { gpuUsage, toInstanceDto } from '../../commands/instance/instance.routes.ts';
 import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
