@@ -153,6 +153,7 @@ export class App {
       nodes: this.nodes,
       instances: this.instances,
       io: this.io,
+      accounts: this.accounts,
       authenticate: (token) => this.accounts.authenticate(token),
     });
     this.ready = true;

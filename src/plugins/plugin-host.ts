@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Observable } from 'rxjs';
 import type { Server as SocketServer } from 'socket.io';
-import type { Actor } from '../commands/user/accounts.ts';
+import type { Accounts, Actor } from '../commands/user/accounts.ts';
 import type { CommandBus } from '../commands/command-bus.ts';
 import type { Nodes } from '../commands/catalog/nodes.ts';
 import type { Instances } from '../commands/instance/instances.ts';
@@ -26,6 +26,7 @@ export interface PluginContext {
   readonly instances: Instances;
   /** socket.io on the HTTP port; each plugin adds its namespace. */
   readonly io: SocketServer;
+  readonly accounts: Accounts;
   /** The actor behind a bearer token, or null (bad, expired, disabled). */
   readonly authenticate: (token: string) => Promise<Actor | null>;
 }

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { Observable } from 'rxjs';
 import type { DockerConnectionSettings } from './docker.port.ts';
 
@@ -85,6 +86,27 @@ export interface GpuMemoryReading {
   readonly totalBytes: number;
 }
 
+/** An interactive process in a container (a shell for the web terminal or the SSH jump host). */
+export interface ExecSession {
+  /** Raw bytes both ways; with a TTY there is one stream (no stdout/stderr multiplexing). */
+  readonly stream: Duplex;
+  resize(cols: number, rows: number): Promise<void>;
+  /** Resolves with the exit code once the process ended (null when the engine cannot say). */
+  exited(): Promise<number | null>;
+  /** Ends the process's connection (the shell gets a hang-up). */
+  close(): void;
+}
+
+export interface ExecOptions {
+  readonly cmd: readonly string[];
+  readonly tty: boolean;
+  readonly env?: readonly string[];
+  /** Initial size, applied before the process prints its first prompt. */
+  readonly cols?: number;
+  readonly rows?: number;
+  readonly workingDir?: string;
+}
+
 /** The engine cannot be reached (connection refused, timeout, TLS failure): 503, retry later. */
 export class EngineUnavailableError extends Error {
   constructor(readonly nodeId: string, reason: string) {
@@ -142,4 +164,8 @@ export interface ContainerRuntime {
    * null when it cannot be read (no nvidia-smi, no driver, container not running).
    */
   gpuMemory(target: NodeTarget, containerId: string): Promise<GpuMemoryReading[] | null>;
+  /** Starts a process in a running container and attaches to it. */
+  exec(target: NodeTarget, containerId: string, options: ExecOptions): Promise<ExecSession>;
+  /** Whether `path` exists and is executable in the container (to choose bash over sh). */
+  hasExecutable(target: NodeTarget, containerId: string, path: string): Promise<boolean>;
 }

@@ -33,6 +33,10 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
       return `deleted; removed ${event.data.removed.join(', ') || 'nothing'}${
         event.data.notRemoved.length ? `; could not remove ${event.data.notRemoved.map((f) => `${f.what} (${f.reason})`).join(', ')}` : ''
       }`;
+    case 'TerminalSessionOpened':
+      return `${event.data.username} opened a ${event.data.via === 'ssh' ? 'SSH' : 'web terminal'} session from ${event.data.clientAddress} (${event.data.command})`;
+    case 'TerminalSessionClosed':
+      return `${event.data.via === 'ssh' ? 'SSH' : 'web terminal'} session closed after ${Math.round(event.data.durationMs / 1000)} s: ${event.data.reason}; ${event.data.bytesIn} bytes in, ${event.data.bytesOut} bytes out`;
     default:
       return recorded.type;
   }

@@ -58,7 +58,32 @@ export type InstanceEvent =
   | DomainEvent<'InstanceOperationRequested', { operation: Operation }>
   | DomainEvent<'InstanceOperationFailed', { operation: Operation; reason: string; willRetry: boolean }>
   | DomainEvent<'InstanceOperationCompleted', { operation: Operation }>
-  | DomainEvent<'InstanceDeleted', { removed: string[]; notRemoved: { what: string; reason: string }[] }>;
+  | DomainEvent<'InstanceDeleted', { removed: string[]; notRemoved: { what: string; reason: string }[] }>
+  | DomainEvent<'TerminalSessionOpened', TerminalSessionStart>
+  | DomainEvent<'TerminalSessionClosed', TerminalSessionEnd>;
+
+/** Audit of a shell in the instance, through the web terminal or the SSH jump host. */
+export interface TerminalSessionStart {
+  readonly sessionId: string;
+  readonly via: 'web' | 'ssh';
+  readonly userId: string;
+  readonly username: string;
+  readonly clientAddress: string;
+  /** The shell or command that ran. */
+  readonly command: string;
+}
+
+export interface TerminalSessionEnd {
+  readonly sessionId: string;
+  readonly via: 'web' | 'ssh';
+  readonly durationMs: number;
+  /** Bytes from the client into the container, and back. */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly exitCode: number | null;
+  /** Why it ended: the client left, the shell exited, the user was disabled, the instance stopped… */
+  readonly reason: string;
+}
 
 export type InstanceCommand =
   | Command<'RequestInstance', { request: InstanceRequest; placement: InstancePlacement }>
@@ -76,7 +101,9 @@ export type InstanceCommand =
   | Command<'RequestOperation', { operation: Operation }>
   | Command<'FailOperation', { operation: Operation; reason: string; willRetry: boolean }>
   | Command<'CompleteOperation', { operation: Operation }>
-  | Command<'RecordDeleted', { removed: string[]; notRemoved: { what: string; reason: string }[] }>;
+  | Command<'RecordDeleted', { removed: string[]; notRemoved: { what: string; reason: string }[] }>
+  | Command<'OpenTerminalSession', TerminalSessionStart>
+  | Command<'CloseTerminalSession', TerminalSessionEnd>;
 
 export interface LiveInstance extends InstanceRequest, InstancePlacement {
   readonly status: InstanceStatus;
@@ -162,6 +189,15 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
       case 'RecordDeleted':
         live(state);
         return [{ type: 'InstanceDeleted', data: command.data }];
+      case 'OpenTerminalSession': {
+        const instance = live(state);
+        if (instance.status !== 'running') throw new ConflictError('NOT_RUNNING', 'Only a running instance can be entered.');
+        return [{ type: 'TerminalSessionOpened', data: command.data }];
+      }
+      case 'CloseTerminalSession':
+        // Recorded even after the instance was deleted: the audit trail keeps every session.
+        if (state.status === 'none' || state.status === 'requested') throw new NotFoundError('Instance');
+        return [{ type: 'TerminalSessionClosed', data: command.data }];
       default:
         return assertNever(command);
     }
@@ -200,6 +236,9 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
         return { ...state, pending: null };
       case 'InstanceDeleted':
         return { ...state, deleted: true, pending: null };
+      case 'TerminalSessionOpened':
+      case 'TerminalSessionClosed':
+        return state;
       default:
         return assertNever(event);
     }
