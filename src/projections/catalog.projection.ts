@@ -1,8 +1,8 @@
-import type { ImageEvent, ImageFields } from '../domain/catalog/image.decider.ts';
+import type { ImageFields } from '../domain/catalog/image.decider.ts';
 import type { ConnectionState, GpuCard, NodeEvent, NodeSettings, Reservation } from '../domain/catalog/node.decider.ts';
 import { ledgerCards, nodeCapacity } from '../domain/catalog/node.decider.ts';
 import { freeMemory } from '../domain/instance/placement.ts';
-import type { SpecEvent, SpecFields } from '../domain/catalog/spec.decider.ts';
+import type { SpecFields } from '../domain/catalog/spec.decider.ts';
 import type { RecordedEvent } from '../ports/event-store.port.ts';
 import { documentProjection } from './projection-runner.ts';
 
@@ -48,49 +48,38 @@ export const IMAGES = 'images';
 export const SPECS = 'specs';
 export const NODES = 'nodes';
 
-export const imagesProjection = documentProjection<ImageView>({
-  name: 'images',
-  collection: IMAGES,
-  idOf: idAfter('image-'),
-  evolve(doc, recorded) {
-    const event = recorded as RecordedEvent & ImageEvent;
-    const at = recorded.metadata.time;
-    switch (event.type) {
-      case 'ImageCreated': {
-        const { imageId, ...fields } = event.data;
-        return { id: imageId, ...fields, nameLower: fields.name.toLowerCase(), createdAt: at, updatedAt: at };
+/**
+ * Images and specs share one life: created with all fields, updated with the changed ones, deleted.
+ * `kind` is the event-type prefix (`Image`, `Spec`) and the stream prefix in lower case.
+ */
+function catalogEntryProjection<F extends { name: string }>(kind: 'Image' | 'Spec', collection: string) {
+  const idField = `${kind.toLowerCase()}Id`;
+  return documentProjection<F & { id: string; nameLower: string; createdAt: string; updatedAt: string }>({
+    name: collection,
+    collection,
+    idOf: idAfter(`${kind.toLowerCase()}-`),
+    evolve(doc, event) {
+      const at = event.metadata.time;
+      switch (event.type) {
+        case `${kind}Created`: {
+          const { [idField]: id, ...fields } = event.data as F & Record<string, string>;
+          return { ...(fields as unknown as F), id: id!, nameLower: fields.name.toLowerCase(), createdAt: at, updatedAt: at };
+        }
+        case `${kind}Updated`: {
+          const changes = event.data as Partial<F>;
+          return doc && { ...doc, ...changes, nameLower: (changes.name ?? doc.name).toLowerCase(), updatedAt: at };
+        }
+        case `${kind}Deleted`:
+          return null;
+        default:
+          return undefined;
       }
-      case 'ImageUpdated':
-        return doc && { ...doc, ...event.data, nameLower: (event.data.name ?? doc.name).toLowerCase(), updatedAt: at };
-      case 'ImageDeleted':
-        return null;
-      default:
-        return undefined;
-    }
-  },
-});
+    },
+  });
+}
 
-export const specsProjection = documentProjection<SpecView>({
-  name: 'specs',
-  collection: SPECS,
-  idOf: idAfter('spec-'),
-  evolve(doc, recorded) {
-    const event = recorded as RecordedEvent & SpecEvent;
-    const at = recorded.metadata.time;
-    switch (event.type) {
-      case 'SpecCreated': {
-        const { specId, ...fields } = event.data;
-        return { id: specId, ...fields, nameLower: fields.name.toLowerCase(), createdAt: at, updatedAt: at };
-      }
-      case 'SpecUpdated':
-        return doc && { ...doc, ...event.data, nameLower: (event.data.name ?? doc.name).toLowerCase(), updatedAt: at };
-      case 'SpecDeleted':
-        return null;
-      default:
-        return undefined;
-    }
-  },
-});
+export const imagesProjection = catalogEntryProjection<ImageFields>('Image', IMAGES);
+export const specsProjection = catalogEntryProjection<SpecFields>('Spec', SPECS);
 
 function withCapacity(doc: Omit<NodeView, 'capacity' | 'gpus' | 'used'>): NodeView {
   const { gpus, ...capacity } = nodeCapacity(doc, doc.engine);

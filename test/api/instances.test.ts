@@ -2,6 +2,7 @@ import Dockerode from 'dockerode';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
 import { describeWithService } from '../support/services.ts';
+import { waitFor } from '../support/fixtures.ts';
 import { ensureServiceImage } from '../support/test-image.ts';
 
 const socket = process.env.TIANQI_TEST_DOCKER_SOCKET;
@@ -36,15 +37,6 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
   let sliceSpec: { id: string };
   let gpuNode: Node;
 
-  const waitFor = async <T>(read: () => Promise<T>, ok: (value: T) => boolean, ms = 20_000): Promise<T> => {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const value = await read();
-      if (ok(value)) return value;
-      if (Date.now() > deadline) throw new Error(`timed out; last value ${JSON.stringify(value)}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
   const get = (id: string, token = alice) => t.api<Instance>('GET', `/api/v1/instances/${id}`, { token }).then((r) => r.body);
   const create = (token: string, body: Record<string, unknown>) => t.api<Instance & ErrorBody>('POST', '/api/v1/instances', { token, body });
 
