@@ -61,3 +61,8 @@ export function reply(status: number, body?: unknown): RouteResponse & { readonl
 export function isReply(value: unknown): value is RouteResponse {
   return typeof value === 'object' && value !== null && (value as { __reply?: boolean }).__reply === true;
 }
+
+/** A CSV answer: the HTTP edge sends it as text/csv instead of JSON. */
+export class CsvBody {
+  constructor(readonly text: string) {}
+}

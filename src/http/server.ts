@@ -8,7 +8,7 @@ import { readJsonBody } from './body.ts';
 import { errorMiddleware, HttpError } from './errors.ts';
 import type { IdempotencyGuard } from './idempotency.ts';
 import { openApiDocument } from './openapi.ts';
-import { isReply, type RouteSpec } from './route.ts';
+import { CsvBody, isReply, type RouteSpec } from './route.ts';
 
 export interface HttpDependencies {
   readonly routes: readonly RouteSpec[];
@@ -88,7 +88,11 @@ export function createHttpApp(deps: HttpDependencies): Koa {
         : await run();
       if ('replayed' in answer && answer.replayed) ctx.set('Idempotent-Replayed', 'true');
       ctx.status = answer.status;
-      if (answer.status !== 204) ctx.body = answer.body ?? null;
+      if (answer.body instanceof CsvBody) {
+        ctx.type = 'text/csv; charset=utf-8';
+        ctx.attachment('tianqi-audit.csv');
+        ctx.body = answer.body.text;
+      } else if (answer.status !== 204) ctx.body = answer.body ?? null;
     });
   }
 

@@ -62,8 +62,9 @@ function catalogEntryProjection<F extends { name: string }>(kind: 'Image' | 'Spe
       const at = event.metadata.time;
       switch (event.type) {
         case `${kind}Created`: {
-          const { [idField]: id, ...fields } = event.data as F & Record<string, string>;
-          return { ...(fields as unknown as F), id: id!, nameLower: fields.name.toLowerCase(), createdAt: at, updatedAt: at };
+          const { [idField]: id, ...rest } = event.data as F & Record<string, string>;
+          const fields = rest as unknown as F;
+          return { ...fields, id: id!, nameLower: fields.name.toLowerCase(), createdAt: at, updatedAt: at };
         }
         case `${kind}Updated`: {
           const changes = event.data as Partial<F>;

@@ -110,6 +110,23 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
     expect(exited.statusReason).toMatch(/137|killed/);
   });
 
+  it('travels in time: the instance before and after a stop, even after it was deleted', async () => {
+    const created = await create(alice, { name: 'time-travel', imageId: image.id, specId: cpuSpec.id });
+    await waitFor(() => get(created.body.id), (i) => i.status === 'running');
+    await new Promise((r) => setTimeout(r, 20));
+    const whileRunning = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 20));
+    await t.api('POST', `/api/v1/instances/${created.body.id}/stop`, { token: alice });
+    const at = (time: string, token = alice) => t.api<Instance & { deleted: boolean }>('GET', `/api/v1/instances/${created.body.id}?at=${encodeURIComponent(time)}`, { token });
+    expect((await at(whileRunning)).body).toMatchObject({ status: 'running', deleted: false });
+    expect((await at(new Date().toISOString())).body.status).toBe('exited');
+    expect((await at('2000-01-01T00:00:00Z')).status).toBe(404);
+    expect((await at(whileRunning, bob)).status).toBe(404);
+    await t.api('DELETE', `/api/v1/instances/${created.body.id}`, { token: alice });
+    expect((await at(whileRunning)).body.status).toBe('running');
+    expect((await at(new Date().toISOString())).body.deleted).toBe(true);
+  });
+
   it('lets user B see nothing of user A’s instance: 404 on every operation', async () => {
     const [instance] = (await t.api<Instance[]>('GET', '/api/v1/instances?q=train-1', { token: alice })).body;
     const id = instance!.id;

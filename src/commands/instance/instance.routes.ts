@@ -130,8 +130,15 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
       },
     }),
     route({
-      method: 'get', path: '/instances/:id', tag: 'instances', access: 'user', summary: 'One instance', response: InstanceSchema,
-      async handler({ actor, params }) {
+      method: 'get', path: '/instances/:id', tag: 'instances', access: 'user',
+      summary: 'One instance; with `at` (ISO time) the instance as it was then, folded from its history (time travel)',
+      query: z.strictObject({ at: z.iso.datetime({ offset: true }).optional() }),
+      response: InstanceSchema.extend({ deleted: z.boolean().optional() }),
+      async handler({ actor, params, query }) {
+        if (query.at) {
+          const { deleted, ...view } = await instances.at(actor, params.id!, query.at);
+          return { ...toInstanceDto(view), deleted };
+        }
         return toInstanceDto(await instances.visible(actor, params.id!));
       },
     }),

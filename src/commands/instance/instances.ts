@@ -64,6 +64,33 @@ export function ledgerFromView(node: NodeView): NodeLedger {
   };
 }
 
+/** The read-model shape of an instance folded from its stream (time travel, replay). */
+export function viewOf(state: LiveInstance, updatedAt: string): InstanceView & { deleted: boolean } {
+  return {
+    id: state.instanceId,
+    name: state.name,
+    ownerId: state.ownerId,
+    ownerName: state.ownerName,
+    imageId: state.imageId,
+    imageAddress: state.imageAddress,
+    specId: state.specId,
+    spec: state.spec,
+    nodeId: state.nodeId,
+    nodeName: state.nodeName,
+    containerId: state.containerId,
+    containerName: state.containerName,
+    dataVolume: state.dataVolume,
+    status: state.status,
+    statusReason: state.statusReason,
+    pending: state.pending,
+    gpuCards: state.gpus,
+    remark: state.remark,
+    createdAt: state.requestedAt,
+    updatedAt,
+    deleted: state.deleted,
+  };
+}
+
 /** The instance use cases: create (placement + reservation), operations, reads. */
 export class Instances {
   constructor(
@@ -308,6 +335,19 @@ export class Instances {
         source,
       },
     }, context);
+  }
+
+  /**
+   * Time travel: the instance as it was at `at`, folded from its stream. Owners see their own
+   * instances, deleted ones included; others get 404.
+   */
+  async at(actor: Actor, instanceId: string, at: string): Promise<InstanceView & { deleted: boolean }> {
+    const until = new Date(at).toISOString();
+    const events = (await this.events.readStream(instanceStream(instanceId))).filter((e) => e.metadata.time <= until);
+    const state = events.reduce((s, e) => instanceDecider.evolve(s, e as never), instanceDecider.initialState());
+    if (state.status === 'none' || state.status === 'requested') throw new NotFoundError('Instance');
+    if (actor.role !== 'admin' && state.ownerId !== actor.id) throw new NotFoundError('Instance');
+    return viewOf(state, events.at(-1)!.metadata.time);
   }
 
   async history(instanceId: string): Promise<RecordedEvent[]> {
