@@ -10,6 +10,7 @@ import { AesGcmSecretBox, loadMasterKey } from './adapters/secrets/aes-gcm.secre
 import { DockerPool } from './adapters/docker/docker-pool.ts';
 import { DockerodeEngines } from './adapters/docker/dockerode.engines.ts';
 import { DockerodeRuntime } from './adapters/docker/dockerode.runtime.ts';
+import { auditRoutes } from './commands/audit/audit.routes.ts';
 import { instanceRoutes } from './commands/instance/instance.routes.ts';
 import { Instances } from './commands/instance/instances.ts';
 import { provisionerPlugin } from './plugins/instances/provisioner.plugin.ts';
@@ -126,6 +127,7 @@ export class App {
         ...specRoutes(this.bus, this.readStore),
         ...nodeRoutes(this.nodes, this.readStore),
         ...instanceRoutes(this.instances, this.runtime, targetOf, this.readStore, config.sshPort),
+        ...auditRoutes(this.eventStore, this.readStore),
       ],
       authenticate: (token) => this.accounts.authenticate(token),
       idempotency: new IdempotencyGuard(this.bus),
