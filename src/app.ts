@@ -11,6 +11,8 @@ import { DockerPool } from './adapters/docker/docker-pool.ts';
 import { DockerodeEngines } from './adapters/docker/dockerode.engines.ts';
 import { DockerodeRuntime } from './adapters/docker/dockerode.runtime.ts';
 import { auditRoutes } from './commands/audit/audit.routes.ts';
+import { usageRoutes } from './commands/usage/usage.routes.ts';
+import { usageProjection } from './projections/usage.projection.ts';
 import { instanceRoutes } from './commands/instance/instance.routes.ts';
 import { Instances } from './commands/instance/instances.ts';
 import { provisionerPlugin } from './plugins/instances/provisioner.plugin.ts';
@@ -40,7 +42,7 @@ import { usersProjection } from './projections/users.projection.ts';
 
 export const VERSION = '0.1.0';
 
-export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection];
+export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, usageProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
 export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, livePlugin, logsPlugin];
@@ -128,6 +130,7 @@ export class App {
         ...nodeRoutes(this.nodes, this.readStore),
         ...instanceRoutes(this.instances, this.runtime, targetOf, this.readStore, config.sshPort),
         ...auditRoutes(this.eventStore, this.readStore),
+        ...usageRoutes(this.readStore),
       ],
       authenticate: (token) => this.accounts.authenticate(token),
       idempotency: new IdempotencyGuard(this.bus),

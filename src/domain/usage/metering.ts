@@ -1,0 +1,71 @@
+/**
+ * Usage metering (计费): an instance is billed for the time its container was observed running
+ * on a reachable node, at its spec's price per hour in force at that time, to the second.
+ */
+
+export interface BilledInterval {
+  readonly start: string;
+  /** null while it lasts. */
+  readonly end: string | null;
+  readonly pricePerHour: number;
+}
+
+export interface UsageRecord {
+  readonly id: string;
+  readonly ownerId: string;
+  readonly ownerName: string;
+  readonly name: string;
+  readonly specId: string;
+  readonly nodeId: string;
+  /** The container was last observed running. */
+  readonly running: boolean;
+  /** The node's engine answers (a node outage stops the meter: nobody can use the instance). */
+  readonly nodeUp: boolean;
+  readonly deleted: boolean;
+  readonly pricePerHour: number;
+  readonly intervals: readonly BilledInterval[];
+}
+
+export type UsageChange = Partial<Pick<UsageRecord, 'running' | 'nodeUp' | 'deleted' | 'pricePerHour' | 'nodeId'>>;
+
+export const billable = (r: Pick<UsageRecord, 'running' | 'nodeUp' | 'deleted'>) => r.running && r.nodeUp && !r.deleted;
+
+/** Applies a change at time `at`: closes the running interval and/or opens a new one as needed. */
+export function applyUsageChange(record: UsageRecord, at: string, change: UsageChange): UsageRecord {
+  const next = { ...record, ...change };
+  const wasBilled = billable(record);
+  const isBilled = billable(next);
+  const repriced = change.pricePerHour !== undefined && change.pricePerHour !== record.pricePerHour;
+  let intervals = record.intervals;
+  if (wasBilled && (!isBilled || repriced)) {
+    intervals = intervals.map((i, n) => (n === intervals.length - 1 && i.end === null ? { ...i, end: at } : i));
+  }
+  if (isBilled && (!wasBilled || repriced)) {
+    intervals = [...intervals, { start: at, end: null, pricePerHour: next.pricePerHour }];
+  }
+  return { ...next, intervals };
+}
+
+export interface Usage {
+  /** Whole seconds billed inside the window. */
+  readonly seconds: number;
+  /** Sum of seconds × price per hour / 3600, rounded to 4 decimals. */
+  readonly cost: number;
+}
+
+/** What a record costs inside [from, to); an open interval counts up to `now`. */
+export function usageInWindow(record: Pick<UsageRecord, 'intervals'>, from: string, to: string, now: string): Usage {
+  const windowStart = Date.parse(from);
+  const windowEnd = Math.min(Date.parse(to), Date.parse(now));
+  let seconds = 0;
+  let cost = 0;
+  for (const i of record.intervals) {
+    const start = Math.max(Date.parse(i.start), windowStart);
+    const end = Math.min(i.end === null ? Date.parse(now) : Date.parse(i.end), windowEnd);
+    if (end <= start) continue;
+    const s = Math.floor((end - start) / 1000);
+    seconds += s;
+    cost += (s * i.pricePerHour) / 3600;
+  }
+  return { seconds, cost: Math.round(cost * 10_000) / 10_000 };
+}
