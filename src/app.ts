@@ -3,7 +3,9 @@ import { mkdirSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { share } from 'rxjs';
+import { share, type Subscription } from 'rxjs';
+import { PlatformMetrics } from './http/metrics.ts';
+import { INSTANCES } from './projections/instances.projection.ts';
 import { SqliteEventStore } from './adapters/eventstore/sqlite.event-store.ts';
 import { MemoryReadStore } from './adapters/readstore/memory.read-store.ts';
 import { AesGcmSecretBox, loadMasterKey } from './adapters/secrets/aes-gcm.secret-box.ts';
@@ -19,6 +21,7 @@ import { provisionerPlugin } from './plugins/instances/provisioner.plugin.ts';
 import { reconcilerPlugin } from './plugins/instances/reconciler.plugin.ts';
 import { livePlugin } from './plugins/live/live.plugin.ts';
 import { logsPlugin } from './plugins/live/logs.plugin.ts';
+import { jumpHostPlugin } from './plugins/jump-host/jump-host.plugin.ts';
 import { Server as SocketServer } from 'socket.io';
 import { instancesProjection } from './projections/instances.projection.ts';
 import { imageRoutes } from './commands/catalog/image.routes.ts';
@@ -37,7 +40,7 @@ import { PluginHost, type Plugin } from './plugins/plugin-host.ts';
 import type { EventStore } from './ports/event-store.port.ts';
 import type { ReadStore } from './ports/read-store.port.ts';
 import { ProjectionRunner, type Projection } from './projections/projection-runner.ts';
-import { imagesProjection, nodesProjection, specsProjection } from './projections/catalog.projection.ts';
+import { NODES, imagesProjection, nodesProjection, specsProjection } from './projections/catalog.projection.ts';
 import { usersProjection } from './projections/users.projection.ts';
 
 export const VERSION = '0.1.0';
@@ -45,7 +48,7 @@ export const VERSION = '0.1.0';
 export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, usageProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
-export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, livePlugin, logsPlugin];
+export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, livePlugin, logsPlugin, jumpHostPlugin];
 
 export async function openEventStore(config: Config): Promise<EventStore> {
   if (config.eventStoreUrl) {
@@ -74,6 +77,8 @@ export interface AppOptions {
 export class App {
   private ready = false;
   private server?: Server;
+  private following?: Subscription;
+  metrics!: PlatformMetrics;
   private io?: SocketServer;
   eventStore!: EventStore;
   readStore!: ReadStore;
@@ -112,7 +117,17 @@ export class App {
     await this.runner.start();
     logger.info({ position: this.runner.position, ms: Math.round(performance.now() - started) }, 'read models caught up');
 
-    this.bus = new CommandBus(this.eventStore, { waitForProjections: (p) => this.runner.waitFor(p) });
+    this.metrics = new PlatformMetrics({
+      eventStore: this.eventStore,
+      projectionPositions: () => this.runner.projectionPositions,
+      instancesByStatus: () => this.countBy(INSTANCES, 'status', ['creating', 'running', 'exited', 'failed']),
+      nodesByStatus: () => this.countBy(NODES, 'dockerStatus', ['connected', 'failed', 'unknown']),
+    });
+    this.bus = new CommandBus(this.eventStore, {
+      waitForProjections: (p) => this.runner.waitFor(p),
+      onCommand: this.metrics.observeCommand,
+      onAppended: this.metrics.observeAppended,
+    });
     this.accounts = new Accounts(this.bus, this.readStore, new TokenService(secrets.deriveKey('tokens/hs256')));
     await this.bootstrapAdmin();
     this.docker = new DockerPool();
@@ -137,6 +152,7 @@ export class App {
       logger: logger.child({ component: 'http' }),
       version: VERSION,
       isReady: () => this.ready,
+      metrics: { registry: this.metrics.registry, ...(config.metricsToken ? { token: config.metricsToken } : {}) },
     });
     this.server = await new Promise<Server>((resolve, reject) => {
       const server = app.listen(config.httpPort, config.host, () => resolve(server)).on('error', reject);
@@ -147,8 +163,10 @@ export class App {
 
     this.pluginHost = new PluginHost([...defaultPlugins, ...(this.options.plugins ?? [])], config.disabledPlugins, logger);
     const head = await this.eventStore.headPosition();
+    const events$ = this.eventStore.subscribe(head).pipe(share());
+    this.following = this.metrics.follow(events$);
     await this.pluginHost.start({
-      events$: this.eventStore.subscribe(head).pipe(share()),
+      events$,
       eventStore: this.eventStore,
       bus: this.bus,
       readStore: this.readStore,
@@ -169,6 +187,7 @@ export class App {
     this.ready = false;
     const server = this.server;
     await this.pluginHost?.stop();
+    this.following?.unsubscribe();
     this.io?.disconnectSockets(true);
     if (server) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -181,6 +200,12 @@ export class App {
     await this.runner?.stop();
     await this.readStore?.close();
     await this.eventStore?.close();
+  }
+
+  private async countBy(collection: string, field: string, values: string[]): Promise<Record<string, number>> {
+    const counts: Record<string, number> = {};
+    for (const value of values) counts[value] = await this.readStore.collection(collection).count({ [field]: value });
+    return counts;
   }
 
   /** Waits until the read models show every event appended so far. */

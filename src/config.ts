@@ -19,6 +19,8 @@ const Env = z.object({
   TIANQI_DISABLED_PLUGINS: z.string().default(''),
   /** `FULL` makes every SQLite append survive a power loss too (one fsync per append). */
   TIANQI_SQLITE_SYNCHRONOUS: z.enum(['NORMAL', 'FULL']).default('NORMAL'),
+  /** Bearer token a Prometheus scraper may use for GET /metrics (admins' tokens work too). */
+  TIANQI_METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
 });
 
 export interface Config {
@@ -34,6 +36,7 @@ export interface Config {
   readonly logLevel: string;
   readonly disabledPlugins: ReadonlySet<string>;
   readonly sqliteSynchronous: 'NORMAL' | 'FULL';
+  readonly metricsToken?: string;
 }
 
 export class ConfigError extends Error {}
@@ -60,5 +63,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.TIANQI_LOG_LEVEL,
     disabledPlugins: new Set(e.TIANQI_DISABLED_PLUGINS.split(',').map((s) => s.trim()).filter(Boolean)),
     sqliteSynchronous: e.TIANQI_SQLITE_SYNCHRONOUS,
+    ...(e.TIANQI_METRICS_TOKEN ? { metricsToken: e.TIANQI_METRICS_TOKEN } : {}),
   };
 }

@@ -28,6 +28,8 @@ export interface CommandBusOptions {
   readonly waitForProjections?: (position: Position) => Promise<unknown>;
   /** Observes every command for metrics. */
   readonly onCommand?: (type: string, outcome: 'ok' | 'rejected' | 'conflict' | 'error', seconds: number) => void;
+  /** Observes every successful append (event count) for metrics. */
+  readonly onAppended?: (events: number) => void;
 }
 
 /**
@@ -85,6 +87,7 @@ export class CommandBus {
             events.map((e) => ({ type: e.type, data: e.data, metadata })),
             last === undefined ? 'no-stream' : last,
           );
+          this.options.onAppended?.(events.length);
           state = events.reduce(decider.evolve, state);
           this.remember(decider, stream, result.nextExpectedRevision, state);
           await this.options.waitForProjections?.(result.position);

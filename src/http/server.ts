@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import Router from '@koa/router';
 import Koa, { type Context } from 'koa';
 import type { Logger } from 'pino';
@@ -20,6 +20,14 @@ export interface HttpDependencies {
   readonly isReady: () => boolean;
   /** Extra middleware mounted after the API (the console's static files). */
   readonly fallback?: Koa.Middleware;
+  /** Prometheus text for `GET /metrics`, for admins or the bearer token in TIANQI_METRICS_TOKEN. */
+  readonly metrics?: { registry: { metrics(): Promise<string>; contentType: string }; token?: string };
+}
+
+function safeEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 function bearer(ctx: Context): string | undefined {
@@ -95,6 +103,19 @@ export function createHttpApp(deps: HttpDependencies): Koa {
       } else if (answer.status !== 204) ctx.body = answer.body ?? null;
     });
   }
+
+  top.get('/metrics', async (ctx) => {
+    if (!deps.metrics) return;
+    const token = bearer(ctx);
+    const scraper = Boolean(token && deps.metrics.token && safeEqual(token, deps.metrics.token));
+    if (!scraper) {
+      const actor = token ? await deps.authenticate(token) : null;
+      if (!actor) throw new UnauthorizedError('Send an admin token or TIANQI_METRICS_TOKEN as a bearer token.');
+      assertAdmin(actor);
+    }
+    ctx.type = deps.metrics.registry.contentType;
+    ctx.body = await deps.metrics.registry.metrics();
+  });
 
   app.use(top.routes()).use(top.allowedMethods());
   app.use(api.routes()).use(api.allowedMethods());

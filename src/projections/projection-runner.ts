@@ -71,6 +71,11 @@ export class ProjectionRunner {
     private readonly logger: Logger,
   ) {}
 
+  /** The position each projection has processed, by projection name. */
+  get projectionPositions(): ReadonlyMap<string, Position> {
+    return this.checkpoints;
+  }
+
   /** Position every projection has processed. */
   get position(): Position {
     return this.processed$.value;
