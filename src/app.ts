@@ -42,13 +42,16 @@ import type { ReadStore } from './ports/read-store.port.ts';
 import { ProjectionRunner, type Projection } from './projections/projection-runner.ts';
 import { NODES, imagesProjection, nodesProjection, specsProjection } from './projections/catalog.projection.ts';
 import { usersProjection } from './projections/users.projection.ts';
+import { webhooksProjection } from './projections/webhooks.projection.ts';
+import { webhookRoutes } from './commands/webhook/webhook.routes.ts';
+import { webhooksPlugin } from './plugins/webhooks/webhooks.plugin.ts';
 
 export const VERSION = '0.1.0';
 
-export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, usageProjection];
+export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
-export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, livePlugin, logsPlugin, jumpHostPlugin];
+export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin];
 
 export async function openEventStore(config: Config): Promise<EventStore> {
   if (config.eventStoreUrl) {
@@ -145,6 +148,7 @@ export class App {
         ...nodeRoutes(this.nodes, this.readStore),
         ...instanceRoutes(this.instances, this.runtime, targetOf, this.readStore, config.sshPort),
         ...auditRoutes(this.eventStore, this.readStore),
+        ...webhookRoutes(this.bus, this.readStore, secrets),
         ...usageRoutes(this.readStore),
       ],
       authenticate: (token) => this.accounts.authenticate(token),
@@ -178,6 +182,7 @@ export class App {
       io: this.io,
       accounts: this.accounts,
       authenticate: (token) => this.accounts.authenticate(token),
+      secrets,
     });
     this.ready = true;
     logger.info({ http: `${config.host}:${this.httpPort}`, plugins: this.pluginHost.names }, 'TianQi is ready');

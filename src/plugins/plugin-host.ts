@@ -9,6 +9,7 @@ import type { ContainerRuntime } from '../ports/container-runtime.port.ts';
 import type { Config } from '../config.ts';
 import type { EventStore, RecordedEvent } from '../ports/event-store.port.ts';
 import type { ReadStore } from '../ports/read-store.port.ts';
+import type { SecretBox } from '../ports/secret-box.port.ts';
 
 export interface PluginContext {
   /** Live events from the moment the plugin starts; `eventStore.subscribe(p)` for catch-up from a checkpoint. */
@@ -29,6 +30,8 @@ export interface PluginContext {
   readonly accounts: Accounts;
   /** The actor behind a bearer token, or null (bad, expired, disabled). */
   readonly authenticate: (token: string) => Promise<Actor | null>;
+  /** Opens secrets sealed in events (webhook signing keys). */
+  readonly secrets: SecretBox;
 }
 
 export interface PluginHandle {

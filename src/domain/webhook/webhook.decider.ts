@@ -1,0 +1,55 @@
+import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
+import { assertNever } from '../shared/decider.ts';
+import { ConflictError, NotFoundError } from '../shared/errors.ts';
+
+/** An outside receiver of events (admins register it). */
+export interface WebhookFields {
+  /** http:// or https:// address the events are POSTed to. */
+  readonly url: string;
+  /** Event type names (`InstanceStateObserved`) or prefixes ending in `*` (`Instance*`, `*`). */
+  readonly events: readonly string[];
+  readonly description: string;
+}
+
+/** The HMAC key is sealed by the SecretBox before it enters the event, like node secrets. */
+export type WebhookEvent =
+  | DomainEvent<'WebhookRegistered', WebhookFields & { webhookId: string; secretSealed: string }>
+  | DomainEvent<'WebhookDeleted', { webhookId: string }>;
+
+export type WebhookCommand =
+  | Command<'RegisterWebhook', WebhookFields & { webhookId: string; secretSealed: string }>
+  | Command<'DeleteWebhook', Record<string, never>>;
+
+export type WebhookState =
+  | { readonly status: 'none' }
+  | { readonly status: 'active' | 'deleted'; readonly webhookId: string; readonly fields: WebhookFields; readonly secretSealed: string };
+
+export const webhookStream = (webhookId: string) => `webhook-${webhookId}`;
+
+export const webhookDecider: Decider<WebhookCommand, WebhookState, WebhookEvent> = {
+  initialState: () => ({ status: 'none' }),
+  decide(command, state) {
+    switch (command.type) {
+      case 'RegisterWebhook':
+        if (state.status !== 'none') throw new ConflictError('WEBHOOK_EXISTS', 'This webhook already exists.');
+        return [{ type: 'WebhookRegistered', data: command.data }];
+      case 'DeleteWebhook':
+        if (state.status !== 'active') throw new NotFoundError('Webhook');
+        return [{ type: 'WebhookDeleted', data: { webhookId: state.webhookId } }];
+      default:
+        return assertNever(command);
+    }
+  },
+  evolve(state, event) {
+    switch (event.type) {
+      case 'WebhookRegistered': {
+        const { webhookId, secretSealed, url, events, description } = event.data;
+        return { status: 'active', webhookId, secretSealed, fields: { url, events, description } };
+      }
+      case 'WebhookDeleted':
+        return state.status === 'none' ? state : { ...state, status: 'deleted' };
+      default:
+        return assertNever(event);
+    }
+  },
+};

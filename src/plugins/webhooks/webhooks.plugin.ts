@@ -1,0 +1,78 @@
+import { BehaviorSubject } from 'rxjs';
+import type { WebhookEvent } from '../../domain/webhook/webhook.decider.ts';
+import { webhookDecider, webhookStream } from '../../domain/webhook/webhook.decider.ts';
+import type { RecordedEvent } from '../../ports/event-store.port.ts';
+import { WEBHOOKS, type WebhookView } from '../../projections/webhooks.projection.ts';
+import type { Plugin } from '../plugin-host.ts';
+import { DeliveryLoop, type DeliveryOptions } from './delivery-loop.ts';
+
+/** `TIANQI_WEBHOOK_RETRY_BASE_MS` shortens the first retry wait (tests); the default is 1 s. */
+function deliveryOptions(env: NodeJS.ProcessEnv): DeliveryOptions {
+  const base = Number(env.TIANQI_WEBHOOK_RETRY_BASE_MS);
+  return {
+    retryBaseMs: Number.isSafeInteger(base) && base > 0 ? base : 1_000,
+    retryCapMs: 5 * 60_000,
+    timeoutMs: 10_000,
+    recordEveryMs: 1_000,
+  };
+}
+
+/**
+ * POSTs matching events to the registered webhooks, each from its own checkpoint (see DeliveryLoop).
+ * Loops start and stop as webhooks are registered and deleted; nothing on the command path ever
+ * waits for a delivery.
+ */
+export const webhooksPlugin: Plugin = {
+  name: 'webhooks',
+  async start(ctx) {
+    const options = deliveryOptions(process.env);
+    const loops = new Map<string, DeliveryLoop>();
+    const stopping = new Set<Promise<void>>();
+    const deleted = new Set<string>();
+    const head$ = new BehaviorSubject((await ctx.eventStore.headPosition()) ?? 0);
+    const dependencies = { eventStore: ctx.eventStore, bus: ctx.bus, logger: ctx.logger, head$ };
+
+    const startLoop = (webhook: { webhookId: string; url: string; events: readonly string[]; secretSealed: string }, checkpoint: number) => {
+      const { webhookId: id, url, events } = webhook;
+      if (loops.has(id) || deleted.has(id)) return;
+      let secret: string;
+      try {
+        secret = ctx.secrets.open(webhook.secretSealed);
+      } catch (err) {
+        ctx.logger.error({ err, webhookId: id }, 'the webhook secret cannot be opened (another master key?); its deliveries are paused');
+        return;
+      }
+      const loop = new DeliveryLoop({ id, url, events, secret }, checkpoint, dependencies, options);
+      loops.set(id, loop);
+      loop.start();
+    };
+    const stopLoop = (id: string) => {
+      deleted.add(id);
+      const loop = loops.get(id);
+      if (!loop) return;
+      loops.delete(id);
+      const stopped = loop.stop({ record: false }).finally(() => stopping.delete(stopped));
+      stopping.add(stopped);
+    };
+
+    // Subscribed before the existing webhooks are listed, so a registration in between is not missed.
+    const subscription = ctx.events$.subscribe((recorded) => {
+      if (recorded.position > head$.value) head$.next(recorded.position);
+      const event = recorded as RecordedEvent & WebhookEvent;
+      if (event.type === 'WebhookRegistered') startLoop(event.data, recorded.position);
+      else if (event.type === 'WebhookDeleted') stopLoop(event.data.webhookId);
+    });
+    await ctx.waitForProjections(head$.value);
+    for (const view of await ctx.readStore.collection<WebhookView>(WEBHOOKS).all()) {
+      const { state } = await ctx.bus.load(webhookDecider, webhookStream(view.id));
+      if (state.status === 'active') startLoop({ webhookId: view.id, ...state.fields, secretSealed: state.secretSealed }, view.checkpoint);
+    }
+    return {
+      async stop() {
+        subscription.unsubscribe();
+        await Promise.all([...[...loops.values()].map((loop) => loop.stop({ record: true })), ...stopping]);
+        loops.clear();
+      },
+    };
+  },
+};
