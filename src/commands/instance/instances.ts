@@ -276,9 +276,27 @@ export class Instances {
     return this.store.collection<InstanceView>(INSTANCES).get(instanceId);
   }
 
-  /** Runs an instance's pending operation against the engine (also used by the retry on reconnect). */
+  private readonly running = new Map<string, Promise<void>>();
+
+  /**
+   * Runs an instance's pending operation against the engine (also used by the retry on
+   * reconnect). One at a time per instance: a request and a reconnect retry never race each other.
+   */
   async runPending(instanceId: string, context: CommandContext): Promise<void> {
-    const instance = await this.load(instanceId);
+    const previous = this.running.get(instanceId);
+    const run = (previous ?? Promise.resolve()).catch(() => undefined).then(() => this.runPendingNow(instanceId, context));
+    this.running.set(instanceId, run);
+    try {
+      await run;
+    } finally {
+      if (this.running.get(instanceId) === run) this.running.delete(instanceId);
+    }
+  }
+
+  private async runPendingNow(instanceId: string, context: CommandContext): Promise<void> {
+    const { state } = await this.bus.load(instanceDecider, instanceStream(instanceId));
+    if (state.status === 'none' || state.status === 'requested' || state.deleted) return;
+    const instance = state;
     const operation = instance.pending;
     if (!operation) return;
     const record = (type: 'CompleteOperation' | 'FailOperation', data: object) =>
