@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { CommandBus, CommandContext } from '../commands/command-bus.ts';
 import { idempotencyDecider } from '../domain/idempotency/idempotency.decider.ts';
 import { ValidationError } from '../domain/shared/errors.ts';
+import { redactEventData } from '../domain/shared/redact.ts';
 import { toErrorResponse } from './errors.ts';
 import type { RouteResponse } from './route.ts';
 
@@ -26,8 +27,9 @@ export class IdempotencyGuard {
       throw new ValidationError({ 'Idempotency-Key': 'must be 1–128 visible ASCII characters' });
     }
     const stream = `idempotency-${createHash('sha256').update(`${userId}\n${key}`).digest('hex').slice(0, 40)}`;
+    // Secrets in the body (a node's key, a webhook secret) are left out of the stored hash.
     const requestHash = createHash('sha256')
-      .update(`${request.method} ${request.path}\n${JSON.stringify(request.body ?? null)}`)
+      .update(`${request.method} ${request.path}\n${JSON.stringify(redactEventData(request.body ?? null))}`)
       .digest('hex');
     const claim = await this.bus.execute(idempotencyDecider, stream, {
       type: 'StartIdempotentRequest',

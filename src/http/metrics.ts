@@ -67,9 +67,11 @@ export class PlatformMetrics {
       const via = (e.data as { via?: string }).via ?? 'web';
       if (e.type === 'TerminalSessionOpened') this.sessions.inc({ via });
       else if (e.type === 'TerminalSessionClosed') this.sessions.dec({ via });
-      else if (e.type === 'WebhookDeliveryAttempted') {
-        const status = (e.data as { status?: number | null }).status;
-        this.deliveries.inc({ outcome: typeof status === 'number' && status >= 200 && status < 300 ? 'delivered' : 'failed' });
+      else if (e.type === 'WebhookDeliveriesRecorded') {
+        for (const attempt of (e.data as { attempts: { status: number | null }[] }).attempts) {
+          const ok = typeof attempt.status === 'number' && attempt.status >= 200 && attempt.status < 300;
+          this.deliveries.inc({ outcome: ok ? 'delivered' : 'failed' });
+        }
       }
     });
   }

@@ -3,7 +3,7 @@ import { CsvBody, reply, route, type RouteSpec } from '../../http/route.ts';
 import type { EventStore, RecordedEvent } from '../../ports/event-store.port.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import { USERS, type UserView } from '../../projections/users.projection.ts';
-import { redactSecrets } from './redact.ts';
+import { redactEventData } from '../../domain/shared/redact.ts';
 
 const PAGE = 500;
 /** A filtered query scans at most this many events per call, then hands back a cursor. */
@@ -93,7 +93,7 @@ export function auditRoutes(events: EventStore, store: ReadStore): RouteSpec[] {
           username: e.metadata.userId ? (names.get(e.metadata.userId) ?? null) : null,
           clientIp: e.metadata.clientIp ?? null,
           correlationId: e.metadata.correlationId ?? null,
-          data: redactSecrets(e.data),
+          data: redactEventData(e.data),
         }));
         const next = exhausted && found.length < query.limit ? null : (after ?? null);
         if (query.format === 'csv') {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { isDeliverableStream, matchesEventTypes, REDACTED, redactEventData, retryDelayMs } from './delivery.ts';
+import { REDACTED, redactEventData } from '../shared/redact.ts';
+import { isDeliverableStream, matchesEventTypes, retryDelayMs } from './delivery.ts';
 import { webhookDeliveryDecider } from './webhook-delivery.decider.ts';
 import { webhookDecider } from './webhook.decider.ts';
 import { NotFoundError } from '../shared/errors.ts';

@@ -2,7 +2,8 @@ import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
 import { filter, firstValueFrom, fromEvent, race, timer, type BehaviorSubject, type Observable } from 'rxjs';
 import type { CommandBus } from '../../commands/command-bus.ts';
-import { isDeliverableStream, matchesEventTypes, redactEventData, retryDelayMs } from '../../domain/webhook/delivery.ts';
+import { redactEventData } from '../../domain/shared/redact.ts';
+import { isDeliverableStream, matchesEventTypes, retryDelayMs } from '../../domain/webhook/delivery.ts';
 import {
   RECENT_ATTEMPTS,
   webhookDeliveryDecider,
