@@ -2,7 +2,7 @@ import Dockerode from 'dockerode';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
 import { describeWithService } from '../support/services.ts';
-import { waitFor } from '../support/fixtures.ts';
+import { removeContainersOf, waitFor } from '../support/fixtures.ts';
 import { ensureServiceImage } from '../support/test-image.ts';
 
 const socket = process.env.TIANQI_TEST_DOCKER_SOCKET;
@@ -63,12 +63,10 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
   }, 120_000);
 
   afterAll(async () => {
+    await removeContainersOf(t, socket);
     await t?.stop();
-    if (!docker) return;
-    for (const c of await docker.listContainers({ all: true, filters: { label: ['managed-by=tianqi'] } })) {
-      await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-    }
   });
+
 
   it('creates a CPU-only instance that reaches running, with labels, limits and a /data volume', async () => {
     const created = await create(alice, { name: 'train-1', imageId: image.id, specId: cpuSpec.id });

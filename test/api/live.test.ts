@@ -1,8 +1,7 @@
-import Dockerode from 'dockerode';
 import { io, type Socket } from 'socket.io-client';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../support/app.ts';
-import { runningInstance, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
+import { removeContainersOf, runningInstance, setUpLab, type Lab, waitFor } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
@@ -28,11 +27,8 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
   }, 120_000);
   afterAll(async () => {
     for (const s of sockets) s.disconnect();
+    await removeContainersOf(t, socketPath);
     await t?.stop();
-    const docker = new Dockerode({ socketPath });
-    for (const c of await docker.listContainers({ all: true, filters: { label: ['managed-by=tianqi'] } })) {
-      await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
-    }
   });
 
   it('refuses a missing or bad token', async () => {

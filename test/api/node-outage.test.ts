@@ -2,7 +2,7 @@ import Dockerode from 'dockerode';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../support/app.ts';
-import { runningInstance, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
+import { removeContainersOf, runningInstance, setUpLab, type Lab, waitFor } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
@@ -57,11 +57,8 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
   }, 120_000);
   afterAll(async () => {
     await link.down();
+    await removeContainersOf(t, socketPath);
     await t?.stop();
-    const docker = new Dockerode({ socketPath });
-    for (const c of await docker.listContainers({ all: true, filters: { label: ['managed-by=tianqi'] } })) {
-      await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
-    }
   });
 
   it('answers 503 while the node is down, marks it failed within a poll, and runs the kept request when it is back', async () => {

@@ -2,10 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Dockerode from 'dockerode';
-import { afterAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { startTestApp } from '../support/app.ts';
-import { runningInstance, setUpLab } from '../support/fixtures.ts';
+import { removeContainersOf, runningInstance, setUpLab } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
@@ -17,12 +16,7 @@ interface Report {
 }
 
 describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .ci/run) and set TIANQI_TEST_DOCKER_SOCKET', 'usage metering end to end', () => {
-  afterAll(async () => {
-    const docker = new Dockerode({ socketPath });
-    for (const c of await docker.listContainers({ all: true, filters: { label: ['managed-by=tianqi'] } })) {
-      await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
-    }
-  });
+
 
   it('bills the seconds a real container ran, per user, and gives the same bill after a restart', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'tianqi-usage-'));
@@ -60,6 +54,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
       const alice = await again.login('alice', 'alice-password');
       expect((await again.api<Report>('GET', '/api/v1/usage', { token: alice })).body.totalSeconds).toBe(report!.totalSeconds);
     } finally {
+      await removeContainersOf(again, socketPath);
       await again.stop();
     }
   }, 60_000);

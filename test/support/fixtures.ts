@@ -48,3 +48,23 @@ export async function runningInstance(t: TestApp, token: string, lab: Lab, name:
     (i) => i.status !== 'creating',
   );
 }
+
+/**
+ * Removes the containers and data volumes of this app's instances, and only those: test files run
+ * in parallel against one engine, so a cleanup must never touch another file's containers.
+ */
+export async function removeContainersOf(t: TestApp | undefined, socketPath: string | undefined): Promise<void> {
+  if (!t || !socketPath) return;
+  const { default: Dockerode } = await import('dockerode');
+  const docker = new Dockerode({ socketPath });
+  const requested = await t.app.eventStore.readAll({ limit: 1_000_000 }).catch(() => []);
+  const ids = requested.filter((e) => e.type === 'InstanceRequested').map((e) => (e.data as { instanceId: string }).instanceId);
+  for (const id of ids) {
+    for (const c of await docker.listContainers({ all: true, filters: { label: [`tianqi.instance=${id}`] } })) {
+      await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
+    }
+  }
+  for (const v of (await docker.listVolumes({ filters: { label: ['managed-by=tianqi'] } })).Volumes ?? []) {
+    if (ids.some((id) => v.Name.includes(id))) await docker.getVolume(v.Name).remove().catch(() => undefined);
+  }
+}
