@@ -1,0 +1,205 @@
+import type { AddressInfo } from 'node:net';
+import { filter, type Subscription } from 'rxjs';
+import type { AuthContext, Connection } from 'ssh2';
+import ssh2 from 'ssh2';
+import type { RecordedEvent } from '../../ports/event-store.port.ts';
+import type { Plugin, PluginContext } from '../plugin-host.ts';
+import { loadOrCreateHostKey } from './host-key.ts';
+import { splitLogin } from './menu.ts';
+import { AUTH_METHODS, SshAuthenticator } from './ssh-auth.ts';
+import { INSTANCE_STOPPED, ShellSession, type Caller, type SessionDeps } from './shell-session.ts';
+
+const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60_000;
+/** Like OpenSSH's LoginGraceTime: a connection that never signs in does not stay forever. */
+const LOGIN_GRACE_MS = 120_000;
+/** Probes a quiet client every 15 s and drops it after 4 unanswered ones (a dead network path). */
+const KEEPALIVE_INTERVAL_MS = 15_000;
+const KEEPALIVE_COUNT_MAX = 4;
+
+/** `TIANQI_SSH_IDLE_TIMEOUT_MS`: a session with no bytes either way for this long is closed. */
+export function idleTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
+  const raw = env.TIANQI_SSH_IDLE_TIMEOUT_MS;
+  if (raw === undefined || raw === '') return DEFAULT_IDLE_TIMEOUT_MS;
+  const ms = Number(raw);
+  if (!Number.isInteger(ms) || ms <= 0) throw new Error(`TIANQI_SSH_IDLE_TIMEOUT_MS: must be a positive whole number of milliseconds, not "${raw}"`);
+  return ms;
+}
+
+/** Events after which a user's connections, or an instance's shells, must not go on. */
+function closingReason(event: RecordedEvent): { reason: string; notice: string } | null {
+  switch (event.type) {
+    case 'UserDisabled':
+      return { reason: 'the user was disabled', notice: '账号已被禁用，连接已断开。' };
+    case 'UserDeleted':
+      return { reason: 'the user was deleted', notice: '账号已被删除，连接已断开。' };
+    case 'InstanceStateObserved':
+      return (event.data as { status: string }).status === 'exited'
+        ? INSTANCE_STOPPED
+        : null;
+    case 'InstanceContainerVanished':
+      return { reason: 'the container is gone', notice: '容器已不存在，会话已结束。' };
+    case 'InstanceDeleted':
+      return { reason: 'the instance was deleted', notice: '实例已被删除，会话已结束。' };
+    default:
+      return null;
+  }
+}
+
+/** One SSH client connection: its sign-in and its sessions. */
+class ClientConnection {
+  caller: Caller | null = null;
+  readonly sessions = new Set<ShellSession>();
+
+  constructor(
+    readonly client: Connection,
+    readonly address: string,
+  ) {}
+
+  /** Ends every session with the reason, then the connection. */
+  terminate(reason: string, notice: string): void {
+    for (const session of [...this.sessions]) session.terminate(reason, notice);
+    this.client.end();
+  }
+}
+
+/**
+ * The SSH jump host: `ssh -p <TIANQI_SSH_PORT> <user>[+<instance>]@<host>` signs in with the
+ * platform account (password or registered key), shows the caller's containers and enters one.
+ */
+class JumpHost {
+  private readonly server: InstanceType<typeof ssh2.Server>;
+  private readonly auth: SshAuthenticator;
+  private readonly connections = new Set<ClientConnection>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly deps: SessionDeps;
+  private watch: Subscription | null = null;
+
+  constructor(
+    private readonly ctx: PluginContext,
+    hostKey: string,
+    idleTimeoutMs: number,
+  ) {
+    this.auth = new SshAuthenticator(ctx.accounts);
+    this.deps = { ctx, idleTimeoutMs, track: (work) => this.track(work) };
+    this.server = new ssh2.Server({
+      hostKeys: [hostKey],
+      ident: 'TianQi',
+      keepaliveInterval: KEEPALIVE_INTERVAL_MS,
+      keepaliveCountMax: KEEPALIVE_COUNT_MAX,
+    }, (client, info) => this.accept(client, info.ip));
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server.on('error', (err: Error) => this.ctx.logger.error({ err }, 'ssh server error'));
+    this.watch = this.ctx.events$
+      .pipe(filter((e) => e.stream.startsWith('user-') || e.stream.startsWith('instance-')))
+      .subscribe((event) => this.onEvent(event));
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    this.watch?.unsubscribe();
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const connection of [...this.connections]) connection.terminate('the jump host stopped', '跳板机正在关闭，连接已断开。');
+    // Every audit open gets its close before the event store goes away.
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    // A client that does not answer the disconnect must not hold up the shutdown.
+    await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+  }
+
+  private track(work: Promise<unknown>): void {
+    this.inFlight.add(work);
+    const forget = () => this.inFlight.delete(work);
+    work.then(forget, forget);
+  }
+
+  private onEvent(event: RecordedEvent): void {
+    const closing = closingReason(event);
+    if (!closing) return;
+    if (event.stream.startsWith('user-')) {
+      const userId = event.stream.slice('user-'.length);
+      for (const connection of this.connections) {
+        if (connection.caller?.actor.id === userId) connection.terminate(closing.reason, closing.notice);
+      }
+      return;
+    }
+    const instanceId = event.stream.slice('instance-'.length);
+    for (const connection of this.connections) {
+      for (const session of connection.sessions) {
+        if (session.instanceId === instanceId) session.terminate(closing.reason, closing.notice);
+      }
+    }
+  }
+
+  private accept(client: Connection, address: string): void {
+    const connection = new ClientConnection(client, address);
+    this.connections.add(connection);
+    const grace = setTimeout(() => client.end(), LOGIN_GRACE_MS);
+    let login: ReturnType<typeof splitLogin> = { username: '', instanceName: null };
+
+    client.on('authentication', (auth: AuthContext) => {
+      login = splitLogin(auth.username);
+      this.auth.decide(auth, login.username, address).then((outcome) => {
+        switch (outcome.kind) {
+          case 'signed-in': {
+            const { user } = outcome;
+            connection.caller = { actor: { id: user.id, username: user.username, role: user.role }, address, instanceName: login.instanceName };
+            auth.accept();
+            return;
+          }
+          case 'key-acceptable':
+            auth.accept();
+            return;
+          case 'refused':
+            if (outcome.why === 'credentials' || outcome.why === 'blocked') {
+              this.ctx.logger.warn({ user: login.username, address, method: auth.method, why: outcome.why }, 'ssh sign-in refused');
+            }
+            auth.reject(AUTH_METHODS);
+        }
+      }, (err: unknown) => {
+        this.ctx.logger.error({ err }, 'ssh sign-in check failed');
+        auth.reject(AUTH_METHODS);
+      });
+    });
+    client.on('ready', () => {
+      clearTimeout(grace);
+      this.ctx.logger.info({ user: login.username, instance: login.instanceName, address }, 'ssh sign-in');
+    });
+    client.on('session', (acceptSession, rejectSession) => {
+      const caller = connection.caller;
+      if (!caller) {
+        rejectSession();
+        return;
+      }
+      const session = new ShellSession(acceptSession(), caller, this.deps, (ended) => connection.sessions.delete(ended));
+      connection.sessions.add(session);
+    });
+    client.on('error', (err: Error) => this.ctx.logger.debug({ err, address }, 'ssh connection error'));
+    client.on('close', () => {
+      clearTimeout(grace);
+      for (const session of [...connection.sessions]) session.terminate('the client left', null);
+      this.connections.delete(connection);
+    });
+  }
+}
+
+export const jumpHostPlugin: Plugin = {
+  name: 'jump-host',
+  async start(ctx) {
+    if (ctx.config.sshPort === 0) {
+      ctx.logger.info('TIANQI_SSH_PORT is 0: no SSH jump host');
+      return { async stop() {} };
+    }
+    const jumpHost = new JumpHost(ctx, loadOrCreateHostKey(ctx.config.dataDir), idleTimeoutFromEnv(process.env));
+    const port = await jumpHost.listen(ctx.config.host, ctx.config.sshPort);
+    ctx.logger.info({ host: ctx.config.host, port }, 'SSH jump host listening');
+    return { stop: () => jumpHost.stop() };
+  },
+};

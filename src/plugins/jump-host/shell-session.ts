@@ -1,0 +1,541 @@
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { PseudoTtyInfo, ServerChannel, Session } from 'ssh2';
+import type { Actor } from '../../commands/user/accounts.ts';
+import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
+import { DomainError } from '../../domain/shared/errors.ts';
+import type { ExecSession } from '../../ports/container-runtime.port.ts';
+import type { InstanceView } from '../../projections/instances.projection.ts';
+import type { PluginContext } from '../plugin-host.ts';
+import { LineEditor } from './line-editor.ts';
+import { GOODBYE, MENU_HEADER, MENU_PROMPT, NO_INSTANCES, isFileTransfer, menuLine, menuOrder } from './menu.ts';
+
+/** What every session of the jump host shares. */
+export interface SessionDeps {
+  readonly ctx: PluginContext;
+  readonly idleTimeoutMs: number;
+  /** Keeps an audit write in view until it settles, so stopping the plugin can wait for it. */
+  readonly track: (work: Promise<unknown>) => void;
+}
+
+/** Who is on the other end of one SSH connection. */
+export interface Caller {
+  readonly actor: Actor;
+  readonly address: string;
+  /** From `<user>+<instance>`: enter this instance without the menu. */
+  readonly instanceName: string | null;
+}
+
+/** The shell or command running in a container for this session: its audit record and its exec. */
+interface Attachment {
+  readonly sessionId: string;
+  readonly instanceId: string;
+  readonly startedAt: number;
+  bytesIn: number;
+  bytesOut: number;
+  exec: ExecSession | null;
+}
+
+/** Whether the container is no longer running, asking again for up to `patienceMs`. */
+type ContainerStopped = (patienceMs: number) => Promise<boolean>;
+
+type AttachResult = { attached: true } | { attached: false; why: 'not-running' | 'gone'; status?: string };
+
+const DEFAULT_TERM = 'xterm-256color';
+/** How long a killed shell waits to see its container stopped (the engine records it a moment later). */
+const STOP_PATIENCE_MS = 2_000;
+/** Input held for a shell that is still starting; beyond this the SSH window holds it at the client. */
+const HELD_LIMIT = 64 * 1024;
+
+/** Why a session ends when its instance stops, and what its user reads. */
+export const INSTANCE_STOPPED = { reason: 'the instance stopped', notice: '容器已停止，会话已结束。' } as const;
+
+/**
+ * One SSH session channel: the container menu (or the instance named in the login), then a shell
+ * or a command in the container with its bytes passed through, audited as a terminal session.
+ */
+export class ShellSession {
+  private pty: PseudoTtyInfo | null = null;
+  private cols = 80;
+  private rows = 24;
+  private channel: ServerChannel | null = null;
+  /** Menu input: set while the menu waits for a choice, until a line is complete. */
+  private editor: LineEditor | null = null;
+  private line: string | null = null;
+  private lineWaiter: ((line: string | null) => void) | null = null;
+  private interrupted = false;
+  /** Client input that came before the container's process could take it (typed ahead, piped). */
+  private readonly held: Buffer[] = [];
+  private heldBytes = 0;
+  private clientEof = false;
+  /** Set once the open of the audit record is written, and only then. */
+  private attachment: Attachment | null = null;
+  /** The instance entered or being entered: what a stop or delete of an instance looks for. */
+  instanceId: string | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private ended: { reason: string } | null = null;
+
+  constructor(
+    session: Session,
+    private readonly caller: Caller,
+    private readonly deps: SessionDeps,
+    private readonly onEnd: (session: ShellSession) => void,
+  ) {
+    session.on('pty', (accept, _reject, info) => {
+      this.pty = info;
+      if (info.cols > 0) this.cols = info.cols;
+      if (info.rows > 0) this.rows = info.rows;
+      accept?.();
+    });
+    session.on('window-change', (accept, _reject, info) => {
+      if (info.cols > 0) this.cols = info.cols;
+      if (info.rows > 0) this.rows = info.rows;
+      accept?.();
+      this.attachment?.exec?.resize(this.cols, this.rows).catch((err: unknown) => this.deps.ctx.logger.debug({ err }, 'resize failed'));
+    });
+    session.on('shell', (accept) => {
+      const channel = this.begin(accept());
+      if (channel) void this.run(() => (caller.instanceName ? this.direct(caller.instanceName) : this.menu()));
+    });
+    session.on('exec', (accept, _reject, info) => {
+      const channel = this.begin(accept());
+      if (channel) void this.run(() => this.command(info.command));
+    });
+    session.on('subsystem', (accept) => {
+      if (!this.begin(accept())) return;
+      this.refuse('此跳板机不支持 sftp/scp 文件传输。', 'file transfer refused');
+    });
+    session.on('close', () => this.end('the client left', null));
+  }
+
+  /** Ends the session from outside (user disabled, instance stopped, plugin stopping), telling the client why. */
+  terminate(reason: string, notice: string | null): void {
+    if (this.ended) return;
+    if (notice) this.write(`\n${notice}\n`, 'stderr');
+    this.end(reason, null);
+  }
+
+  private begin(channel: ServerChannel | undefined): ServerChannel | null {
+    if (!channel) return null;
+    if (this.ended) {
+      channel.end();
+      return null;
+    }
+    this.channel = channel;
+    this.idleTimer = setTimeout(() => this.terminate('idle timeout', '空闲时间过长，连接已断开。'), this.deps.idleTimeoutMs);
+    channel.on('data', (chunk: Buffer) => this.fromClient(chunk));
+    // Client EOF: a command reading stdin (`cat`) sees its end; at the menu it means leaving.
+    channel.on('end', () => {
+      this.clientEof = true;
+      this.endInput();
+      this.interrupted = true;
+      this.wakeReader();
+    });
+    channel.on('close', () => this.end('the client left', null));
+    channel.on('error', (err: Error) => this.deps.ctx.logger.debug({ err }, 'ssh channel error'));
+    return channel;
+  }
+
+  private async run(body: () => Promise<void>): Promise<void> {
+    try {
+      await body();
+    } catch (err) {
+      this.deps.ctx.logger.warn({ err, user: this.caller.actor.username }, 'ssh session failed');
+      this.refuse(`连接失败：${err instanceof Error ? err.message : String(err)}`, 'jump host error');
+    }
+  }
+
+  private async menu(): Promise<void> {
+    const instances = menuOrder(await this.deps.ctx.instances.list(this.caller.actor));
+    if (instances.length === 0) {
+      this.say(NO_INSTANCES);
+      this.end('no instances', 0);
+      return;
+    }
+    this.say([MENU_HEADER, ...instances.map((instance, i) => menuLine(i + 1, instance))].join('\n'));
+    const editor = new LineEditor(this.pty !== null);
+    for (;;) {
+      this.write(MENU_PROMPT);
+      // Typed ahead (or piped) input is taken, and echoed, after the prompt.
+      if (this.editor !== editor) this.useEditor(editor);
+      const line = await this.nextLine();
+      if (this.ended) return;
+      const answer = line?.trim() ?? 'q';
+      if (answer === '') continue;
+      if (answer.toLowerCase() === 'q') {
+        this.say(GOODBYE);
+        this.end('left the menu', 0);
+        return;
+      }
+      const chosen = /^\d+$/.test(answer) ? instances[Number(answer) - 1] : undefined;
+      if (!chosen) {
+        this.say(`无效的输入：${answer}。请输入 1-${instances.length} 之间的序号，或输入 'q' 退出。`);
+        continue;
+      }
+      // Input typed after the choice (or piped in with it) waits for the container's shell.
+      const result = await this.attach(chosen, null);
+      if (result.attached || this.ended) return;
+      this.say(result.why === 'gone' ? `容器 ${chosen.name} 已不存在。` : `容器 ${chosen.name} 未在运行（${result.status ?? 'unknown'}），请选择其他容器。`);
+    }
+  }
+
+  private async direct(instanceName: string): Promise<void> {
+    const instance = await this.find(instanceName);
+    if (!instance) {
+      this.refuse(`找不到实例 ${instanceName}。`, 'no such instance');
+      return;
+    }
+    const result = await this.attach(instance, null);
+    if (!result.attached && !this.ended) {
+      this.refuse(result.why === 'gone' ? `找不到实例 ${instanceName}。` : `实例 ${instanceName} 未在运行（${result.status ?? 'unknown'}）。`, 'not running');
+    }
+  }
+
+  private async command(command: string): Promise<void> {
+    if (isFileTransfer(command)) {
+      this.refuse('此跳板机不支持 sftp/scp 文件传输。', 'file transfer refused');
+      return;
+    }
+    const name = this.caller.instanceName;
+    if (!name) {
+      this.refuse(`执行命令时请指定实例：ssh -p ${this.deps.ctx.config.sshPort} ${this.caller.actor.username}+<实例名>@<主机> '<命令>'`, 'no instance named');
+      return;
+    }
+    const instance = await this.find(name);
+    if (!instance) {
+      this.refuse(`找不到实例 ${name}。`, 'no such instance');
+      return;
+    }
+    const result = await this.attach(instance, command);
+    if (!result.attached && !this.ended) {
+      this.refuse(result.why === 'gone' ? `找不到实例 ${name}。` : `实例 ${name} 未在运行（${result.status ?? 'unknown'}）。`, 'not running');
+    }
+  }
+
+  /** The caller's instance of that name; an admin may name anyone's, their own first. */
+  private async find(name: string): Promise<InstanceView | null> {
+    const { actor } = this.caller;
+    const matches = (await this.deps.ctx.instances.list(actor)).filter((i) => i.name === name);
+    return matches.find((i) => i.ownerId === actor.id) ?? (matches.length === 1 ? matches[0]! : null);
+  }
+
+  /**
+   * Starts the shell (command null) or `sh -c command` in the instance's container and joins it
+   * to the channel. The audit open is written first: the instance decides whether it can be
+   * entered, so a stop racing with the menu is refused there.
+   */
+  private async attach(chosen: InstanceView, command: string | null): Promise<AttachResult> {
+    const { ctx } = this.deps;
+    let instance: InstanceView;
+    try {
+      instance = await ctx.instances.visible(this.caller.actor, chosen.id);
+    } catch {
+      return { attached: false, why: 'gone' };
+    }
+    if (instance.status !== 'running' || !instance.containerId) return { attached: false, why: 'not-running', status: instance.status };
+    const containerId = instance.containerId;
+    const target = await ctx.nodes.target(instance.nodeId);
+    const tty = this.pty !== null;
+    const cmd = command !== null
+      ? ['/bin/sh', '-c', command]
+      : [(await ctx.runtime.hasExecutable(target, containerId, '/bin/bash')) ? '/bin/bash' : '/bin/sh'];
+    if (this.ended) return { attached: true };
+
+    const sessionId = randomUUID();
+    this.instanceId = instance.id;
+    const opened = this.open(instance.id, sessionId, command ?? cmd[0]!);
+    this.deps.track(opened);
+    const outcome = await opened;
+    if (outcome !== 'opened') {
+      this.instanceId = null;
+      return outcome === 'gone' ? { attached: false, why: 'gone' } : { attached: false, why: 'not-running', status: 'not running' };
+    }
+    if (this.ended) return { attached: true };
+
+    const attachment = this.attachment!;
+    if (!command) this.say(`正在连接到 ${instance.name} …`);
+    try {
+      attachment.exec = await ctx.runtime.exec(target, containerId, {
+        cmd,
+        tty,
+        env: tty ? [`TERM=${this.pty?.term || DEFAULT_TERM}`] : [],
+        cols: this.cols,
+        rows: this.rows,
+      });
+    } catch (err) {
+      this.refuse(`无法连接到容器：${err instanceof Error ? err.message : String(err)}`, 'the shell did not start');
+      return { attached: true };
+    }
+    if (this.ended) {
+      attachment.exec.close();
+      return { attached: true };
+    }
+    const containerStopped = async (patienceMs: number) => {
+      const deadline = Date.now() + patienceMs;
+      for (;;) {
+        const running = await ctx.runtime.inspect(target, containerId).then((c) => c?.status === 'running', () => true);
+        if (!running) return true;
+        if (Date.now() >= deadline) return false;
+        await delay(100);
+      }
+    };
+    this.pipe(attachment, attachment.exec, containerStopped);
+    return { attached: true };
+  }
+
+  /**
+   * Writes the audit open and, only when that worked, records the attachment; a session that
+   * ended while the open was on its way gets its close at once, so every open has one close.
+   */
+  private async open(instanceId: string, sessionId: string, command: string): Promise<'opened' | 'not-running' | 'gone'> {
+    const { actor, address } = this.caller;
+    try {
+      await this.deps.ctx.bus.execute(instanceDecider, instanceStream(instanceId), {
+        type: 'OpenTerminalSession',
+        data: { sessionId, via: 'ssh', userId: actor.id, username: actor.username, clientAddress: address, command },
+      }, { userId: actor.id, clientIp: address, correlationId: sessionId });
+    } catch (err) {
+      if (err instanceof DomainError && err.status === 409) return 'not-running';
+      if (err instanceof DomainError && err.status === 404) return 'gone';
+      throw err;
+    }
+    this.attachment = { sessionId, instanceId, startedAt: Date.now(), bytesIn: 0, bytesOut: 0, exec: null };
+    if (this.ended) await this.close(this.attachment, this.ended.reason, null);
+    return 'opened';
+  }
+
+  private async close(attachment: Attachment, reason: string, exitCode: number | null): Promise<void> {
+    const { actor, address } = this.caller;
+    try {
+      await this.deps.ctx.bus.execute(instanceDecider, instanceStream(attachment.instanceId), {
+        type: 'CloseTerminalSession',
+        data: {
+          sessionId: attachment.sessionId,
+          via: 'ssh',
+          durationMs: Date.now() - attachment.startedAt,
+          bytesIn: attachment.bytesIn,
+          bytesOut: attachment.bytesOut,
+          exitCode,
+          reason,
+        },
+      }, { userId: actor.id, clientIp: address, correlationId: attachment.sessionId });
+    } catch (err) {
+      this.deps.ctx.logger.error({ err, sessionId: attachment.sessionId }, 'could not record the end of an ssh session');
+    }
+  }
+
+  private pipe(attachment: Attachment, exec: ExecSession, containerStopped: ContainerStopped): void {
+    const channel = this.channel!;
+    const count = (chunk: Buffer) => {
+      attachment.bytesOut += chunk.length;
+      this.touch();
+    };
+    exec.stream.on('data', count);
+    exec.stream.pipe(channel, { end: false });
+    for (const chunk of this.held.splice(0)) {
+      attachment.bytesIn += chunk.length;
+      exec.stream.write(chunk);
+    }
+    this.heldBytes = 0;
+    channel.resume();
+    if (this.clientEof) this.endInput();
+    if (exec.stderr) {
+      exec.stderr.on('data', count);
+      exec.stderr.pipe(channel.stderr, { end: false });
+    }
+    // Over when stdout and stderr both ended (or broke): only then is all output on its way.
+    let open = exec.stderr ? 2 : 1;
+    let done = false;
+    const over = () => {
+      if (done) return;
+      done = true;
+      void this.shellEnded(exec, containerStopped);
+    };
+    const ended = (stream: Readable) => {
+      let counted = false;
+      const once = () => {
+        if (counted) return;
+        counted = true;
+        open -= 1;
+        if (open === 0) over();
+      };
+      stream.on('end', once);
+      stream.on('close', once);
+      stream.on('error', (err: Error) => {
+        this.deps.ctx.logger.debug({ err }, 'exec stream error');
+        over();
+      });
+    };
+    ended(exec.stream);
+    if (exec.stderr) ended(exec.stderr);
+  }
+
+  /**
+   * A stop kills the shell before the instance's event comes, and even before the engine shows
+   * the container stopped: a killed shell (no code, or 128 + signal) gets a moment to find out
+   * whether that is why, so that its user reads it.
+   */
+  private async shellEnded(exec: ExecSession, containerStopped: ContainerStopped): Promise<void> {
+    await this.flushed();
+    const code = await exec.exited().catch(() => null);
+    if (this.ended) return;
+    const killed = code === null || code >= 128;
+    const stopped = await containerStopped(killed ? STOP_PATIENCE_MS : 0);
+    if (this.ended) return;
+    if (stopped) {
+      this.write(`\n${INSTANCE_STOPPED.notice}\n`, 'stderr');
+      this.end(INSTANCE_STOPPED.reason, code);
+      return;
+    }
+    this.end(code === null ? 'the shell ended' : `the shell exited with code ${code}`, code);
+  }
+
+  private fromClient(chunk: Buffer): void {
+    this.touch();
+    const exec = this.attachment?.exec;
+    if (exec) {
+      this.attachment!.bytesIn += chunk.length;
+      if (!exec.stream.write(chunk)) {
+        this.channel?.pause();
+        exec.stream.once('drain', () => this.channel?.resume());
+      }
+      return;
+    }
+    if (this.editor) {
+      this.toEditor(chunk);
+      return;
+    }
+    this.held.push(chunk);
+    this.heldBytes += chunk.length;
+    // The SSH window then holds the rest back at the client.
+    if (this.heldBytes > HELD_LIMIT) this.channel?.pause();
+  }
+
+  /**
+   * Without a TTY the client's EOF is the end of the command's stdin (`cat` ends). On a TTY it
+   * is not: as with sshd, the shell goes on with what it got (`ssh -tt host < script`).
+   */
+  private endInput(): void {
+    if (!this.pty) this.attachment?.exec?.stream.end();
+  }
+
+  /** Menu input from now on, starting with what came while the menu was not reading. */
+  private useEditor(editor: LineEditor): void {
+    this.editor = editor;
+    while (this.editor && this.held.length > 0) {
+      const chunk = this.held.shift()!;
+      this.heldBytes -= chunk.length;
+      this.toEditor(chunk);
+    }
+    if (this.heldBytes <= HELD_LIMIT) this.channel?.resume();
+  }
+
+  /** One line per prompt: the input after it waits for what comes next (the shell, or the next prompt). */
+  private toEditor(chunk: Buffer): void {
+    const { echo, line, rest, interrupted } = this.editor!.feed(chunk);
+    if (echo.length > 0) this.writeRaw(echo);
+    if (interrupted) this.interrupted = true;
+    if (line !== null) {
+      this.editor = null;
+      this.line = line;
+      if (rest.length > 0) {
+        this.held.unshift(rest);
+        this.heldBytes += rest.length;
+      }
+    }
+    this.wakeReader();
+  }
+
+  private nextLine(): Promise<string | null> {
+    return new Promise((resolve) => {
+      this.lineWaiter = resolve;
+      this.wakeReader();
+    });
+  }
+
+  private wakeReader(): void {
+    const waiter = this.lineWaiter;
+    if (!waiter) return;
+    const line = this.line;
+    if (line === null && !this.interrupted && !this.ended) return;
+    this.line = null;
+    this.lineWaiter = null;
+    waiter(line);
+  }
+
+  /**
+   * Output written so far has left for the client: ssh2 holds data back while the client's window
+   * is full, and an exit status sent meanwhile would overtake it. An empty write completes only
+   * after the writes before it.
+   */
+  private flushed(): Promise<void> {
+    const channel = this.channel;
+    if (!channel || !channel.writable) return Promise.resolve();
+    return new Promise((resolve) => {
+      let waiting = 2;
+      const timer = setTimeout(resolve, 5_000);
+      const done = () => {
+        waiting -= 1;
+        if (waiting > 0) return;
+        clearTimeout(timer);
+        resolve();
+      };
+      channel.write(Buffer.alloc(0), done);
+      channel.stderr.write(Buffer.alloc(0), done);
+      // A closed channel drops what it held, callbacks included.
+      channel.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * The one way out: stops the exec, reports the exit status, closes the channel and writes the
+   * audit close. Idempotent; the first reason wins.
+   */
+  private end(reason: string, exitCode: number | null): void {
+    if (this.ended) return;
+    this.ended = { reason };
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.wakeReader();
+    const attachment = this.attachment;
+    attachment?.exec?.close();
+    const channel = this.channel;
+    if (channel) {
+      if (exitCode !== null) channel.exit(exitCode);
+      channel.end();
+    }
+    if (attachment) this.deps.track(this.close(attachment, reason, exitCode));
+    this.onEnd(this);
+  }
+
+  /** A message on stderr and exit status 1. */
+  private refuse(message: string, reason: string): void {
+    this.write(`${message}\n`, 'stderr');
+    this.end(reason, 1);
+  }
+
+  private say(text: string): void {
+    this.write(`${text}\n`);
+  }
+
+  private write(text: string, to: 'stdout' | 'stderr' = 'stdout'): void {
+    const channel = this.channel;
+    if (!channel || !channel.writable) return;
+    const out = this.pty ? text.replace(/\r?\n/g, '\r\n') : text.replace(/\r\n/g, '\n');
+    if (to === 'stderr') channel.stderr.write(out);
+    else channel.write(out);
+    this.touch();
+  }
+
+  private writeRaw(bytes: Buffer): void {
+    if (this.channel?.writable) this.channel.write(bytes);
+    this.touch();
+  }
+
+  private touch(): void {
+    this.idleTimer?.refresh();
+  }
+}
