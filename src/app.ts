@@ -22,6 +22,7 @@ import { reconcilerPlugin } from './plugins/instances/reconciler.plugin.ts';
 import { livePlugin } from './plugins/live/live.plugin.ts';
 import { logsPlugin } from './plugins/live/logs.plugin.ts';
 import { jumpHostPlugin } from './plugins/jump-host/jump-host.plugin.ts';
+import { terminalPlugin } from './plugins/terminal/terminal.plugin.ts';
 import { Server as SocketServer } from 'socket.io';
 import { instancesProjection } from './projections/instances.projection.ts';
 import { imageRoutes } from './commands/catalog/image.routes.ts';
@@ -51,7 +52,7 @@ export const VERSION = '0.1.0';
 export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
-export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin];
+export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin, terminalPlugin];
 
 export async function openEventStore(config: Config): Promise<EventStore> {
   if (config.eventStoreUrl) {

@@ -1,4 +1,4 @@
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { Observable } from 'rxjs';
 import type { DockerConnectionSettings } from './docker.port.ts';
 
@@ -90,6 +90,11 @@ export interface GpuMemoryReading {
 export interface ExecSession {
   /** Raw bytes both ways; with a TTY there is one stream (no stdout/stderr multiplexing). */
   readonly stream: Duplex;
+  /**
+   * Without a TTY, the process's stderr (`stream` then reads its stdout alone). Read both: while
+   * either is full, nothing more comes from the process.
+   */
+  readonly stderr?: Readable;
   resize(cols: number, rows: number): Promise<void>;
   /** Resolves with the exit code once the process ended (null when the engine cannot say). */
   exited(): Promise<number | null>;

@@ -9,6 +9,8 @@ import type {
   ContainerRuntime,
   ContainerState,
   ContainerStatus,
+  ExecOptions,
+  ExecSession,
   GpuMemoryReading,
   LogLine,
   NodeTarget,
@@ -16,6 +18,7 @@ import type {
 } from '../../ports/container-runtime.port.ts';
 import { EngineRejectedError, EngineUnavailableError } from '../../ports/container-runtime.port.ts';
 import { containerEvents } from './docker-events.ts';
+import { isExecutable, openExec } from './docker-exec.ts';
 import { containerLogs } from './docker-logs.ts';
 import type { DockerPool } from './docker-pool.ts';
 import { containerStats } from './docker-stats.ts';
@@ -188,6 +191,16 @@ export class DockerodeRuntime implements ContainerRuntime {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  async exec(target: NodeTarget, containerId: string, options: ExecOptions): Promise<ExecSession> {
+    const docker = this.client(target);
+    return guard(target, () => openExec(docker, containerId, options, (error) => toRuntimeError(error, target)));
+  }
+
+  async hasExecutable(target: NodeTarget, containerId: string, path: string): Promise<boolean> {
+    const docker = this.client(target);
+    return guard(target, () => isExecutable(docker, containerId, path));
   }
 
   private client(target: NodeTarget): Docker {

@@ -1,0 +1,256 @@
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'socket.io';
+import type { Actor } from '../../commands/user/accounts.ts';
+import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
+import { DomainError } from '../../domain/shared/errors.ts';
+import type { ExecSession, NodeTarget } from '../../ports/container-runtime.port.ts';
+import type { InstanceView } from '../../projections/instances.projection.ts';
+import type { PluginContext } from '../plugin-host.ts';
+import { emitError } from '../live/socket-auth.ts';
+import { ShellOutput } from './shell-output.ts';
+
+export const BASH = '/bin/bash';
+export const SH = '/bin/sh';
+const SHELLS: ReadonlySet<string> = new Set([BASH, SH]);
+
+/** Columns and rows a client may ask for: generous for any screen, small enough to be a size. */
+const MAX_CELLS = 1_000;
+
+/**
+ * Input the shell has not read yet, kept here before the writes fail: a paste is far below it,
+ * and a client that keeps sending to a shell that does not read loses what is over it.
+ */
+const MAX_INPUT_BACKLOG = 1024 * 1024;
+
+export interface TerminalSize {
+  readonly cols: number;
+  readonly rows: number;
+}
+
+export interface OpenRequest extends TerminalSize {
+  readonly instanceId: string;
+  /** The shell the client asked for; bash falls back to sh where the image has no bash. */
+  readonly shell: string | undefined;
+}
+
+/** Why a session ends: `reason` goes into the audit record, the rest to the client. */
+export interface Ending {
+  readonly reason: string;
+  /** The shell ended by itself: the client gets `exit {code}`. */
+  readonly exitCode?: number | null;
+  /** The client gets `error {code, message}`. */
+  readonly error?: { readonly code: string; readonly message: string };
+}
+
+/** The `open` payload, or what is wrong with it. Pure. */
+export function parseOpen(payload: unknown): OpenRequest | string {
+  const { instanceId, shell } = (payload ?? {}) as { instanceId?: unknown; shell?: unknown };
+  if (typeof instanceId !== 'string' || instanceId.length === 0) return 'instanceId is required';
+  const size = parseSize(payload);
+  if (!size) return `cols and rows must be whole numbers from 1 to ${MAX_CELLS}`;
+  if (shell !== undefined && (typeof shell !== 'string' || !SHELLS.has(shell))) return `shell must be ${BASH} or ${SH}`;
+  return { instanceId, ...size, shell };
+}
+
+/** `{cols, rows}` when both are whole numbers from 1 to 1000, else null. Pure. */
+export function parseSize(payload: unknown): TerminalSize | null {
+  const { cols, rows } = (payload ?? {}) as { cols?: unknown; rows?: unknown };
+  const valid = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= MAX_CELLS;
+  return valid(cols) && valid(rows) ? { cols, rows } : null;
+}
+
+/**
+ * One web terminal: a shell in the instance's container behind one socket.io socket. Every shell
+ * that started gets exactly one audit open and one audit close, however it ends.
+ */
+export class TerminalSession {
+  readonly id = randomUUID();
+  private exec: ExecSession | null = null;
+  private output: ShellOutput | null = null;
+  private size: TerminalSize;
+  /** Input that came while the shell was starting. */
+  private queued: string[] = [];
+  private queuedBytes = 0;
+  /** Set once the audit open is recorded. */
+  private openedAt: number | null = null;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private started: Promise<void> = Promise.resolve();
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    private readonly ctx: PluginContext,
+    private readonly socket: Socket,
+    private readonly actor: Actor,
+    private readonly request: OpenRequest,
+  ) {
+    this.size = { cols: request.cols, rows: request.rows };
+  }
+
+  /** Starts the shell; a refusal or a failure ends the session with an error for the client. */
+  start(): void {
+    this.started = this.run().catch((err: unknown) => {
+      this.ctx.logger.error({ err, sessionId: this.id }, 'web terminal failed to start');
+      void this.end({ reason: 'the shell did not start', error: { code: 'INTERNAL', message: 'The terminal could not be opened.' } });
+    });
+  }
+
+  input(text: string): void {
+    if (this.closing) return;
+    const bytes = Buffer.byteLength(text, 'utf8');
+    if (!this.exec) {
+      if (this.queuedBytes + bytes > MAX_INPUT_BACKLOG) {
+        this.dropped();
+      } else {
+        this.queued.push(text);
+        this.queuedBytes += bytes;
+      }
+    } else if (this.exec.stream.writableLength + bytes > MAX_INPUT_BACKLOG) {
+      this.dropped();
+    } else {
+      this.bytesIn += bytes;
+      this.exec.stream.write(text, 'utf8');
+    }
+  }
+
+  resize(size: TerminalSize): void {
+    this.size = size;
+    this.exec?.resize(size.cols, size.rows).catch((err: unknown) => {
+      this.ctx.logger.debug({ err, sessionId: this.id }, 'web terminal resize failed');
+    });
+  }
+
+  /** Ends the session (once; later calls get the same promise), resolving when it is on record. */
+  end(ending: Ending): Promise<void> {
+    // Set before any of it runs: closing disconnects the socket, whose handler ends the session again.
+    this.closing ??= Promise.resolve().then(() => this.close(ending));
+    return this.closing;
+  }
+
+  private async run(): Promise<void> {
+    const { ctx, actor, request } = this;
+    let instance: InstanceView;
+    try {
+      instance = await ctx.instances.visible(actor, request.instanceId);
+    } catch {
+      return void this.end({ reason: 'no such instance', error: { code: 'NOT_FOUND', message: 'Instance not found.' } });
+    }
+    const containerId = instance.containerId;
+    if (instance.status !== 'running' || !containerId) {
+      return void this.end({ reason: 'the instance is not running', error: { code: 'NOT_RUNNING', message: `The instance is ${instance.status}; start it first.` } });
+    }
+    let exec: ExecSession;
+    let shell: string;
+    let size: TerminalSize;
+    try {
+      const target = await ctx.nodes.target(instance.nodeId);
+      shell = await this.shellFor(target, containerId);
+      if (this.closing) return;
+      size = this.size;
+      exec = await ctx.runtime.exec(target, containerId, { cmd: [shell], tty: true, env: ['TERM=xterm-256color'], ...size });
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      return void this.end({ reason: 'the shell did not start', error: { code: 'EXEC_FAILED', message: `The shell could not be started: ${message}` } });
+    }
+    if (this.closing) return exec.close();
+
+    try {
+      await ctx.bus.execute(instanceDecider, instanceStream(request.instanceId), {
+        type: 'OpenTerminalSession',
+        data: { sessionId: this.id, via: 'web', userId: actor.id, username: actor.username, clientAddress: this.address, command: shell },
+      }, { userId: actor.id, clientIp: this.address, correlationId: this.id });
+    } catch (err) {
+      // No record, no shell: nobody works in a container unaudited.
+      exec.close();
+      if (err instanceof DomainError && err.status === 409) {
+        return void this.end({ reason: 'the instance is not running', error: { code: 'NOT_RUNNING', message: err.message } });
+      }
+      if (err instanceof DomainError && err.status === 404) {
+        return void this.end({ reason: 'no such instance', error: { code: 'NOT_FOUND', message: 'Instance not found.' } });
+      }
+      throw err;
+    }
+    this.openedAt = Date.now();
+    // Ended while the record was on its way: `close` waits for this and records the end.
+    if (this.closing) return exec.close();
+    this.attach(exec, size);
+  }
+
+  /** bash where the image has it, unless the client asked for sh. */
+  private async shellFor(target: NodeTarget, containerId: string): Promise<string> {
+    if (this.request.shell === SH) return SH;
+    return (await this.ctx.runtime.hasExecutable(target, containerId, BASH)) ? BASH : SH;
+  }
+
+  /** Pipes the shell both ways; `size` is the one it started with. */
+  private attach(exec: ExecSession, size: TerminalSize): void {
+    const { socket } = this;
+    this.exec = exec;
+    const output = new ShellOutput(exec.stream);
+    this.output = output;
+    exec.stream.on('data', (chunk: Buffer) => {
+      this.bytesOut += chunk.length;
+      output.forward(chunk, (text, acknowledge) => socket.emit('data', text, acknowledge));
+    });
+    exec.stream.once('end', () => {
+      void exec.exited().then((code) => this.end({
+        reason: code === null ? 'the shell ended' : `the shell exited with code ${code}`,
+        exitCode: code,
+      }));
+    });
+    exec.stream.once('close', () => {
+      // Cut off without an end: the engine or the connection to it went away.
+      if (exec.stream.readableEnded) return;
+      void this.end({ reason: 'the connection to the container was lost', error: { code: 'EXEC_FAILED', message: 'The connection to the container was lost.' } });
+    });
+    exec.stream.on('error', (err: Error) => this.ctx.logger.debug({ err, sessionId: this.id }, 'web terminal stream error'));
+
+    // Resized while it was starting.
+    if (this.size !== size) this.resize(this.size);
+    const queued = this.queued;
+    this.queued = [];
+    this.queuedBytes = 0;
+    for (const text of queued) this.input(text);
+  }
+
+  private async close(ending: Ending): Promise<void> {
+    const { socket } = this;
+    this.exec?.close();
+    const rest = this.output?.flush() ?? '';
+    if (rest) socket.emit('data', rest);
+    if (ending.exitCode !== undefined) socket.emit('exit', { code: ending.exitCode });
+    else if (ending.error) emitError(socket, ending.error.code, ending.error.message);
+    // Not the whole connection: the browser may share it with /live and /logs.
+    socket.disconnect();
+    await this.started;
+    if (this.openedAt !== null) await this.record(ending);
+  }
+
+  private async record(ending: Ending): Promise<void> {
+    const { actor } = this;
+    try {
+      await this.ctx.bus.execute(instanceDecider, instanceStream(this.request.instanceId), {
+        type: 'CloseTerminalSession',
+        data: {
+          sessionId: this.id,
+          via: 'web',
+          durationMs: Date.now() - this.openedAt!,
+          bytesIn: this.bytesIn,
+          bytesOut: this.bytesOut,
+          exitCode: ending.exitCode ?? null,
+          reason: ending.reason,
+        },
+      }, { userId: actor.id, clientIp: this.address, correlationId: this.id });
+    } catch (err) {
+      this.ctx.logger.error({ err, sessionId: this.id }, 'could not record the end of a web terminal session');
+    }
+  }
+
+  private dropped(): void {
+    emitError(this.socket, 'INPUT_DROPPED', 'The shell is not reading its input; what was sent last was dropped.');
+  }
+
+  private get address(): string {
+    return this.socket.handshake.address;
+  }
+}

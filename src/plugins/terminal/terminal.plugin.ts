@@ -1,0 +1,112 @@
+import { filter } from 'rxjs';
+import { instanceStream } from '../../domain/instance/instance.decider.ts';
+import { userStream } from '../../domain/user/user.events.ts';
+import type { RecordedEvent } from '../../ports/event-store.port.ts';
+import type { Plugin } from '../plugin-host.ts';
+import { actorOf, emitError, requireToken } from '../live/socket-auth.ts';
+import type { Ending } from './terminal-session.ts';
+import { parseOpen, parseSize, TerminalSession } from './terminal-session.ts';
+
+const SHUTDOWN: Ending = { reason: 'server shutting down', error: { code: 'SERVER_SHUTDOWN', message: 'The server is shutting down.' } };
+const CLIENT_LEFT: Ending = { reason: 'the client disconnected' };
+
+/** Events after which no session of that user, or in that instance, may go on. Pure. */
+export function endingOf(event: RecordedEvent): Ending | null {
+  const closed = (code: string, reason: string): Ending => ({ reason, error: { code, message: `The terminal was closed: ${reason}.` } });
+  switch (event.type) {
+    case 'UserDisabled':
+      return closed('ACCOUNT_DISABLED', 'the account was disabled');
+    case 'UserDeleted':
+      return closed('ACCOUNT_DELETED', 'the account was deleted');
+    case 'InstanceStateObserved':
+      return (event.data as { status: string }).status === 'exited' ? closed('INSTANCE_STOPPED', 'the instance stopped') : null;
+    case 'InstanceProvisioningFailed':
+      return closed('INSTANCE_FAILED', 'the instance failed');
+    case 'InstanceContainerVanished':
+      return closed('INSTANCE_FAILED', 'the instance\'s container vanished');
+    case 'InstanceOperationRequested':
+      return (event.data as { operation: string }).operation === 'delete' ? closed('INSTANCE_DELETED', 'the instance is being deleted') : null;
+    case 'InstanceDeleted':
+      return closed('INSTANCE_DELETED', 'the instance was deleted');
+    default:
+      return null;
+  }
+}
+
+/**
+ * socket.io `/terminal`: `open {instanceId, cols, rows, shell?}` starts a shell with a TTY in the
+ * caller's running instance; then `data` both ways (the client acknowledges each `data` it got:
+ * the output waits while 256 KiB are unacknowledged), `resize {cols, rows}`, and `exit {code}`
+ * when the shell ends. Sessions end when their user is disabled or deleted, or their instance
+ * stops, fails or is deleted; each one is in the instance's history.
+ */
+export const terminalPlugin: Plugin = {
+  name: 'terminal',
+  async start(ctx) {
+    const terminal = ctx.io.of('/terminal');
+    requireToken(terminal, ctx.authenticate);
+    /** Open sessions by the stream whose events end them: `user-<id>` and `instance-<id>`. */
+    const watched = new Map<string, Set<TerminalSession>>();
+    const sessions = new Set<TerminalSession>();
+    const watch = (stream: string, session: TerminalSession) => {
+      const set = watched.get(stream) ?? new Set();
+      watched.set(stream, set.add(session));
+    };
+    const unwatch = (stream: string, session: TerminalSession) => {
+      const set = watched.get(stream);
+      set?.delete(session);
+      if (set?.size === 0) watched.delete(stream);
+    };
+
+    terminal.on('connection', (socket) => {
+      const actor = actorOf(socket);
+      socket.once('open', (payload: unknown) => {
+        const request = parseOpen(payload);
+        if (typeof request === 'string') {
+          emitError(socket, 'VALIDATION_FAILED', request);
+          socket.disconnect();
+          return;
+        }
+        const session = new TerminalSession(ctx, socket, actor, request);
+        const streams = [userStream(actor.id), instanceStream(request.instanceId)];
+        // Watched before anything is looked up: an event while the shell starts ends it too.
+        for (const stream of streams) watch(stream, session);
+        sessions.add(session);
+        socket.on('data', (text: unknown) => {
+          if (typeof text === 'string') session.input(text);
+        });
+        socket.on('resize', (payload: unknown) => {
+          const size = parseSize(payload);
+          if (size) session.resize(size);
+          else emitError(socket, 'VALIDATION_FAILED', 'cols and rows must be whole numbers from 1 to 1000');
+        });
+        // Every ending disconnects the socket, so this is where each session is let go.
+        socket.once('disconnect', () => {
+          void session.end(CLIENT_LEFT).then(() => {
+            for (const stream of streams) unwatch(stream, session);
+            sessions.delete(session);
+          });
+        });
+        session.start();
+      });
+    });
+
+    const endings = ctx.events$
+      .pipe(filter((event) => watched.has(event.stream)))
+      .subscribe({
+        next: (event) => {
+          const ending = endingOf(event);
+          if (ending) for (const session of watched.get(event.stream) ?? []) void session.end(ending);
+        },
+        error: (err: unknown) => ctx.logger.error({ err }, 'web terminal stopped watching users and instances'),
+      });
+
+    return {
+      async stop() {
+        endings.unsubscribe();
+        await Promise.all([...sessions].map((session) => session.end(SHUTDOWN)));
+        terminal.disconnectSockets();
+      },
+    };
+  },
+};
