@@ -117,8 +117,14 @@ export function createHttpApp(deps: HttpDependencies): Koa {
     ctx.body = await deps.metrics.registry.metrics();
   });
 
-  app.use(top.routes()).use(top.allowedMethods());
-  app.use(api.routes()).use(api.allowedMethods());
+  // A method a path does not have is 405 in the error shape (not Koa's default 501 for TRACE and the like).
+  const methods = {
+    throw: true,
+    notImplemented: () => new HttpError(405, 'METHOD_NOT_ALLOWED', 'This method is not supported.'),
+    methodNotAllowed: () => new HttpError(405, 'METHOD_NOT_ALLOWED', 'This path does not take this method.'),
+  };
+  app.use(top.routes()).use(top.allowedMethods(methods));
+  app.use(api.routes()).use(api.allowedMethods(methods));
   app.use(async (ctx, next) => {
     if (ctx.path.startsWith('/api/')) {
       ctx.status = 404;

@@ -136,6 +136,29 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     expect((await call('POST', '/api/v1/images', lab.admin, 'x'.repeat(1_100_000))).status).toBe(413);
   }, 120_000);
 
+  const schemathesis = (() => {
+    try {
+      return execFileSync('sh', ['-c', 'command -v schemathesis']).toString().trim();
+    } catch {
+      return '';
+    }
+  })();
+  it.skipIf(!schemathesis || process.env.TIANQI_LONG_TESTS !== '1')('survives Schemathesis: no 5xx and every answer matches its own schema (TIANQI_LONG_TESTS=1)', async () => {
+    const { spawn } = await import('node:child_process');
+    const run = spawn(schemathesis, [
+      'run', `${t.url}/api/openapi.json`, '-H', `Authorization: Bearer ${lab.admin}`,
+      '--checks', 'not_a_server_error,response_schema_conformance', '-n', '10', '--max-time', '150', '-w', '2', '--seed', '7',
+      '--phases', 'examples,coverage,fuzzing', '--exclude-path-regex', '^/api/v1/auth/password$',
+    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    run.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    run.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    const code = await new Promise<number | null>((resolve) => run.on('exit', resolve));
+    seen.push(output);
+    if (code !== 0) (await import('node:fs')).writeFileSync('/tmp/schemathesis-last.log', output);
+    expect(code, output.slice(-6_000)).toBe(0);
+  }, 240_000);
+
   it('shows no secret in any response or log line of the run', () => {
     const text = seen.join('\n') + t.logs.join('');
     for (const secret of [secrets.sshPassword, secrets.webhookSecret, 'alice-password', 'bob-password', 'scrypt$']) expect(text).not.toContain(secret);

@@ -69,6 +69,7 @@ const EngineSchema = z
   .object({
     serverVersion: z.string(), cpus: z.number(), memoryBytes: z.number(), operatingSystem: z.string(), kernelVersion: z.string(),
     architecture: z.string(), storageDriver: z.string(), nvidiaRuntime: z.boolean(), runtimes: z.array(z.string()),
+    dockerRootDir: z.string().optional(), apiVersion: z.string().optional(),
   })
   .nullable();
 const { sshPassword: _sp, tlsKey: _tk, ...readable } = fields;

@@ -11,7 +11,7 @@ const username = z
   .meta({ example: 'zhangsan' });
 const password = z.string().min(8, 'must be at least 8 characters').max(256, 'must be at most 256 characters');
 const role = z.enum(['user', 'admin']);
-const displayName = z.string().trim().max(64, 'must be at most 64 characters').regex(/^[^\p{Cc}]*$/u, 'must not contain control characters');
+const displayName = z.string().trim().max(64, 'must be at most 64 characters').refine((s) => !/\p{Cc}/u.test(s), 'must not contain control characters');
 
 const SshKeySchema = z.object({
   id: z.string(),

@@ -44,7 +44,8 @@ export const reconcilerPlugin: Plugin = {
       const instanceId = instanceOf(event);
       if (!instanceId) return;
       const instance = await instances().get(instanceId);
-      if (!instance || instance.nodeId !== nodeId || instance.pending === 'delete') return;
+      // While `creating`, provisioning owns the instance: it records the container and then `running`.
+      if (!instance || instance.nodeId !== nodeId || instance.pending === 'delete' || instance.status === 'creating') return;
       if (['start', 'restart', 'unpause'].includes(event.action)) {
         await observe(ctx, instanceId, { status: 'running', reason: 'running', exitCode: null, oomKilled: false, source: 'events' });
       } else if (event.action === 'die') {
@@ -53,7 +54,7 @@ export const reconcilerPlugin: Plugin = {
         const oomKilled = state?.oomKilled ?? false;
         const exitCode = event.exitCode ?? state?.exitCode ?? null;
         await observe(ctx, instanceId, { status: 'exited', reason: describeExit(exitCode, oomKilled), exitCode, oomKilled, source: 'events' });
-      } else if (event.action === 'destroy' && instance.status !== 'creating') {
+      } else if (event.action === 'destroy') {
         await ctx.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'MarkVanished', data: { reason: 'the container was removed outside the platform' } }, context);
       }
     };

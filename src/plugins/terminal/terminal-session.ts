@@ -31,6 +31,11 @@ export interface OpenRequest extends TerminalSize {
   readonly instanceId: string;
   /** The shell the client asked for; bash falls back to sh where the image has no bash. */
   readonly shell: string | undefined;
+  /**
+   * The client acknowledges each `data` (xterm.js: `(text, ack) => term.write(text, ack)`), so
+   * output waits for the browser's drawing. Without it, output waits for the socket to drain.
+   */
+  readonly ack: boolean;
 }
 
 /** Why a session ends: `reason` goes into the audit record, the rest to the client. */
@@ -44,12 +49,13 @@ export interface Ending {
 
 /** The `open` payload, or what is wrong with it. Pure. */
 export function parseOpen(payload: unknown): OpenRequest | string {
-  const { instanceId, shell } = (payload ?? {}) as { instanceId?: unknown; shell?: unknown };
+  const { instanceId, shell, ack } = (payload ?? {}) as { instanceId?: unknown; shell?: unknown; ack?: unknown };
   if (typeof instanceId !== 'string' || instanceId.length === 0) return 'instanceId is required';
   const size = parseSize(payload);
   if (!size) return `cols and rows must be whole numbers from 1 to ${MAX_CELLS}`;
   if (shell !== undefined && (typeof shell !== 'string' || !SHELLS.has(shell))) return `shell must be ${BASH} or ${SH}`;
-  return { instanceId, ...size, shell };
+  if (ack !== undefined && typeof ack !== 'boolean') return 'ack must be true or false';
+  return { instanceId, ...size, shell, ack: ack === true };
 }
 
 /** `{cols, rows}` when both are whole numbers from 1 to 1000, else null. Pure. */
@@ -188,9 +194,25 @@ export class TerminalSession {
     this.exec = exec;
     const output = new ShellOutput(exec.stream);
     this.output = output;
+    // Clients that do not acknowledge (API.md's plain `data`) are paced by the socket's own
+    // write buffer: what is sent counts as acknowledged once engine.io has flushed it.
+    let flushed: (() => void)[] = [];
+    const onDrain = () => {
+      const acknowledgements = flushed;
+      flushed = [];
+      for (const acknowledge of acknowledgements) acknowledge();
+    };
+    if (!this.request.ack) socket.conn.on('drain', onDrain);
+    exec.stream.once('close', () => socket.conn.off('drain', onDrain));
     exec.stream.on('data', (chunk: Buffer) => {
       this.bytesOut += chunk.length;
-      output.forward(chunk, (text, acknowledge) => socket.emit('data', text, acknowledge));
+      output.forward(chunk, (text, acknowledge) => {
+        if (this.request.ack) socket.emit('data', text, acknowledge);
+        else {
+          flushed.push(acknowledge);
+          socket.emit('data', text);
+        }
+      });
     });
     exec.stream.once('end', () => {
       void exec.exited().then((code) => this.end({

@@ -9,7 +9,7 @@ function event(type: string, data: unknown = {}): RecordedEvent {
 
 describe('parseOpen', () => {
   it('takes an instance, a size and an optional shell', () => {
-    expect(parseOpen({ instanceId: 'i1', cols: 80, rows: 24 })).toEqual({ instanceId: 'i1', cols: 80, rows: 24, shell: undefined });
+    expect(parseOpen({ instanceId: 'i1', cols: 80, rows: 24 })).toEqual({ instanceId: 'i1', cols: 80, rows: 24, shell: undefined, ack: false });
     expect(parseOpen({ instanceId: 'i1', cols: 1, rows: 1000, shell: '/bin/sh' })).toMatchObject({ shell: '/bin/sh' });
     expect(parseOpen({ instanceId: 'i1', cols: 80, rows: 24, shell: '/bin/bash' })).toMatchObject({ shell: '/bin/bash' });
   });
