@@ -37,6 +37,7 @@ import { userRoutes } from './commands/user/user.routes.ts';
 import type { Config } from './config.ts';
 import { IdempotencyGuard } from './http/idempotency.ts';
 import { createHttpApp } from './http/server.ts';
+import { serveConsole } from './http/static.ts';
 import { PluginHost, type Plugin } from './plugins/plugin-host.ts';
 import type { EventStore } from './ports/event-store.port.ts';
 import type { ReadStore } from './ports/read-store.port.ts';
@@ -157,6 +158,7 @@ export class App {
       logger: logger.child({ component: 'http' }),
       version: VERSION,
       isReady: () => this.ready,
+      fallback: serveConsole(),
       metrics: { registry: this.metrics.registry, ...(config.metricsToken ? { token: config.metricsToken } : {}) },
     });
     this.server = await new Promise<Server>((resolve, reject) => {

@@ -1,0 +1,321 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Dockerode from 'dockerode';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
+import { removeContainersOf } from '../support/fixtures.ts';
+import { describeWithService } from '../support/services.ts';
+import { ensureServiceImage } from '../support/test-image.ts';
+
+/**
+ * The Vue console end to end in Debian's headless Chromium (driven by playwright-core, never a
+ * downloaded browser), against the whole platform and a real dockerd. Screenshots of each main page
+ * land in test/e2e/screenshots/.
+ */
+const CHROMIUM = process.env.TIANQI_TEST_CHROMIUM ?? '/usr/bin/chromium';
+const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const SHOTS = join(ROOT, 'test/e2e/screenshots');
+const USER = { username: 'zhangsan', password: 'zhangsan-password' };
+const INSTANCE = 'e2e-demo';
+
+describeWithService(
+  'Chromium and a Docker engine',
+  Boolean(socketPath) && existsSync(CHROMIUM),
+  'install Debian chromium and CJK fonts (apt-get install chromium fonts-noto-cjk) and set TIANQI_TEST_DOCKER_SOCKET (see .ci/run)',
+  'console in a real browser',
+  () => {
+    let t: TestApp;
+    let browser: Browser;
+    let context: BrowserContext;
+    let page: Page;
+    let imageAddress: string;
+    /** Console errors and uncaught exceptions in the page; every test ends with none. */
+    const problems: string[] = [];
+    /** Browser log lines a step expects (the network error of a deliberate 400, say). */
+    const expected: RegExp[] = [];
+
+    /** Dialogs meant to be in a screenshot (the create dialog, the node form). */
+    let dialogsOpen = 0;
+    /** A screenshot without the toasts that come and go. */
+    const shot = async (name: string) => {
+      // Closing dialogs fade out: wait until they are gone.
+      await expect.poll(() => page.locator('.el-overlay-dialog:visible').count()).toBeLessThanOrEqual(dialogsOpen);
+      await page.screenshot({ path: join(SHOTS, `${name}.png`), animations: 'disabled', style: '.el-message { display: none !important; }' });
+    };
+
+    const byTest = (id: string) => page.locator(`[data-test="${id}"]`);
+    const go = (path: string) => page.goto(`${t.url}${path}`);
+
+    /** Signs in through the form; the header then shows the user's display name (admin: 管理员). */
+    async function login(username: string, password: string, shown = username) {
+      await go('/login');
+      await byTest('login-username').fill(username);
+      await byTest('login-password').fill(password);
+      await byTest('login-submit').click();
+      await page.waitForURL(/\/instances$/);
+      await expect.poll(() => byTest('current-user').textContent()).toBe(shown);
+    }
+
+    async function logout() {
+      await byTest('user-menu').click();
+      await byTest('logout').click();
+      await page.waitForURL(/\/login/);
+    }
+
+    /** Picks an option of an Element Plus select by its visible text. */
+    async function choose(select: string, option: string) {
+      await byTest(select).click();
+      await page.locator('.el-select-dropdown__item:visible', { hasText: option }).first().click();
+    }
+
+    async function fillNumber(id: string, value: number) {
+      const input = page.locator(`[data-test="${id}"] input`);
+      await input.fill(String(value));
+      await input.blur();
+    }
+
+    beforeAll(async () => {
+      mkdirSync(SHOTS, { recursive: true });
+      // Builds ui/dist when it is missing or older than its sources (what `npm start` does too).
+      execFileSync(join(ROOT, 'node_modules/.bin/tsx'), ['scripts/build-ui.ts'], { cwd: ROOT, stdio: 'pipe' });
+      imageAddress = ensureServiceImage(socketPath);
+      t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: '60000' });
+      browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      });
+      context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: 'zh-CN' });
+      page = await context.newPage();
+      page.setDefaultTimeout(15_000);
+      page.on('console', (message) => {
+        if (message.type() !== 'error') return;
+        const text = message.text();
+        if (!expected.some((pattern) => pattern.test(text))) problems.push(`console: ${text}`);
+      });
+      page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+    }, 180_000);
+
+    afterEach(() => {
+      expect(problems, 'browser console errors').toEqual([]);
+    });
+
+    afterAll(async () => {
+      await browser?.close();
+      await removeContainersOf(t, socketPath);
+      await t?.stop();
+    });
+
+    it('signs the admin in, in Chinese, with the admin menus', async () => {
+      await go('/');
+      await page.waitForURL(/\/login/);
+      await expect.poll(() => page.locator('h1').textContent()).toBe('登录控制台');
+      await shot('login');
+      await login('admin', ADMIN_PASSWORD, '管理员');
+      for (const menu of ['menu-instances', 'menu-images', 'menu-specs', 'menu-nodes', 'menu-users', 'menu-webhooks', 'menu-ssh-keys']) {
+        await expect.poll(() => byTest(menu).count(), { message: menu }).toBe(1);
+      }
+      expect(await byTest('menu').textContent()).toContain('算力节点');
+    }, 60_000);
+
+    it('adds an image, a CPU-only spec and a node on the local dockerd through the forms', async () => {
+      await byTest('menu-images').click();
+      await byTest('image-create').click();
+      await byTest('image-name').fill('busybox');
+      await byTest('image-address').fill(imageAddress);
+      await byTest('image-save').click();
+      await page.locator('[data-test="images-table"] .el-table__row', { hasText: imageAddress }).waitFor();
+      await shot('images');
+
+      await byTest('menu-specs').click();
+      await byTest('spec-create').click();
+      await byTest('spec-name').fill('cpu-1c');
+      await fillNumber('spec-gpu-count', 0);
+      await fillNumber('spec-cpu', 1);
+      await fillNumber('spec-memory', 1);
+      await fillNumber('spec-price', 0.5);
+      await byTest('spec-save').click();
+      await page.locator('[data-test="specs-table"] .el-table__row', { hasText: 'cpu-1c' }).waitFor();
+      await shot('specs');
+
+      await byTest('menu-nodes').click();
+      await byTest('node-create').click();
+      await byTest('node-name').fill('local');
+      await byTest('node-public-ip').fill('not-an-ip');
+      await byTest('node-private-ip').fill('127.0.0.1');
+      await byTest('node-endpoint').fill(`unix://${socketPath}`);
+      await byTest('node-tls').click();
+      await fillNumber('node-cpu-cores', 64);
+      await fillNumber('node-memory-gb', 64);
+      // The API's 400 names the field; the form shows it under the field (the browser logs the 400).
+      expected.push(/status of 400/);
+      await byTest('node-save').click();
+      const fieldError = page.locator('[data-test="node-dialog"] .el-form-item.is-error .el-form-item__error');
+      await fieldError.first().waitFor();
+      expect(await fieldError.allTextContents()).toEqual([expect.stringMatching(/IPv4|IP/)]);
+      await fieldError.first().scrollIntoViewIfNeeded();
+      dialogsOpen = 1;
+      await shot('node-form-error');
+      dialogsOpen = 0;
+      expected.pop();
+      await byTest('node-public-ip').fill('127.0.0.1');
+      await byTest('node-save').click();
+      await page.locator('[data-test="node-status-local"][data-status="connected"]').waitFor();
+      expect(await byTest('node-status-local').textContent()).toContain('已连接');
+      await byTest('node-test-local').click();
+      await page.locator('.el-message--success', { hasText: '连接正常' }).waitFor();
+      await shot('nodes');
+    }, 90_000);
+
+    it('adds a plain user and a webhook', async () => {
+      await byTest('menu-users').click();
+      await byTest('user-create').click();
+      await byTest('user-username').fill(USER.username);
+      await byTest('user-password').fill(USER.password);
+      await byTest('user-save').click();
+      await page.locator('[data-test="users-table"] .el-table__row', { hasText: USER.username }).waitFor();
+      await shot('users');
+
+      await byTest('menu-webhooks').click();
+      await byTest('webhook-create').click();
+      await byTest('webhook-url').fill('http://127.0.0.1:9/tianqi-hook');
+      await byTest('webhook-generate').click();
+      await byTest('webhook-save').click();
+      await page.locator('[data-test="webhooks-table"] .el-table__row', { hasText: '127.0.0.1:9' }).waitFor();
+    }, 60_000);
+
+    it('creates an instance with the dialog and sees it reach running without reloading', async () => {
+      await byTest('menu-instances').click();
+      await byTest('open-create').click();
+      await choose('create-image', 'busybox');
+      await byTest('spec-cpu-1c').click();
+      await byTest('node-local').waitFor();
+      expect(await byTest('node-local').textContent()).toContain('CPU 余');
+      await byTest('node-auto').click();
+      expect(await byTest('create-price').textContent()).toContain('¥0.50');
+      // The name is checked as it is typed.
+      await byTest('create-name').fill('坏 名字');
+      const nameError = page.locator('[data-test="create-dialog"] .el-form-item.is-error .el-form-item__error');
+      await nameError.first().waitFor();
+      expect(await nameError.first().textContent()).toContain('仅支持字母、数字');
+      await byTest('create-name').fill(INSTANCE);
+      await expect.poll(() => nameError.count()).toBe(0);
+      dialogsOpen = 1;
+      await shot('create-instance');
+      dialogsOpen = 0;
+      const navigations: string[] = [];
+      page.on('framenavigated', (frame) => {
+        if (frame === page.mainFrame()) navigations.push(frame.url());
+      });
+      await byTest('create-submit').click();
+      await byTest(`instance-${INSTANCE}`).waitFor();
+      // Pushed over /live: no reload, no polling.
+      await page.locator(`[data-test="status-${INSTANCE}"][data-status="running"]`).waitFor({ timeout: 60_000 });
+      expect(navigations).toEqual([]);
+      await page.waitForTimeout(300);
+      await shot('instances');
+    }, 90_000);
+
+    it('shows the facts, live stats, logs, SSH command and history of the instance', async () => {
+      await byTest(`instance-${INSTANCE}`).click();
+      await page.waitForURL(/\/instances\/[^/]+$/);
+      expect(await byTest('instance-name').textContent()).toBe(INSTANCE);
+      expect(await byTest('facts').textContent()).toContain(imageAddress);
+      await byTest('stats-cpu').waitFor({ timeout: 20_000 });
+      expect(await byTest('stats-pids').textContent()).toMatch(/^\d+$/);
+      await shot('instance-detail');
+
+      await page.locator('.el-tabs__item', { hasText: '日志' }).click();
+      await page.locator('[data-test="logs-screen"] .line', { hasText: 'ready' }).first().waitFor();
+      await shot('instance-logs');
+
+      await page.locator('.el-tabs__item', { hasText: 'SSH 连接' }).click();
+      await byTest('ssh-panel').waitFor();
+      await expect.poll(() => byTest('ssh-panel').textContent()).toMatch(/ssh -p|TIANQI_SSH_PORT=0/);
+
+      await page.locator('.el-tabs__item', { hasText: '操作历史' }).click();
+      await page.locator('[data-test="history-panel"] .el-timeline-item').first().waitFor();
+      await shot('instance-history');
+    }, 60_000);
+
+    it('opens a terminal in the instance and runs a command', async () => {
+      await page.locator('.el-tabs__item', { hasText: '终端' }).click();
+      await page.locator('[data-test="terminal-state"].connected').waitFor({ timeout: 20_000 });
+      await page.locator('.xterm').click();
+      // The shell's prompt first, so the line is not typed ahead of it.
+      // (Functions run in the page; strings keep the DOM out of this file's types.)
+      await page.waitForFunction(`/[#$]\\s*$/.test(document.querySelector('.xterm-rows')?.textContent ?? '')`, undefined, { timeout: 15_000 });
+      await page.keyboard.type('echo $((6*7))');
+      await page.keyboard.press('Enter');
+      await page.waitForFunction(`[...document.querySelectorAll('.xterm-rows > div')].some((row) => row.textContent.trim() === '42')`, undefined, {
+        timeout: 15_000,
+      });
+      await shot('terminal');
+    }, 60_000);
+
+    it('stops the instance from the list and sees it exited', async () => {
+      await byTest('menu-instances').click();
+      await byTest(`stop-${INSTANCE}`).click();
+      await page.locator(`[data-test="status-${INSTANCE}"][data-status="exited"]`).waitFor({ timeout: 30_000 });
+      expect(await byTest(`status-${INSTANCE}`).textContent()).toContain('已停止');
+    }, 60_000);
+
+    it('switches to English and back', async () => {
+      await byTest('language-switch').click();
+      await byTest('lang-en').click();
+      await expect.poll(() => byTest('menu').textContent()).toContain('Nodes');
+      await page.waitForTimeout(300);
+      await shot('instances-en');
+      await byTest('language-switch').click();
+      await byTest('lang-zh').click();
+      await expect.poll(() => byTest('menu').textContent()).toContain('算力节点');
+    }, 30_000);
+
+    it('shows usage and the webhook delivery log to the admin', async () => {
+      await byTest('menu-usage').click();
+      await byTest('usage-table').waitFor();
+      await expect.poll(() => page.locator('[data-test="usage-table"]').textContent()).toContain('admin');
+      await shot('usage');
+      await byTest('menu-webhooks').click();
+      await page.locator('[data-test="webhooks-table"] .el-button', { hasText: '投递记录' }).first().click();
+      await page.locator('.el-drawer').waitFor();
+      await page.waitForTimeout(500);
+      await shot('webhooks');
+      await page.keyboard.press('Escape');
+    }, 30_000);
+
+    it('shows a plain user neither the admin menus nor the admin’s instance', async () => {
+      await logout();
+      await login(USER.username, USER.password);
+      await page.locator('[data-test="instances-table"] .el-table__empty-text').waitFor();
+      for (const menu of ['menu-images', 'menu-specs', 'menu-nodes', 'menu-users', 'menu-webhooks']) {
+        expect(await byTest(menu).count(), menu).toBe(0);
+      }
+      expect(await byTest(`instance-${INSTANCE}`).count()).toBe(0);
+      await shot('user-instances');
+      // Admin pages typed in the address bar lead back to the instances.
+      await go('/nodes');
+      await page.waitForURL(/\/instances$/);
+      expect(await byTest('menu-nodes').count()).toBe(0);
+    }, 60_000);
+
+    it('deletes the instance after a confirmation naming its volume', async () => {
+      await logout();
+      await login('admin', ADMIN_PASSWORD, '管理员');
+      const instance = (await t.api<{ id: string; containerId: string; containerName: string }[]>('GET', `/api/v1/instances?q=${INSTANCE}`, {
+        token: await t.login('admin', ADMIN_PASSWORD),
+      })).body[0]!;
+      await byTest(`more-${INSTANCE}`).click();
+      await byTest(`delete-${INSTANCE}`).click();
+      expect(await byTest('delete-volume').textContent()).toBe(`${instance.containerName}-data`);
+      await shot('delete-confirm');
+      await page.locator('.el-message-box__btns .el-button--danger').click();
+      await byTest(`instance-${INSTANCE}`).waitFor({ state: 'detached', timeout: 30_000 });
+      const docker = new Dockerode({ socketPath });
+      await expect.poll(async () => (await docker.listContainers({ all: true, filters: { id: [instance.containerId] } })).length, { timeout: 20_000 }).toBe(0);
+    }, 60_000);
+  },
+);

@@ -1,0 +1,238 @@
+/** Shapes of the API's answers (see GET /api/openapi.json and ../shared/API.md). */
+
+export type Role = 'user' | 'admin';
+
+export interface SshKey {
+  id: string;
+  name: string;
+  publicKey: string;
+  keyType: string;
+  fingerprint: string;
+  addedAt: string;
+}
+
+export interface User {
+  id: string;
+  username: string;
+  role: Role;
+  disabled: boolean;
+  displayName: string;
+  createdAt: string;
+  updatedAt: string;
+  sshKeys: SshKey[];
+}
+
+export interface LoginAnswer {
+  token: string;
+  expiresIn: number;
+  user: User;
+}
+
+export interface Image {
+  id: string;
+  name: string;
+  address: string;
+  description: string;
+  source: string;
+  vgpuSupported: boolean;
+  listed: boolean;
+  remark: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface Spec {
+  id: string;
+  name: string;
+  gpuModel: string;
+  gpuCount: number;
+  gpuMemoryGb: number;
+  vgpuSupported: boolean;
+  cpuCores: number;
+  memoryGb: number;
+  systemDiskGb: number;
+  dataDiskGb: number;
+  pricePerHour: number;
+  listed: boolean;
+  remark: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export type DockerStatus = 'connected' | 'failed' | 'unknown';
+
+export interface EngineFacts {
+  serverVersion: string;
+  cpus: number;
+  memoryBytes: number;
+  operatingSystem: string;
+  kernelVersion: string;
+  architecture: string;
+  storageDriver: string;
+  nvidiaRuntime: boolean;
+  runtimes: string[];
+}
+
+export interface NodeGpu {
+  index: number;
+  totalMemoryGb: number;
+  freeMemoryGb: number;
+}
+
+export interface ComputeNode {
+  id: string;
+  name: string;
+  region: string;
+  cpu: string;
+  memory: string;
+  systemDisk: string;
+  dataDisk: string;
+  cpuCores: number | null;
+  memoryGb: number | null;
+  dataDiskGb: number | null;
+  publicIp: string;
+  privateIp: string;
+  sshPort: number;
+  sshUser: string;
+  gpuModel: string;
+  gpuCount: number;
+  gpuMemoryGb: number;
+  hamiCoreDir: string;
+  dockerEndpoint: string;
+  dockerTls: boolean;
+  tlsCa: string;
+  tlsCert: string;
+  listed: boolean;
+  remark: string;
+  hasSshPassword: boolean;
+  hasTlsKey: boolean;
+  dockerStatus: DockerStatus;
+  dockerError: string | null;
+  dockerCheckedAt: string | null;
+  engine: EngineFacts | null;
+  capacity: { cpuCores: number | null; memoryGb: number | null; dataDiskGb: number | null };
+  used: { cpuCores: number; memoryGb: number; dataDiskGb: number };
+  reservations: { instanceId: string; gpus: { index: number; memoryGb: number }[]; vgpu: boolean; cpuCores: number; memoryGb: number; dataDiskGb: number }[];
+  gpus: NodeGpu[];
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface Placement {
+  nodeId: string;
+  name: string;
+  cards: { index: number; totalMemoryGb: number; freeMemoryGb: number; whole: boolean }[];
+  freeCpuCores: number | null;
+  freeMemoryGb: number | null;
+  freeDataDiskGb: number | null;
+}
+
+export type InstanceStatus = 'creating' | 'running' | 'exited' | 'failed';
+export type Operation = 'start' | 'stop' | 'restart' | 'delete';
+
+export interface Instance {
+  id: string;
+  name: string;
+  ownerId: string;
+  ownerName: string;
+  imageId: string;
+  imageAddress: string;
+  specId: string;
+  spec: {
+    name: string;
+    gpuModel: string;
+    gpuCount: number;
+    gpuMemoryGb: number;
+    vgpu: boolean;
+    cpuCores: number;
+    memoryGb: number;
+    systemDiskGb: number;
+    dataDiskGb: number;
+    pricePerHour: number;
+  };
+  nodeId: string;
+  nodeName: string;
+  containerId: string | null;
+  containerName: string;
+  status: InstanceStatus;
+  statusReason: string;
+  pending: Operation | null;
+  gpuCards: { index: number; memoryGb: number }[];
+  remark: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface Stats {
+  cpuPercent: number;
+  memoryUsageBytes: number;
+  memoryLimitBytes: number;
+  memoryPercent: number;
+  networkRxBytes: number;
+  networkTxBytes: number;
+  blockReadBytes: number;
+  blockWriteBytes: number;
+  pids: number;
+  gpus: { index: number; memoryUsedBytes: number | null; memoryTotalBytes: number | null }[];
+  at: string;
+}
+
+export interface HistoryEntry {
+  revision: number;
+  type: string;
+  at: string;
+  by: string | null;
+  summary: string;
+}
+
+export interface LogLine {
+  stream: 'stdout' | 'stderr';
+  time: string;
+  text: string;
+}
+
+export interface SshAccess {
+  command: string;
+  host: string;
+  port: number;
+  user: string;
+}
+
+export interface Webhook {
+  id: string;
+  url: string;
+  /** Event type names, prefixes ending in `*`, or `*` for every event. */
+  events: string[];
+  description: string;
+  hasSecret: boolean;
+  createdAt: string;
+}
+
+export interface WebhookDelivery {
+  eventId: string;
+  type: string;
+  position: number;
+  attempt: number;
+  /** HTTP status of the answer; null when there was none (refused, timed out). */
+  status: number | null;
+  error: string | null;
+  durationMs: number;
+  at: string;
+}
+
+export interface UsageInstance {
+  instanceId: string;
+  name: string;
+  deleted: boolean;
+  pricePerHour: number;
+  seconds: number;
+  cost: number;
+}
+
+export interface UsageReport {
+  from: string;
+  to: string;
+  users: { userId: string; username: string; seconds: number; cost: number; instances: UsageInstance[] }[];
+  totalSeconds: number;
+  totalCost: number;
+}

@@ -1,0 +1,99 @@
+import { ElMessage } from 'element-plus';
+import { reactive } from 'vue';
+import { ApiError } from '@/api/client.ts';
+import { i18n } from '@/i18n/index.ts';
+
+/** Codes whose server message carries details worth showing next to the translated words. */
+const DETAILED = new Set(['NO_CAPACITY', 'NODE_UNREACHABLE', 'ENGINE_REJECTED', 'IN_USE', 'CONCURRENT_CHANGE', 'NOT_FOUND', 'HTTP_502', 'HTTP_503']);
+
+/** An error in words, in the user's language. */
+export function errorText(err: unknown): string {
+  const { t, te } = i18n.global;
+  if (err instanceof ApiError) {
+    const key = `errors.${err.code}`;
+    if (te(key)) {
+      const words = t(key);
+      const english = i18n.global.locale.value === 'en';
+      if (DETAILED.has(err.code) && err.message && !english) return `${words}（${err.message}）`;
+      if (DETAILED.has(err.code) && err.message && english) return `${words}: ${err.message}`;
+      return words;
+    }
+    return err.message || t('errors.unknown');
+  }
+  if (err instanceof Error && err.message) return err.message;
+  return t('errors.unknown');
+}
+
+export function showError(err: unknown): void {
+  ElMessage.error({ message: errorText(err), grouping: true, duration: 5000 });
+}
+
+/** The API's English field messages, put in the user's words where a pattern is known. */
+export function fieldText(message: string): string {
+  const { t } = i18n.global;
+  if (i18n.global.locale.value === 'en') return message;
+  let m: RegExpExecArray | null;
+  if (/^is required$|received undefined|^Required$/i.test(message)) return t('fields.required');
+  if ((m = /Too small: expected string to have >=?(\d+) characters?/i.exec(message))) return t('fields.minChars', { n: m[1] });
+  if ((m = /Too big: expected string to have <=?(\d+) characters?/i.exec(message))) return t('fields.maxChars', { n: m[1] });
+  if ((m = /Too small: expected number to be >=?(\d+)/i.exec(message)) || (m = /^must be at least (\d+)/i.exec(message))) return t('fields.min', { n: m[1] });
+  if ((m = /Too big: expected number to be <=?(\d+)/i.exec(message)) || (m = /^must be at most (\d+)$/i.exec(message))) return t('fields.max', { n: m[1] });
+  if (/is not a known field/.test(message)) return t('fields.unknownField');
+  if (/expected int/i.test(message)) return t('fields.integer');
+  if (/Invalid string: must match pattern/i.test(message)) return t('fields.pattern');
+  return message;
+}
+
+/**
+ * Inline field errors for a form: `fields.name` is what the API said about `name` (400 answers
+ * carry `error.fields`). Pass to `<el-form-item :error="errors.fields.name">`.
+ */
+export function useFieldErrors() {
+  const state = reactive({ fields: {} as Record<string, string> });
+  return {
+    errors: state,
+    clear(name?: string) {
+      if (name) delete state.fields[name];
+      else state.fields = {};
+    },
+    /** Takes an error from a save: field errors stay inline, anything else becomes a message. */
+    take(err: unknown): void {
+      if (err instanceof ApiError && Object.keys(err.fields).length > 0) {
+        const fields: Record<string, string> = {};
+        for (const [key, value] of Object.entries(err.fields)) fields[key] = fieldText(value);
+        state.fields = fields;
+        const known = Object.keys(fields).filter((k) => !k.startsWith('('));
+        ElMessage.error({ message: known.length > 0 ? i18n.global.t('common.fixErrors') : errorText(err), grouping: true });
+        return;
+      }
+      showError(err);
+    },
+  };
+}
+
+export async function copyText(text: string): Promise<boolean> {
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+      return true;
+    }
+  } catch {
+    // fall back below
+  }
+  // Plain http on a LAN address has no Clipboard API: the old way still works there.
+  const area = document.createElement('textarea');
+  area.value = text;
+  area.setAttribute('readonly', '');
+  area.style.position = 'fixed';
+  area.style.opacity = '0';
+  document.body.appendChild(area);
+  area.select();
+  let ok = false;
+  try {
+    ok = document.execCommand('copy');
+  } catch {
+    ok = false;
+  }
+  document.body.removeChild(area);
+  return ok;
+}

@@ -1,0 +1,50 @@
+import { defineStore } from 'pinia';
+import { computed, ref } from 'vue';
+import { api, request, setToken } from '@/api/client.ts';
+import type { LoginAnswer, User } from '@/api/types.ts';
+
+const KEY = 'tianqi.token';
+
+export const useAuthStore = defineStore('auth', () => {
+  const token = ref<string | null>(localStorage.getItem(KEY));
+  const user = ref<User | null>(null);
+  setToken(token.value);
+
+  const isAdmin = computed(() => user.value?.role === 'admin');
+  const signedIn = computed(() => token.value !== null && user.value !== null);
+  const displayName = computed(() => user.value?.displayName || user.value?.username || '');
+
+  function remember(value: string | null) {
+    token.value = value;
+    setToken(value);
+    if (value) localStorage.setItem(KEY, value);
+    else localStorage.removeItem(KEY);
+  }
+
+  async function login(username: string, password: string): Promise<User> {
+    const answer = await request<LoginAnswer>('POST', '/auth/login', { body: { username, password }, auth: false });
+    remember(answer.token);
+    user.value = answer.user;
+    return answer.user;
+  }
+
+  /** Restores the session from a saved token; false when there is none or it no longer works. */
+  async function restore(): Promise<boolean> {
+    if (!token.value) return false;
+    if (user.value) return true;
+    try {
+      user.value = await api.get<User>('/auth/me');
+      return true;
+    } catch {
+      remember(null);
+      return false;
+    }
+  }
+
+  function logout() {
+    remember(null);
+    user.value = null;
+  }
+
+  return { token, user, isAdmin, signedIn, displayName, login, restore, logout };
+});
