@@ -26,10 +26,11 @@ class SecondEngine {
 
   async start(): Promise<void> {
     mkdirSync(join(this.dir, 'data'), { recursive: true });
-    // --bridge=none: a second engine must not touch the shared docker0 bridge of the first one.
-    this.process = spawn(dockerd, [
+    // A network namespace of its own: an engine that starts or stops rewrites bridges, and the
+    // shared engine's docker0 must survive it. (`unshare`, not `ip netns exec`, which hides the cgroups.)
+    this.process = spawn('unshare', ['--net', dockerd,
       `--host=unix://${this.socket}`, `--data-root=${join(this.dir, 'data')}`, `--exec-root=${join(this.dir, 'exec')}`,
-      `--pidfile=${join(this.dir, 'docker.pid')}`, '--bridge=none', '--iptables=false', '--ip6tables=false',
+      `--pidfile=${join(this.dir, 'docker.pid')}`, '--iptables=false', '--ip6tables=false',
     ], { stdio: 'ignore' });
     const docker = new Dockerode({ socketPath: this.socket });
     await waitFor(() => docker.ping().then(() => true, () => false), (ok) => ok, 60_000);
