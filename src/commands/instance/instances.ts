@@ -43,7 +43,8 @@ export interface NewInstance {
   readonly policy?: PlacementPolicy;
 }
 
-const instanceNameStream = (ownerId: string, name: string) => `instance-name-${ownerId}-${name.toLowerCase()}`;
+// Not `instance-…`: every consumer reads that prefix as an instance's own stream.
+const instanceNameStream = (ownerId: string, name: string) => `instancename-${ownerId}-${name.toLowerCase()}`;
 const MAX_PLACEMENT_ATTEMPTS = 5;
 
 /** Turns a node's read model into the ledger placement works on. */
