@@ -28,16 +28,49 @@ export function showError(err: unknown): void {
   ElMessage.error({ message: errorText(err), grouping: true, duration: 5000 });
 }
 
-/** The API's English field messages, put in the user's words where a pattern is known. */
+/** The API's own field messages (src/domain, src/commands) in Chinese. */
+const ZH_FIELDS: Record<string, string> = {
+  'is required': '必填',
+  'is required when gpuCount is above 0': '显卡数量大于 0 时必填',
+  'is required when dockerTls is on': '启用 TLS 时必填',
+  'is taken': '已被占用',
+  'is taken by another node': '已被其他节点使用',
+  'is wrong': '不正确',
+  'must be above 0 when gpuCount is above 0': '显卡数量大于 0 时必须大于 0',
+  'must have at most 4 decimals': '最多 4 位小数',
+  'does not match the client certificate': '与客户端证书不匹配',
+  'needs gpuCount above 0: a vGPU spec slices GPU memory': '显存切分规格的显卡数量必须大于 0',
+  'must be a whole number': '必须是整数',
+  'must be a non-negative number': '不能为负数',
+  'must be an IPv4 or IPv6 address': '必须是 IPv4 或 IPv6 地址',
+  'must be 1–65535': '必须在 1–65535 之间',
+  'is not listed': '已下架',
+  'no such image': '镜像不存在',
+  'no such spec': '规格不存在',
+  'no such node': '节点不存在',
+  'needs vGPU support, which this image does not have': '该镜像不支持显存切分，不能使用此规格',
+  'must be one OpenSSH public key line: "<type> <base64> [comment]"': '必须是一行 OpenSSH 格式的公钥："<类型> <base64> [备注]"',
+  'the key data is not base64': '公钥数据不是 base64 编码',
+  'the key data is truncated': '公钥数据不完整',
+  'the key data does not match its type': '公钥数据与其类型不符',
+  'an ed25519 key has 32 bytes': 'ed25519 公钥应为 32 字节',
+  'RSA keys need at least 2048 bits': 'RSA 公钥至少需要 2048 位',
+  'not a valid RSA key': '不是有效的 RSA 公钥',
+};
+
+/** The API's English field messages, put in the user's words where they are known. */
 export function fieldText(message: string): string {
   const { t } = i18n.global;
   if (i18n.global.locale.value === 'en') return message;
+  const known = ZH_FIELDS[message];
+  if (known) return known;
   let m: RegExpExecArray | null;
   if (/^is required$|received undefined|^Required$/i.test(message)) return t('fields.required');
   if ((m = /Too small: expected string to have >=?(\d+) characters?/i.exec(message))) return t('fields.minChars', { n: m[1] });
   if ((m = /Too big: expected string to have <=?(\d+) characters?/i.exec(message))) return t('fields.maxChars', { n: m[1] });
   if ((m = /Too small: expected number to be >=?(\d+)/i.exec(message)) || (m = /^must be at least (\d+)/i.exec(message))) return t('fields.min', { n: m[1] });
   if ((m = /Too big: expected number to be <=?(\d+)/i.exec(message)) || (m = /^must be at most (\d+)$/i.exec(message))) return t('fields.max', { n: m[1] });
+  if ((m = /^unsupported key type (.*)$/.exec(message))) return `不支持的密钥类型：${m[1]}`;
   if (/is not a known field/.test(message)) return t('fields.unknownField');
   if (/expected int/i.test(message)) return t('fields.integer');
   if (/Invalid string: must match pattern/i.test(message)) return t('fields.pattern');
