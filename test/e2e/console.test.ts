@@ -173,6 +173,11 @@ describeWithService(
       expect(await byTest('node-status-local').textContent()).toContain('已连接');
       await byTest('node-test-local').click();
       await page.locator('.el-message--success', { hasText: '连接正常' }).waitFor();
+      // A change made elsewhere arrives over /live: no reload.
+      const admin = await t.login('admin', ADMIN_PASSWORD);
+      const [node] = (await t.api<{ id: string }[]>('GET', '/api/v1/nodes', { token: admin })).body;
+      await t.api('PATCH', `/api/v1/nodes/${node!.id}`, { token: admin, body: { region: '华东一区' } });
+      await page.locator('[data-test="nodes-table"] .el-table__row', { hasText: '华东一区' }).waitFor();
       await shot('nodes');
     }, 90_000);
 
@@ -261,6 +266,36 @@ describeWithService(
         timeout: 15_000,
       });
       await shot('terminal');
+
+      // The terminal follows the window: the shell sees the new size.
+      const sizes = () => page.evaluate(`[...document.querySelectorAll('.xterm-rows > div')].map((row) => row.textContent.trim()).filter((line) => /^\\d+ \\d+$/.test(line))`) as Promise<string[]>;
+      await page.keyboard.type('stty size');
+      await page.keyboard.press('Enter');
+      await expect.poll(sizes).toHaveLength(1);
+      const [before] = await sizes();
+      await page.setViewportSize({ width: 1100, height: 700 });
+      await page.keyboard.type('stty size');
+      await page.keyboard.press('Enter');
+      await expect.poll(sizes).toHaveLength(2);
+      const after = (await sizes())[1]!;
+      expect(after).not.toBe(before);
+      const [rows, cols] = after.split(' ').map(Number) as [number, number];
+      expect(rows).toBeLessThan(Number(before!.split(' ')[0]));
+      expect(cols).toBeLessThan(Number(before!.split(' ')[1]));
+      await page.setViewportSize({ width: 1440, height: 900 });
+
+      // The shell ends with `exit`; the reconnect button opens a new one.
+      await page.keyboard.type('exit');
+      await page.keyboard.press('Enter');
+      await page.locator('[data-test="terminal-state"].exited').waitFor();
+      await byTest('terminal-reconnect').click();
+      await page.locator('[data-test="terminal-state"].connected').waitFor();
+      await page.waitForFunction(`/[#$]\\s*$/.test(document.querySelector('.xterm-rows')?.textContent ?? '')`, undefined, { timeout: 15_000 });
+      await page.keyboard.type('echo $((6*8))');
+      await page.keyboard.press('Enter');
+      await page.waitForFunction(`[...document.querySelectorAll('.xterm-rows > div')].some((row) => row.textContent.trim() === '48')`, undefined, {
+        timeout: 15_000,
+      });
     }, 60_000);
 
     it('stops the instance from the list and sees it exited', async () => {
