@@ -13,6 +13,9 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY src ./src
 COPY ui ./ui
+COPY scripts ./scripts
+# The console is built into ui/dist at image build time, not on the first start.
+RUN node --import tsx scripts/build-ui.ts
 RUN mkdir -p /var/lib/tianqi && chown node:node /var/lib/tianqi
 USER node
 EXPOSE 8080 2026

@@ -43,7 +43,12 @@ export const livePlugin: Plugin = {
             concatMap(async (sample) => ({ instanceId, ...sample, gpus: await gpuUsage(ctx.runtime, target, instance) })),
           ).subscribe({
             next: (stats) => socket.emit('stats', stats),
-            error: (err: unknown) => emitError(socket, 'STATS_FAILED', err instanceof Error ? err.message : 'stats stream ended'),
+            // A stopped container ends its stats: a later `watch-stats` (after a start) opens a new watch.
+            error: (err: unknown) => {
+              watching.delete(instanceId);
+              emitError(socket, 'STATS_FAILED', err instanceof Error ? err.message : 'stats stream ended');
+            },
+            complete: () => watching.delete(instanceId),
           });
           watching.set(instanceId, sub);
         } catch {
