@@ -4,10 +4,12 @@ import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { coreBench } from './core.bench.ts';
 import { instancesBench } from './instances.bench.ts';
+import { loadBench } from './load.bench.ts';
 
 const suites: Record<string, () => Promise<Record<string, number>>> = {
   core: coreBench,
   instances: instancesBench,
+  load: loadBench,
 };
 
 const requested = process.argv.slice(2).filter((a) => a !== '--');
