@@ -4,11 +4,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Dockerode from 'dockerode';
 import ssh2, { type ClientChannel, type ConnectConfig } from 'ssh2';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../support/app.ts';
-import { runningInstance, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
+import { removeContainersOf, runningInstance, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
@@ -165,12 +164,8 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
   }, 180_000);
 
   afterAll(async () => {
+    await removeContainersOf(t, socketPath);
     await t?.stop();
-    const docker = new Dockerode({ socketPath });
-    const ids = new Set(Object.values(instances).map((i) => i.id));
-    for (const c of await docker.listContainers({ all: true, filters: { label: ['managed-by=tianqi'] } })) {
-      if (ids.has(c.Labels['tianqi.instance'] ?? '')) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
-    }
     rmSync(work, { recursive: true, force: true });
   });
 

@@ -149,6 +149,9 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
       'run', `${t.url}/api/openapi.json`, '-H', `Authorization: Bearer ${lab.admin}`,
       '--checks', 'not_a_server_error,response_schema_conformance', '-n', '10', '--max-time', '150', '-w', '2', '--seed', '7',
       '--phases', 'examples,coverage,fuzzing', '--exclude-path-regex', '^/api/v1/auth/password$',
+      // Fuzzing a node's Docker endpoint makes its instances' operations answer 503 (documented:
+      // the node is unreachable), which this check would count as a server fault.
+      '--exclude-name', 'PATCH /api/v1/nodes/{id}',
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     run.stdout.on('data', (c: Buffer) => (output += c.toString()));

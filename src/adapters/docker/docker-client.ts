@@ -1,5 +1,6 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
+import { inspect } from 'node:util';
 import Docker from 'dockerode';
 import type { DockerConnectionSettings } from '../../ports/docker.port.ts';
 
@@ -78,6 +79,10 @@ export function openDockerClient(settings: DockerConnectionSettings, options: Do
   const address = parseEndpoint(settings.endpoint, settings.tls);
   const secure = address.transport === 'tcp' && settings.tls;
   const agent = secure ? new HttpsAgent({ keepAlive: options.keepAlive }) : new HttpAgent({ keepAlive: options.keepAlive });
+  // docker-modem runs util.inspect over each request's options, agent included, even with its
+  // debug output off: with a hundred shells open that walk cost seconds per request (and with
+  // DEBUG=modem it would print the node's TLS key). The agent shows as a name instead.
+  Object.defineProperty(agent, inspect.custom, { value: () => '[Agent]' });
   // Every field is spelled out, undefined included: docker-modem starts from DOCKER_HOST,
   // DOCKER_CERT_PATH and DOCKER_CLIENT_TIMEOUT of this process and would otherwise mix them in.
   const dockerOptions: Docker.DockerOptions & ModemOptions = {
