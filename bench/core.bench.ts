@@ -96,11 +96,13 @@ async function projectionLag(dir: string, count: number) {
 
 /** HTTP commands with read-your-writes against `npm start` in a child process, over keep-alive. */
 async function commands(dir: string, total: number, concurrency: number) {
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const port = await freePort();
   const password = 'bench-admin-password';
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    // Only what this run sets: an inherited TIANQI_MONGO_URL would point at someone else's read models.
     env: {
-      ...process.env,
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
       TIANQI_DATA_DIR: join(dir, 'server'),
       TIANQI_HTTP_PORT: String(port),
       TIANQI_HOST: '127.0.0.1',
@@ -133,7 +135,9 @@ async function commands(dir: string, total: number, concurrency: number) {
       if (Date.now() > deadline) throw new Error('server did not start');
       await new Promise((r) => setTimeout(r, 100));
     }
-    const token = (JSON.parse((await call('POST', '/api/v1/auth/login', { username: 'admin', password })).body) as { token: string }).token;
+    const login = await call('POST', '/api/v1/auth/login', { username: 'admin', password });
+    if (login.status !== 200) throw new Error(`admin login failed: ${login.status} ${login.body}`);
+    const token = (JSON.parse(login.body) as { token: string }).token;
     const ids: string[] = [];
     for (let i = 0; i < concurrency; i++) {
       const r = await call('POST', '/api/v1/users', { username: `bench${i}`, password: 'bench-password' }, token);
@@ -149,7 +153,7 @@ async function commands(dir: string, total: number, concurrency: number) {
         const t0 = performance.now();
         const r = await call('PATCH', `/api/v1/users/${id}`, { displayName: `名字 ${n}` }, token);
         latencies.push(performance.now() - t0);
-        if (r.status !== 200) failures++;
+        if (r.status !== 200 && failures++ === 0) console.error(`first failed command: ${r.status} ${r.body}`);
       }
     }));
     const seconds = (performance.now() - started) / 1000;
@@ -162,6 +166,16 @@ async function commands(dir: string, total: number, concurrency: number) {
 }
 
 const round = (n: number) => Math.round(n * 100) / 100;
+
+/** A port nobody listens on right now (a leftover server on a guessed port would answer instead). */
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 export async function coreBench(): Promise<Record<string, number>> {
   const dir = mkdtempSync(join(tmpdir(), 'tianqi-bench-'));
