@@ -2,6 +2,7 @@
 // `npm run bench` runs every suite and also writes bench/results.json.
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
+import { accessBench } from './access.bench.ts';
 import { coreBench } from './core.bench.ts';
 import { instancesBench } from './instances.bench.ts';
 import { loadBench } from './load.bench.ts';
@@ -10,6 +11,7 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   core: coreBench,
   instances: instancesBench,
   load: loadBench,
+  access: accessBench,
 };
 
 const requested = process.argv.slice(2).filter((a) => a !== '--');
