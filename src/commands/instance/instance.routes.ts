@@ -98,9 +98,11 @@ export async function statsSnapshot(runtime: ContainerRuntime, target: NodeTarge
   const containerId = instance.containerId;
   // Like `docker stats --no-stream`: the second sample has a CPU delta to compare with.
   const [sample, gpus] = await Promise.all([
-    engineCall(() => firstValueFrom(runtime.stats(target, containerId).pipe(take(2), last(), timeout(10_000)))),
+    // A container that stops meanwhile ends its stats stream without a sample: that is a 409, not a fault.
+    engineCall(() => firstValueFrom(runtime.stats(target, containerId).pipe(take(2), last(undefined, null), timeout(10_000)))),
     gpuUsage(runtime, target, instance),
   ]);
+  if (!sample) throw new ConflictError('NOT_RUNNING', 'The container stopped before its stats could be read.');
   return { ...sample, gpus };
 }
 
