@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { INSTANCE_NAME } from '../../domain/instance/instance.decider.ts';
 import { ConflictError } from '../../domain/shared/errors.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
-import { EngineUnavailableError, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
+import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import type { InstanceView } from '../../projections/instances.projection.ts';
 import { USERS, type UserView } from '../../projections/users.projection.ts';
@@ -71,12 +71,18 @@ export function toInstanceDto(view: InstanceView): z.infer<typeof InstanceSchema
   return { ...dto, spec: { ...dto.spec }, gpuCards: dto.gpuCards.map((g) => ({ ...g })) };
 }
 
-/** Docker calls from a request: an unreachable node is a 503, a refusal a 502, both in words. */
-async function engineCall<T>(call: () => Promise<T>): Promise<T> {
+/**
+ * Docker calls from a request: an unreachable node is a 503, a refusal a 502, both in words.
+ * The engine's 404 for the instance's own container means it went away between the read model
+ * and the call (a delete or stop in flight, or removed by hand; the reconciler catches up): that
+ * is the instance's state, answered as `gone`, not an engine fault.
+ */
+async function engineCall<T>(call: () => Promise<T>, gone: () => ConflictError): Promise<T> {
   try {
     return await call();
   } catch (err) {
     if (err instanceof EngineUnavailableError) throw new EngineUnavailableAnswer(err.message);
+    if (err instanceof EngineRejectedError && err.statusCode === 404) throw gone();
     if (err instanceof Error && err.name === 'EngineRejectedError') throw new EngineRejectedAnswer(err.message);
     if (err instanceof Error && err.name === 'TimeoutError') throw new EngineUnavailableAnswer('no answer within 10 s');
     throw err;
@@ -99,11 +105,22 @@ export async function statsSnapshot(runtime: ContainerRuntime, target: NodeTarge
   // Like `docker stats --no-stream`: the second sample has a CPU delta to compare with.
   const [sample, gpus] = await Promise.all([
     // A container that stops meanwhile ends its stats stream without a sample: that is a 409, not a fault.
-    engineCall(() => firstValueFrom(runtime.stats(target, containerId).pipe(take(2), last(undefined, null), timeout(10_000)))),
+    engineCall(
+      () => firstValueFrom(runtime.stats(target, containerId).pipe(take(2), last(undefined, null), timeout(10_000))),
+      () => new ConflictError('NOT_RUNNING', 'The container is no longer on its node (stopped or deleted meanwhile).'),
+    ),
     gpuUsage(runtime, target, instance),
   ]);
   if (!sample) throw new ConflictError('NOT_RUNNING', 'The container stopped before its stats could be read.');
   return { ...sample, gpus };
+}
+
+/** The last `tail` lines of a container's log, like `docker logs --tail`. */
+export async function logTail(runtime: ContainerRuntime, target: NodeTarget, containerId: string, tail: number) {
+  return engineCall(
+    () => firstValueFrom(runtime.logs(target, containerId, { tail, follow: false }).pipe(toArray(), timeout(10_000))),
+    () => new ConflictError('CONTAINER_GONE', 'The container is no longer on its node (deleted meanwhile); its log went with it.'),
+  );
 }
 
 export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, targetOf: (nodeId: string) => Promise<NodeTarget>, store: ReadStore, sshPort: number): RouteSpec[] {
@@ -188,8 +205,7 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
       async handler({ actor, params, query }) {
         const instance = await instances.visible(actor, params.id!);
         if (!instance.containerId) return [];
-        const target = await targetOf(instance.nodeId);
-        return engineCall(() => firstValueFrom(runtime.logs(target, instance.containerId!, { tail: query.tail, follow: false }).pipe(toArray(), timeout(10_000))));
+        return logTail(runtime, await targetOf(instance.nodeId), instance.containerId, query.tail);
       },
     }),
     route({
