@@ -116,7 +116,7 @@ export async function statsSnapshot(runtime: ContainerRuntime, target: NodeTarge
 }
 
 /** The last `tail` lines of a container's log, like `docker logs --tail`. */
-export async function logTail(runtime: ContainerRuntime, target: NodeTarget, containerId: string, tail: number) {
+async function logTail(runtime: ContainerRuntime, target: NodeTarget, containerId: string, tail: number) {
   return engineCall(
     () => firstValueFrom(runtime.logs(target, containerId, { tail, follow: false }).pipe(toArray(), timeout(10_000))),
     () => new ConflictError('CONTAINER_GONE', 'The container is no longer on its node (deleted meanwhile); its log went with it.'),

@@ -328,6 +328,13 @@ export class Instances {
         await record('FailOperation', { operation, reason: err.message, willRetry: true });
         throw new EngineUnavailableAnswer(err.message);
       }
+      if (err instanceof EngineRejectedError && err.statusCode === 404) {
+        // The container went away behind the read model (removed by hand, or the node was wiped):
+        // the instance's state, not an engine fault.
+        await record('FailOperation', { operation, reason: 'the container is gone from the node', willRetry: false });
+        await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'MarkVanished', data: { reason: 'the container is gone from the node' } }, context);
+        throw new ConflictError('CONTAINER_GONE', 'The container is no longer on its node; delete the instance and create a new one.');
+      }
       if (err instanceof EngineRejectedError) {
         await record('FailOperation', { operation, reason: err.message, willRetry: false });
         throw new EngineRejectedAnswer(err.message);
