@@ -40,6 +40,12 @@ export interface ReadCollection<T extends ReadDocument> {
   put(doc: T, position: number): Promise<boolean>;
   /** Deletes the document unless it has already seen `position`; returns whether it deleted. */
   delete(id: string, position: number): Promise<boolean>;
+  /**
+   * Optional fast path for projections: `next` folds the current document (or null) into the next
+   * one (null deletes it, undefined leaves it), unless the document has already seen `position`.
+   * `next` must not mutate its argument. A store without it is driven by get + put/delete.
+   */
+  update?(id: string, position: number, next: (current: Stored<T> | null) => T | null | undefined): Promise<boolean>;
   ensureIndex(fields: Record<string, 1 | -1>, options?: { unique?: boolean }): Promise<void>;
   /** Every document, in id order (for rebuild comparisons and exports). */
   all(): Promise<Stored<T>[]>;

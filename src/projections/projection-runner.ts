@@ -9,7 +9,12 @@ export interface Projection {
   readonly collections: readonly string[];
   /** Creates indexes; runs before the first event. */
   setup?(store: ReadStore): Promise<void>;
-  apply(event: RecordedEvent, store: ReadStore): Promise<void>;
+  /**
+   * Folds one event into the read model. An event the projection ignores returns at once
+   * (undefined, no promise): most events concern one projection of several, and a replay should
+   * not pay an await for each of the others.
+   */
+  apply(event: RecordedEvent, store: ReadStore): Promise<unknown> | undefined;
 }
 
 /**
@@ -32,17 +37,20 @@ export function documentProjection<T extends ReadDocument>(spec: {
       const c = store.collection<T>(spec.collection);
       for (const index of spec.indexes ?? []) await c.ensureIndex(index.fields, { unique: index.unique });
     },
-    async apply(event, store) {
+    apply(event, store) {
       const id = spec.idOf(event);
-      if (id === undefined) return;
+      if (id === undefined) return undefined;
       const c = store.collection<T>(spec.collection);
-      const current = await c.get(id);
-      if (current && current._position >= event.position) return;
-      // The stored `_position` rides along in `current`; `put` overwrites it with the event's.
-      const next = spec.evolve(current, event);
-      if (next === undefined) return;
-      if (next === null) await c.delete(id, event.position);
-      else await c.put(next, event.position);
+      if (c.update) return c.update(id, event.position, (current) => spec.evolve(current, event));
+      return (async () => {
+        const current = await c.get(id);
+        if (current && current._position >= event.position) return;
+        // The stored `_position` rides along in `current`; `put` overwrites it with the event's.
+        const next = spec.evolve(current, event);
+        if (next === undefined) return;
+        if (next === null) await c.delete(id, event.position);
+        else await c.put(next, event.position);
+      })();
     },
   };
 }
@@ -56,7 +64,8 @@ const CHECKPOINT_EVERY = 500;
  */
 export class ProjectionRunner {
   private readonly processed$ = new BehaviorSubject<Position>(0);
-  private readonly checkpoints = new Map<string, Position>();
+  /** Processed position per projection, in the order of `projections` (the hot path indexes it). */
+  private readonly processedBy: Position[];
   private queue: RecordedEvent[] = [];
   private head = 0;
   private draining = false;
@@ -69,11 +78,13 @@ export class ProjectionRunner {
     private readonly store: ReadStore,
     private readonly projections: readonly Projection[],
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.processedBy = projections.map(() => 0);
+  }
 
   /** The position each projection has processed, by projection name. */
   get projectionPositions(): ReadonlyMap<string, Position> {
-    return this.checkpoints;
+    return new Map(this.projections.map((p, i) => [p.name, this.processedBy[i]!]));
   }
 
   /** Position every projection has processed. */
@@ -84,10 +95,10 @@ export class ProjectionRunner {
   /** Starts projecting and resolves once the projections have caught up with the log's head. */
   async start(): Promise<void> {
     let from = Number.MAX_SAFE_INTEGER;
-    for (const p of this.projections) {
+    for (const [i, p] of this.projections.entries()) {
       await p.setup?.(this.store);
       const checkpoint = this.store.durable ? ((await this.store.getCheckpoint(p.name)) ?? 0) : 0;
-      this.checkpoints.set(p.name, checkpoint);
+      this.processedBy[i] = checkpoint;
       from = Math.min(from, checkpoint);
     }
     if (this.projections.length === 0) from = (await this.events.headPosition()) ?? 0;
@@ -122,7 +133,12 @@ export class ProjectionRunner {
       do {
         while (this.head < this.queue.length) {
           const next = this.queue[this.head++]!;
-          await this.project(next);
+          for (let i = 0; i < this.projections.length; i++) {
+            if (this.processedBy[i]! >= next.position) continue;
+            const pending = this.apply(i, next);
+            if (pending) await pending;
+            this.processedBy[i] = next.position;
+          }
           // Waiters are told in batches during a replay and at once when the queue runs dry.
           if (this.head === this.queue.length || this.head % 256 === 0) this.processed$.next(next.position);
           if (++this.sinceCheckpoint >= CHECKPOINT_EVERY) await this.saveCheckpoints();
@@ -137,23 +153,26 @@ export class ProjectionRunner {
     }
   }
 
-  private async project(event: RecordedEvent): Promise<void> {
-    for (const p of this.projections) {
-      if ((this.checkpoints.get(p.name) ?? 0) >= event.position) continue;
-      try {
-        await p.apply(event, this.store);
-      } catch (err) {
-        // One bad event must not stall every read model; it is logged and counted for metrics.
-        this.failures += 1;
-        this.logger.error({ err, projection: p.name, eventId: event.id, type: event.type }, 'projection failed');
-      }
-      this.checkpoints.set(p.name, event.position);
+  /** One projection, one event; a promise only when the projection has work to wait for. */
+  private apply(index: number, event: RecordedEvent): Promise<unknown> | undefined {
+    const projection = this.projections[index]!;
+    try {
+      return projection.apply(event, this.store)?.catch((err: unknown) => this.failed(err, projection, event));
+    } catch (err) {
+      this.failed(err, projection, event);
+      return undefined;
     }
+  }
+
+  /** One bad event must not stall every read model; it is logged and counted for metrics. */
+  private failed(err: unknown, projection: Projection, event: RecordedEvent): void {
+    this.failures += 1;
+    this.logger.error({ err, projection: projection.name, eventId: event.id, type: event.type }, 'projection failed');
   }
 
   private async saveCheckpoints(): Promise<void> {
     this.sinceCheckpoint = 0;
     if (!this.store.durable) return;
-    for (const [name, position] of this.checkpoints) await this.store.setCheckpoint(name, position);
+    for (const [i, p] of this.projections.entries()) await this.store.setCheckpoint(p.name, this.processedBy[i]!);
   }
 }

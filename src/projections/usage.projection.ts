@@ -30,60 +30,70 @@ export const usageProjection: Projection = {
     await store.collection(USAGE).ensureIndex({ nodeId: 1 });
     await store.collection(USAGE).ensureIndex({ specId: 1 });
   },
-  async apply(recorded, store) {
-    const at = recorded.metadata.time;
-    const usage = store.collection<UsageRecord>(USAGE);
-    const change = async (id: string, patch: UsageChange) => {
-      const record = await usage.get(id);
-      if (!record || record._position >= recorded.position) return;
-      const { _position: _, ...current } = record;
-      await usage.put(applyUsageChange(current, at, patch), recorded.position);
-    };
-    const event = recorded as RecordedEvent & (InstanceEvent | NodeEvent | SpecEvent);
-    const streamId = recorded.stream.slice(recorded.stream.indexOf('-') + 1);
-    switch (event.type) {
-      case 'SpecCreated':
-        await store.collection<Price>(PRICES).put({ id: event.data.specId, pricePerHour: event.data.pricePerHour }, recorded.position);
-        return;
-      case 'SpecUpdated':
-        if (event.data.pricePerHour === undefined) return;
-        await store.collection<Price>(PRICES).put({ id: streamId, pricePerHour: event.data.pricePerHour }, recorded.position);
-        for (const r of await usage.find({ specId: streamId, deleted: false })) await change(r.id, { pricePerHour: event.data.pricePerHour });
-        return;
-      case 'NodeConnectionChecked': {
-        const up = event.data.status === 'connected';
-        await store.collection<NodeUp>(NODES_UP).put({ id: streamId, up }, recorded.position);
-        for (const r of await usage.find({ nodeId: streamId, deleted: false })) await change(r.id, { nodeUp: up });
-        return;
-      }
-      case 'InstanceRequested': {
-        const { instanceId, ownerId, ownerName, name, specId, spec } = event.data;
-        const price = (await store.collection<Price>(PRICES).get(specId))?.pricePerHour ?? spec.pricePerHour;
-        await usage.put({
-          id: instanceId, ownerId, ownerName, name, specId, nodeId: '', running: false, nodeUp: true, deleted: false, pricePerHour: price, intervals: [],
-        }, recorded.position);
-        return;
-      }
-      case 'InstancePlaced': {
-        const node = await store.collection<NodeUp>(NODES_UP).get(event.data.nodeId);
-        await change(streamId, { nodeId: event.data.nodeId, nodeUp: node?.up ?? true });
-        return;
-      }
-      case 'InstanceStateObserved':
-        await change(streamId, { running: event.data.status === 'running' });
-        return;
-      case 'InstanceProvisioningFailed':
-      case 'InstanceContainerVanished':
-        await change(streamId, { running: false });
-        return;
-      case 'InstanceDeleted':
-        await change(streamId, { running: false, deleted: true });
-        return;
-      default:
-        return;
-    }
+  apply(recorded, store) {
+    return USAGE_EVENTS.has(recorded.type) ? applyUsage(recorded, store) : undefined;
   },
 };
+
+/** The events that touch a bill; every other event passes without an await. */
+const USAGE_EVENTS: ReadonlySet<string> = new Set<(InstanceEvent | NodeEvent | SpecEvent)['type']>([
+  'SpecCreated', 'SpecUpdated', 'NodeConnectionChecked', 'InstanceRequested', 'InstancePlaced', 'InstanceStateObserved',
+  'InstanceProvisioningFailed', 'InstanceContainerVanished', 'InstanceDeleted',
+]);
+
+async function applyUsage(recorded: RecordedEvent, store: ReadStore): Promise<void> {
+  const at = recorded.metadata.time;
+  const usage = store.collection<UsageRecord>(USAGE);
+  const change = async (id: string, patch: UsageChange) => {
+    const record = await usage.get(id);
+    if (!record || record._position >= recorded.position) return;
+    const { _position: _, ...current } = record;
+    await usage.put(applyUsageChange(current, at, patch), recorded.position);
+  };
+  const event = recorded as RecordedEvent & (InstanceEvent | NodeEvent | SpecEvent);
+  const streamId = recorded.stream.slice(recorded.stream.indexOf('-') + 1);
+  switch (event.type) {
+    case 'SpecCreated':
+      await store.collection<Price>(PRICES).put({ id: event.data.specId, pricePerHour: event.data.pricePerHour }, recorded.position);
+      return;
+    case 'SpecUpdated':
+      if (event.data.pricePerHour === undefined) return;
+      await store.collection<Price>(PRICES).put({ id: streamId, pricePerHour: event.data.pricePerHour }, recorded.position);
+      for (const r of await usage.find({ specId: streamId, deleted: false })) await change(r.id, { pricePerHour: event.data.pricePerHour });
+      return;
+    case 'NodeConnectionChecked': {
+      const up = event.data.status === 'connected';
+      await store.collection<NodeUp>(NODES_UP).put({ id: streamId, up }, recorded.position);
+      for (const r of await usage.find({ nodeId: streamId, deleted: false })) await change(r.id, { nodeUp: up });
+      return;
+    }
+    case 'InstanceRequested': {
+      const { instanceId, ownerId, ownerName, name, specId, spec } = event.data;
+      const price = (await store.collection<Price>(PRICES).get(specId))?.pricePerHour ?? spec.pricePerHour;
+      await usage.put({
+        id: instanceId, ownerId, ownerName, name, specId, nodeId: '', running: false, nodeUp: true, deleted: false, pricePerHour: price, intervals: [],
+      }, recorded.position);
+      return;
+    }
+    case 'InstancePlaced': {
+      const node = await store.collection<NodeUp>(NODES_UP).get(event.data.nodeId);
+      await change(streamId, { nodeId: event.data.nodeId, nodeUp: node?.up ?? true });
+      return;
+    }
+    case 'InstanceStateObserved':
+      await change(streamId, { running: event.data.status === 'running' });
+      return;
+    case 'InstanceProvisioningFailed':
+    case 'InstanceContainerVanished':
+      await change(streamId, { running: false });
+      return;
+    case 'InstanceDeleted':
+      await change(streamId, { running: false, deleted: true });
+      return;
+    default:
+      return;
+  }
+}
 
 export async function usageRecords(store: ReadStore, ownerId?: string): Promise<UsageRecord[]> {
   return store.collection<UsageRecord>(USAGE).find(ownerId ? { ownerId } : {}, { sort: { ownerName: 1, name: 1 } });

@@ -80,8 +80,29 @@ class MemoryCollection<T extends ReadDocument> implements ReadCollection<T> {
   async put(doc: T, position: number): Promise<boolean> {
     const existing = this.docs.get(doc.id);
     if (existing && existing._position >= position) return false;
-    const stored = copy(doc) as Stored<T> & { _position: number };
-    stored._position = position;
+    this.store(existing, copy(doc), position);
+    return true;
+  }
+
+  /**
+   * The projections' path: `next` sees the stored document itself and its result is stored as it
+   * is, without the two deep copies of get + put. Safe because `next` does not mutate (evolve
+   * functions build new objects) and stored documents never leave this class uncopied.
+   */
+  async update(id: string, position: number, next: (current: Stored<T> | null) => T | null | undefined): Promise<boolean> {
+    const existing = this.docs.get(id);
+    if (existing && existing._position >= position) return false;
+    const doc = next(existing ?? null);
+    if (doc === undefined) return false;
+    if (doc === null) return this.delete(id, position);
+    this.store(existing, { ...doc }, position);
+    return true;
+  }
+
+  /** Stores `stored` (owned by this collection from now on) after checking the unique indexes. */
+  private store(existing: Stored<T> | undefined, stored: T, position: number): void {
+    const doc = stored as Stored<T> & { _position: number };
+    doc._position = position;
     if (this.unique.length > 0) {
       const keys = this.unique.map((index) => indexKey(stored, index.fields));
       this.unique.forEach((index, i) => {
@@ -95,8 +116,7 @@ class MemoryCollection<T extends ReadDocument> implements ReadCollection<T> {
         index.keys.set(keys[i]!, doc.id);
       });
     }
-    this.docs.set(doc.id, stored);
-    return true;
+    this.docs.set(doc.id, doc);
   }
 
   async delete(id: string, position: number): Promise<boolean> {
