@@ -190,10 +190,10 @@ describe('toEventData', () => {
     });
   });
 
-  it('generates a UUID when the event has none', () => {
+  it('generates a time-ordered UUID (v7) when the event has none', () => {
     const a = toEventData({ type: 'A', data: {}, metadata: meta });
     const b = toEventData({ type: 'A', data: {}, metadata: meta });
-    expect(a.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(a.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(a.id).not.toBe(b.id);
   });
 

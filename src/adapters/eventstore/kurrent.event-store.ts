@@ -20,7 +20,6 @@
  * operation here races `operationTimeoutMs` and fails with a `KurrentEventStoreError` naming the
  * server. An append that times out may still have been written: its outcome is unknown.
  */
-import { randomUUID } from 'node:crypto';
 import { Observable } from 'rxjs';
 import {
   ANY,
@@ -54,6 +53,7 @@ import type {
   RecordedEvent,
 } from '../../ports/event-store.port.ts';
 import { WrongExpectedRevisionError } from '../../ports/event-store.port.ts';
+import { newEventId } from './event-id.ts';
 
 export interface KurrentEventStoreOptions {
   /**
@@ -497,7 +497,7 @@ export function toRecordedEvent(resolved: ResolvedEvent | AllStreamResolvedEvent
 export function toEventData(event: NewEvent): EventData {
   if (event.data === undefined) throw new TypeError(`event ${event.type}: data must be a JSON value, not undefined`);
   return jsonEvent({
-    id: event.id ?? randomUUID(),
+    id: event.id ?? newEventId(),
     type: event.type,
     data: event.data as JSONType,
     metadata: event.metadata as unknown as JSONType,

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { Observable, Subject } from 'rxjs';
 import type {
@@ -11,6 +10,7 @@ import type {
   RecordedEvent,
 } from '../../ports/event-store.port.ts';
 import { WrongExpectedRevisionError } from '../../ports/event-store.port.ts';
+import { newEventId } from './event-id.ts';
 
 export interface SqliteEventStoreOptions {
   /**
@@ -88,7 +88,7 @@ export class SqliteEventStore implements EventStore {
       for (const event of events) {
         revision += 1;
         const info = this.statements.insert.run(
-          event.id ?? randomUUID(),
+          event.id ?? newEventId(),
           stream,
           revision,
           event.type,
