@@ -192,8 +192,6 @@ export class TerminalSession {
   private attach(exec: ExecSession, size: TerminalSize): void {
     const { socket } = this;
     this.exec = exec;
-    const output = new ShellOutput(exec.stream);
-    this.output = output;
     // Clients that do not acknowledge (API.md's plain `data`) are paced by the socket's own
     // write buffer: what is sent counts as acknowledged once engine.io has flushed it.
     let flushed: (() => void)[] = [];
@@ -202,17 +200,19 @@ export class TerminalSession {
       flushed = [];
       for (const acknowledge of acknowledgements) acknowledge();
     };
+    const output = new ShellOutput(exec.stream, (text, acknowledge) => {
+      if (this.request.ack) socket.emit('data', text, acknowledge);
+      else {
+        flushed.push(acknowledge);
+        socket.emit('data', text);
+      }
+    });
+    this.output = output;
     if (!this.request.ack) socket.conn.on('drain', onDrain);
     exec.stream.once('close', () => socket.conn.off('drain', onDrain));
     exec.stream.on('data', (chunk: Buffer) => {
       this.bytesOut += chunk.length;
-      output.forward(chunk, (text, acknowledge) => {
-        if (this.request.ack) socket.emit('data', text, acknowledge);
-        else {
-          flushed.push(acknowledge);
-          socket.emit('data', text);
-        }
-      });
+      output.write(chunk);
     });
     exec.stream.once('end', () => {
       void exec.exited().then((code) => this.end({
@@ -238,8 +238,7 @@ export class TerminalSession {
   private async close(ending: Ending): Promise<void> {
     const { socket } = this;
     this.exec?.close();
-    const rest = this.output?.flush() ?? '';
-    if (rest) socket.emit('data', rest);
+    this.output?.end();
     if (ending.exitCode !== undefined) socket.emit('exit', { code: ending.exitCode });
     else if (ending.error) emitError(socket, ending.error.code, ending.error.message);
     // Not the whole connection: the browser may share it with /live and /logs.
