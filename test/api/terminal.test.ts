@@ -141,6 +141,21 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     await waitFor(() => leftovers(box.containerId), (shells) => shells.length === 0, 10_000);
   });
 
+  it('hangs up only the shell of the session that closed; the others keep working', async () => {
+    const terms = [];
+    for (let i = 0; i < 4; i += 1) terms.push(await open(lab.tokens.alice!, box.id));
+    for (const [i, term] of terms.entries()) await run(term, `echo shell-$((${i}+100))`, new RegExp(`\\r\\nshell-${i + 100}\\r\\n`));
+    expect(await leftovers(box.containerId)).toHaveLength(4);
+    terms[1]!.socket.disconnect();
+    terms[2]!.socket.disconnect();
+    await waitFor(() => leftovers(box.containerId), (shells) => shells.length === 2, 10_000);
+    expect(await run(terms[0]!, 'echo still-$((1+1))', /\r\nstill-2\r\n/)).toBeTruthy();
+    expect(await run(terms[3]!, 'echo still-$((2+1))', /\r\nstill-3\r\n/)).toBeTruthy();
+    terms[0]!.socket.disconnect();
+    terms[3]!.socket.disconnect();
+    await waitFor(() => leftovers(box.containerId), (shells) => shells.length === 0, 10_000);
+  });
+
   it('passes Chinese output through intact', async () => {
     const term = await open(lab.tokens.alice!, box.id);
     await run(term, `printf '${CHINESE_AS_OCTAL}\\n'`, /\r\n显存切分\r\n/);
@@ -194,8 +209,8 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     const opened = ofType(entries, 'TerminalSessionOpened');
     const closed = ofType(entries, 'TerminalSessionClosed');
     // Every session of this file so far, each opened once and closed once.
-    expect(opened).toHaveLength(5);
-    expect(closed).toHaveLength(5);
+    expect(opened).toHaveLength(9);
+    expect(closed).toHaveLength(9);
     expect(opened.at(-1)).toMatchObject({ by: 'alice' });
     expect(opened.at(-1)!.summary).toMatch(/alice opened a web terminal session from .+ \(\/bin\/sh\)/);
     const last = closed.at(-1)!;

@@ -21,15 +21,24 @@ export const EXEC_MARK_VARIABLE = 'TIANQI_EXEC';
  * (parent 0: started by the engine, from outside the container's PID namespace; the mark in its
  * environment; argument 1 is `NAME=value`) and sends it the hang-up a closed terminal would. Its
  * foreground job then gets one from the kernel, its background jobs from the shell; a tmux server
- * or a `nohup` job lives on, as after an SSH disconnect.
+ * or a `nohup` job lives on, as after an SSH disconnect. One `grep` reads every candidate's
+ * environment: a hang-up costs two processes in the container however many sessions it holds.
  */
 export const HANG_UP_SCRIPT = [
   'mark=$1',
+  'candidates=',
   'for dir in /proc/[0-9]*; do',
   '  read -r stat 2>/dev/null < "$dir/stat" || continue',
   // Fields after `pid (comm) `, which may itself hold spaces and parentheses: state, ppid, …
   '  set -- ${stat##*) }',
-  '  [ "$2" = 0 ] && grep -q "$mark" "$dir/environ" 2>/dev/null && kill -HUP "${dir#/proc/}"',
+  '  [ "$2" = 0 ] && candidates="$candidates $dir/environ"',
+  'done',
+  '[ -n "$candidates" ] || exit 0',
+  // Not -F: busybox's fixed-string search misses text between the NULs of an environ file. The
+  // mark (NAME=uuid) holds no regular-expression characters.
+  'for file in $(grep -l -e "$mark" $candidates 2>/dev/null); do',
+  '  pid=${file#/proc/}',
+  '  kill -HUP "${pid%/environ}"',
   'done',
   'true',
 ].join('\n');
