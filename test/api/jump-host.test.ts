@@ -370,6 +370,26 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     expect(await waitFor(() => sessionEvents(instances['a-box']!.id).then((e) => e.closed.at(-1)?.reason), (r) => r === 'idle timeout')).toBe('idle timeout');
   });
 
+  it('keeps a connection for another session after one ends, and closes one left without a session for the idle timeout', async () => {
+    const client = await connect('alice+a-box', { password: 'alice-password' });
+    const closed = new Promise<number>((resolve) => client.once('close', () => resolve(Date.now())));
+    const run = (command: string) => new Promise<string>((resolve, reject) => {
+      client.exec(command, (err, channel) => {
+        if (err) return reject(err);
+        let out = '';
+        channel.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        channel.on('close', () => resolve(out));
+      });
+    });
+    expect(await run('echo first')).toBe('first\n');
+    // Like OpenSSH: the channel closed, the connection is still there for the next one.
+    expect(await run('echo second')).toBe('second\n');
+    const lastSession = Date.now();
+    const at = await Promise.race([closed, new Promise<null>((resolve) => setTimeout(() => resolve(null), 10_000))]);
+    expect(at, 'the idle connection was not closed').not.toBeNull();
+    expect(at! - lastSession).toBeGreaterThanOrEqual(1_000);
+  });
+
   it('refuses an address for a while after 5 wrong passwords, even with the right one', async () => {
     for (let i = 0; i < 5; i += 1) {
       await expect(connect('alice', { password: `wrong-${i}` })).rejects.toThrow(/authentication methods failed/);

@@ -48,16 +48,49 @@ function closingReason(event: RecordedEvent): { reason: string; notice: string }
 /** One SSH client connection: its sign-in and its sessions. */
 class ClientConnection {
   caller: Caller | null = null;
-  readonly sessions = new Set<ShellSession>();
+  private readonly sessions = new Set<ShellSession>();
+  private idle: NodeJS.Timeout | null = null;
 
   constructor(
     readonly client: Connection,
     readonly address: string,
+    private readonly idleTimeoutMs: number,
   ) {}
+
+  get openSessions(): readonly ShellSession[] {
+    return [...this.sessions];
+  }
+
+  add(session: ShellSession): void {
+    this.sessions.add(session);
+    this.stopIdleClock();
+  }
+
+  /**
+   * A session ended. Like OpenSSH, the connection stays for the client to open another (or to
+   * close it, as `ssh` does once its last channel is gone); one left without a session for the
+   * idle timeout is closed, so a signed-in client cannot hold a connection for nothing.
+   */
+  remove(session: ShellSession): void {
+    this.sessions.delete(session);
+    if (this.sessions.size === 0) this.startIdleClock();
+  }
+
+  startIdleClock(): void {
+    this.stopIdleClock();
+    this.idle = setTimeout(() => this.client.end(), this.idleTimeoutMs);
+    this.idle.unref();
+  }
+
+  stopIdleClock(): void {
+    if (this.idle) clearTimeout(this.idle);
+    this.idle = null;
+  }
 
   /** Ends every session with the reason, then the connection. */
   terminate(reason: string, notice: string): void {
     for (const session of [...this.sessions]) session.terminate(reason, notice);
+    this.stopIdleClock();
     this.client.end();
   }
 }
@@ -132,14 +165,14 @@ class JumpHost {
     }
     const instanceId = event.stream.slice('instance-'.length);
     for (const connection of this.connections) {
-      for (const session of connection.sessions) {
+      for (const session of connection.openSessions) {
         if (session.instanceId === instanceId) session.terminate(closing.reason, closing.notice);
       }
     }
   }
 
   private accept(client: Connection, address: string): void {
-    const connection = new ClientConnection(client, address);
+    const connection = new ClientConnection(client, address, this.deps.idleTimeoutMs);
     this.connections.add(connection);
     const grace = setTimeout(() => client.end(), LOGIN_GRACE_MS);
     let login: ReturnType<typeof splitLogin> = { username: '', instanceName: null };
@@ -170,6 +203,7 @@ class JumpHost {
     });
     client.on('ready', () => {
       clearTimeout(grace);
+      connection.startIdleClock();
       this.ctx.logger.info({ user: login.username, instance: login.instanceName, address }, 'ssh sign-in');
     });
     client.on('session', (acceptSession, rejectSession) => {
@@ -178,13 +212,13 @@ class JumpHost {
         rejectSession();
         return;
       }
-      const session = new ShellSession(acceptSession(), caller, this.deps, (ended) => connection.sessions.delete(ended));
-      connection.sessions.add(session);
+      connection.add(new ShellSession(acceptSession(), caller, this.deps, (ended) => connection.remove(ended)));
     });
     client.on('error', (err: Error) => this.ctx.logger.debug({ err, address }, 'ssh connection error'));
     client.on('close', () => {
       clearTimeout(grace);
-      for (const session of [...connection.sessions]) session.terminate('the client left', null);
+      connection.stopIdleClock();
+      for (const session of connection.openSessions) session.terminate('the client left', null);
       this.connections.delete(connection);
     });
   }
