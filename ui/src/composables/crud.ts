@@ -30,6 +30,18 @@ export function useList<T extends { id: string }>(path: string, query: () => Que
     else rows.value.push(row);
   }
 
+  /**
+   * Creates a row from `body` (POST), or updates `editing` with `body`, the fields that changed
+   * (PATCH; when none did, nothing is sent). The answer takes the row's place in the list.
+   */
+  async function save(editing: T | null, body: object): Promise<T> {
+    let row: T;
+    if (!editing) row = await api.post<T>(path, body);
+    else row = Object.keys(body).length > 0 ? await api.patch<T>(`${path}/${editing.id}`, body) : editing;
+    replace(row);
+    return row;
+  }
+
   async function remove(row: T, question: string, url = `${path}/${row.id}`): Promise<boolean> {
     const t = i18n.global.t;
     try {
@@ -65,8 +77,10 @@ export function useList<T extends { id: string }>(path: string, query: () => Que
     }
   }
 
-  return { rows, loading, loaded, error, load, replace, remove, toggleListed };
+  return { rows, loading, loaded, error, load, replace, save, remove, toggleListed };
 }
+
+export type List<T extends { id: string }> = ReturnType<typeof useList<T>>;
 
 /** The fields of `next` that differ from `before` (for PATCH bodies). */
 export function changes<T extends object>(before: T, next: T, keys: readonly (keyof T)[]): Partial<T> {
