@@ -53,14 +53,14 @@ export async function openMongoReadStore(url: string, options: MongoReadStoreOpt
       ignoreUndefined: true,
     });
   } catch (error) {
-    throw new Error(`invalid MongoDB URL ${redactUrl(url)}: ${messageOf(error)}`, { cause: error });
+    throw new Error(`invalid MongoDB URL ${redactMongoUrl(url)}: ${messageOf(error)}`, { cause: error });
   }
   try {
     await client.connect();
     await client.db(database).command({ ping: 1 });
   } catch (error) {
     await client.close().catch(() => undefined);
-    throw new Error(`cannot reach MongoDB read store at ${redactUrl(url)}: ${messageOf(error)}`, { cause: error });
+    throw new Error(`cannot reach MongoDB read store at ${redactMongoUrl(url)}: ${messageOf(error)}`, { cause: error });
   }
   return new MongoReadStore(client, client.db(database), prefix);
 }
@@ -298,7 +298,7 @@ export function databaseFromUrl(url: string): string {
 }
 
 /** The URL without its password, for error messages. */
-function redactUrl(url: string): string {
+export function redactMongoUrl(url: string): string {
   return url.replace(/^(mongodb(?:\+srv)?:\/\/[^:/@]*):[^@/]*@/, '$1:***@');
 }
 
