@@ -42,6 +42,7 @@ import { PluginHost, type Plugin } from './plugins/plugin-host.ts';
 import type { EventStore } from './ports/event-store.port.ts';
 import type { ReadStore } from './ports/read-store.port.ts';
 import { ProjectionRunner, type Projection } from './projections/projection-runner.ts';
+import { checkLogIdentity, type StoreDescriptions } from './projections/log-identity.ts';
 import { NODES, imagesProjection, nodesProjection, specsProjection } from './projections/catalog.projection.ts';
 import { usersProjection } from './projections/users.projection.ts';
 import { webhooksProjection } from './projections/webhooks.projection.ts';
@@ -70,6 +71,16 @@ export async function openReadStore(config: Config): Promise<ReadStore> {
     return openMongoReadStore(config.mongoUrl);
   }
   return new MemoryReadStore();
+}
+
+/** Where the event log and the read models are, in words (for errors; no passwords). */
+export async function describeStores(config: Config): Promise<StoreDescriptions> {
+  const eventStore = config.eventStoreUrl
+    ? `the KurrentDB event store at ${config.eventStoreUrl.replace(/^([a-z+]+:\/\/[^:/@]*):[^@/]*@/, '$1:***@')}`
+    : `the SQLite event log ${join(config.dataDir, 'events.db')}`;
+  if (!config.mongoUrl) return { eventStore, readStore: 'memory' };
+  const { DEFAULT_DATABASE, databaseFromUrl, redactMongoUrl } = await import('./adapters/readstore/mongo.read-store.ts');
+  return { eventStore, readStore: `MongoDB database "${databaseFromUrl(config.mongoUrl) || DEFAULT_DATABASE}" at ${redactMongoUrl(config.mongoUrl)}` };
 }
 
 export interface AppOptions {
@@ -117,6 +128,8 @@ export class App {
 
     this.eventStore = await openEventStore(config);
     this.readStore = await openReadStore(config);
+    const identity = await checkLogIdentity(this.eventStore, this.readStore, projections.map((p) => p.name), await describeStores(config));
+    if (identity === 'adopted') logger.info('the read models record the identity of this event log from now on');
     this.runner = new ProjectionRunner(this.eventStore, this.readStore, projections, logger.child({ component: 'projections' }));
     const started = performance.now();
     await this.runner.start();
@@ -135,6 +148,8 @@ export class App {
     });
     this.accounts = new Accounts(this.bus, this.readStore, new TokenService(secrets.deriveKey('tokens/hs256')));
     await this.bootstrapAdmin();
+    // A new log has its first event now: the new read store records which log it is built from.
+    if (identity === 'pending') await checkLogIdentity(this.eventStore, this.readStore, projections.map((p) => p.name), await describeStores(config));
     this.docker = new DockerPool();
     this.engines = new DockerodeEngines(this.docker);
     this.nodes = new Nodes(this.bus, this.readStore, this.engines, secrets);

@@ -1,6 +1,7 @@
 import { App } from './app.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './logger.ts';
+import { ForeignReadModelsError } from './projections/log-identity.ts';
 
 let config;
 try {
@@ -41,6 +42,8 @@ try {
   await app.start();
 } catch (err) {
   logger.fatal({ err }, 'start failed');
+  // Says what to do, so it is also printed as it is, not only inside a JSON log line.
+  if (err instanceof ForeignReadModelsError) console.error(`\n${err.message}\n`);
   await app.stop().catch(() => undefined);
   process.exit(1);
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { EventStore } from '../ports/event-store.port.ts';
 import type { ReadStore } from '../ports/read-store.port.ts';
+import { adoptLogIdentity } from './log-identity.ts';
 import { ProjectionRunner, type Projection } from './projection-runner.ts';
 
 /** Drops every read model and replays the whole log into them. */
@@ -12,6 +13,9 @@ export async function rebuildReadModels(
 ): Promise<{ events: number; ms: number }> {
   const started = performance.now();
   await store.dropAll();
+  // The rebuilt read models belong to this log from now on.
+  const first = (await events.readAll({ limit: 1 }))[0];
+  if (first && store.durable) await adoptLogIdentity(store, first);
   const runner = new ProjectionRunner(events, store, projections, logger);
   await runner.start();
   await runner.stop();
