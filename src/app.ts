@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import type { Server } from 'node:http';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { share, type Subscription } from 'rxjs';
@@ -8,6 +9,7 @@ import { PlatformMetrics } from './http/metrics.ts';
 import { INSTANCES } from './projections/instances.projection.ts';
 import { SqliteEventStore } from './adapters/eventstore/sqlite.event-store.ts';
 import { MemoryReadStore } from './adapters/readstore/memory.read-store.ts';
+import { MemoryLeaseStore } from './adapters/leases/memory.lease-store.ts';
 import { AesGcmSecretBox, loadMasterKey } from './adapters/secrets/aes-gcm.secret-box.ts';
 import { DockerPool } from './adapters/docker/docker-pool.ts';
 import { DockerodeEngines } from './adapters/docker/dockerode.engines.ts';
@@ -41,7 +43,9 @@ import { serveConsole } from './http/static.ts';
 import { PluginHost, type Plugin } from './plugins/plugin-host.ts';
 import type { EventStore } from './ports/event-store.port.ts';
 import type { ReadStore } from './ports/read-store.port.ts';
-import { ProjectionRunner, type Projection } from './projections/projection-runner.ts';
+import type { LeaseStore } from './ports/lease.port.ts';
+import type { Projection } from './projections/projection-runner.ts';
+import { LeasedProjectionRunner } from './projections/leased-projection-runner.ts';
 import { checkLogIdentity, type StoreDescriptions } from './projections/log-identity.ts';
 import { NODES, imagesProjection, nodesProjection, specsProjection } from './projections/catalog.projection.ts';
 import { usersProjection } from './projections/users.projection.ts';
@@ -73,6 +77,18 @@ export async function openReadStore(config: Config): Promise<ReadStore> {
   return new MemoryReadStore();
 }
 
+/**
+ * Leases live beside the shared read models: with MongoDB, replicas share them; without it, one
+ * process serves the lab and is granted every lease.
+ */
+export async function openLeaseStore(config: Config): Promise<LeaseStore> {
+  if (config.mongoUrl) {
+    const { openMongoLeaseStore } = await import('./adapters/leases/mongo.lease-store.ts');
+    return openMongoLeaseStore(config.mongoUrl);
+  }
+  return new MemoryLeaseStore();
+}
+
 /** Where the event log and the read models are, in words (for errors; no passwords). */
 export async function describeStores(config: Config): Promise<StoreDescriptions> {
   const eventStore = config.eventStoreUrl
@@ -98,7 +114,10 @@ export class App {
   private io?: SocketServer;
   eventStore!: EventStore;
   readStore!: ReadStore;
-  runner!: ProjectionRunner;
+  leases!: LeaseStore;
+  runner!: LeasedProjectionRunner;
+  /** This process among the replicas: the holder name of its leases. */
+  readonly replicaId: string;
   bus!: CommandBus;
   accounts!: Accounts;
   nodes!: Nodes;
@@ -112,7 +131,9 @@ export class App {
     readonly config: Config,
     readonly logger: Logger,
     private readonly options: AppOptions = {},
-  ) {}
+  ) {
+    this.replicaId = config.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  }
 
   /** Address the HTTP server listens on (useful with port 0 in tests). */
   get httpPort(): number {
@@ -130,7 +151,9 @@ export class App {
     this.readStore = await openReadStore(config);
     const identity = await checkLogIdentity(this.eventStore, this.readStore, projections.map((p) => p.name), await describeStores(config));
     if (identity === 'adopted') logger.info('the read models record the identity of this event log from now on');
-    this.runner = new ProjectionRunner(this.eventStore, this.readStore, projections, logger.child({ component: 'projections' }));
+    this.leases = await openLeaseStore(config);
+    const leasing = { leases: this.leases, holder: this.replicaId, timing: config.lease };
+    this.runner = new LeasedProjectionRunner(this.eventStore, this.readStore, projections, logger.child({ component: 'projections' }), leasing);
     const started = performance.now();
     await this.runner.start();
     logger.info({ position: this.runner.position, ms: Math.round(performance.now() - started) }, 'read models caught up');
@@ -183,7 +206,7 @@ export class App {
     // No CORS: the console is served from this origin. 1 MB messages, like HTTP bodies.
     this.io = new SocketServer(this.server, { serveClient: false, maxHttpBufferSize: 1024 * 1024 });
 
-    this.pluginHost = new PluginHost([...defaultPlugins, ...(this.options.plugins ?? [])], config.disabledPlugins, logger);
+    this.pluginHost = new PluginHost([...defaultPlugins, ...(this.options.plugins ?? [])], config.disabledPlugins, logger, leasing);
     const head = await this.eventStore.headPosition();
     const events$ = this.eventStore.subscribe(head).pipe(share());
     this.following = this.metrics.follow(events$);
@@ -203,7 +226,7 @@ export class App {
       secrets,
     });
     this.ready = true;
-    logger.info({ http: `${config.host}:${this.httpPort}`, plugins: this.pluginHost.names }, 'TianQi is ready');
+    logger.info({ http: `${config.host}:${this.httpPort}`, plugins: this.pluginHost.names, replica: this.replicaId }, 'TianQi is ready');
   }
 
   async stop(): Promise<void> {
@@ -221,6 +244,7 @@ export class App {
     }
     await this.engines?.close();
     await this.runner?.stop();
+    await this.leases?.close();
     await this.readStore?.close();
     await this.eventStore?.close();
   }

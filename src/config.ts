@@ -21,6 +21,11 @@ const Env = z.object({
   TIANQI_SQLITE_SYNCHRONOUS: z.enum(['NORMAL', 'FULL']).default('NORMAL'),
   /** Bearer token a Prometheus scraper may use for GET /metrics (admins' tokens work too). */
   TIANQI_METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** How long a replica's lease on singleton work lasts unrenewed: the takeover time after a crash. */
+  TIANQI_LEASE_TTL_MS: z.coerce.number().int().min(1_000).default(15_000),
+  TIANQI_LEASE_RENEW_MS: z.coerce.number().int().min(100).default(5_000),
+  /** This replica's name as a lease holder; unique per replica. Kept across restarts, it takes its leases back at once after a crash. */
+  TIANQI_REPLICA_ID: z.string().regex(/^[\w.:-]{1,100}$/, 'letters, digits and . _ : - only, at most 100').optional(),
 });
 
 export interface Config {
@@ -37,6 +42,9 @@ export interface Config {
   readonly disabledPlugins: ReadonlySet<string>;
   readonly sqliteSynchronous: 'NORMAL' | 'FULL';
   readonly metricsToken?: string;
+  /** Leases of the projections and singleton plugins among replicas (MongoDB `leases`). */
+  readonly lease: { readonly ttlMs: number; readonly renewEveryMs: number };
+  readonly replicaId?: string;
 }
 
 export class ConfigError extends Error {}
@@ -50,6 +58,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid settings:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  if (e.TIANQI_LEASE_RENEW_MS * 2 >= e.TIANQI_LEASE_TTL_MS) {
+    throw new ConfigError(`invalid settings:\n  TIANQI_LEASE_RENEW_MS: must be less than half of TIANQI_LEASE_TTL_MS (${e.TIANQI_LEASE_TTL_MS})`);
+  }
   return {
     dataDir: resolve(e.TIANQI_DATA_DIR),
     httpPort: e.TIANQI_HTTP_PORT,
@@ -64,5 +75,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     disabledPlugins: new Set(e.TIANQI_DISABLED_PLUGINS.split(',').map((s) => s.trim()).filter(Boolean)),
     sqliteSynchronous: e.TIANQI_SQLITE_SYNCHRONOUS,
     ...(e.TIANQI_METRICS_TOKEN ? { metricsToken: e.TIANQI_METRICS_TOKEN } : {}),
+    lease: { ttlMs: e.TIANQI_LEASE_TTL_MS, renewEveryMs: e.TIANQI_LEASE_RENEW_MS },
+    ...(e.TIANQI_REPLICA_ID ? { replicaId: e.TIANQI_REPLICA_ID } : {}),
   };
 }

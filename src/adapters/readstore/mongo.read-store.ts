@@ -209,7 +209,8 @@ class MongoReadCollection<T extends ReadDocument> implements ReadCollection<T> {
  * applies a filtered replace or delete atomically, but FerretDB 1.24 reads the matching documents and
  * then writes them back by `_id` alone, so two concurrent conditional writes of one document can both
  * match the old version and the older position can land last. Queuing closes that window inside a
- * process; across processes FerretDB keeps it (MongoDB has none), so run one writer per read model.
+ * process; across processes FerretDB keeps it (MongoDB has none), so one replica at a time writes
+ * the read models (the `projections` lease, see LeasedProjectionRunner).
  */
 const queues = new Map<string, Promise<unknown>>();
 

@@ -6,9 +6,12 @@ import type { Plugin } from '../plugin-host.ts';
 /**
  * Reacts to `InstancePlaced` by creating and starting the container. At start it resumes the
  * instances still `creating` (a crash mid-provisioning), which is safe: provisioning is idempotent.
+ * One replica runs it (a singleton); after a lost lease, provisioning already under way finishes,
+ * which is safe too: a create of the same container by the replica taking over finds this one.
  */
 export const provisionerPlugin: Plugin = {
   name: 'provisioner',
+  singleton: true,
   async start(ctx) {
     const provisioning = new Provisioning(ctx.bus, ctx.instances, ctx.runtime, (id) => ctx.nodes.target(id), ctx.logger);
     const running = new Set<Promise<void>>();

@@ -34,6 +34,7 @@ export interface InstanceMetrics {
  */
 export const reconcilerPlugin: Plugin = {
   name: 'reconciler',
+  singleton: true,
   async start(ctx) {
     const watches = new Map<string, Subscription>();
     const nodes = () => ctx.readStore.collection<NodeView>(NODES);

@@ -24,6 +24,7 @@ function deliveryOptions(env: NodeJS.ProcessEnv): DeliveryOptions {
  */
 export const webhooksPlugin: Plugin = {
   name: 'webhooks',
+  singleton: true,
   async start(ctx) {
     const options = deliveryOptions(process.env);
     const loops = new Map<string, DeliveryLoop>();
