@@ -14,10 +14,11 @@ import { createLogger } from '../../src/logger.ts';
 import { PROJECTIONS_LEASE } from '../../src/projections/leased-projection-runner.ts';
 import { ForeignReadModelsError, LOG_IDENTITY } from '../../src/projections/log-identity.ts';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
-import { waitFor } from '../support/fixtures.ts';
+import { removeContainersOf, runningInstance, setUpLab, waitFor } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 
 const mongoUrl = process.env.TIANQI_MONGO_URL;
+const socket = process.env.TIANQI_TEST_DOCKER_SOCKET;
 const SINGLETONS = ['plugin:webhooks', 'plugin:provisioner', 'plugin:reconciler', PROJECTIONS_LEASE];
 const TTL_MS = 1_500;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -270,5 +271,35 @@ describeWithService('MongoDB', Boolean(mongoUrl), 'set TIANQI_MONGO_URL (e.g. mo
     } finally {
       await welcome.stop();
     }
+  });
+
+  describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/run) and set TIANQI_TEST_DOCKER_SOCKET', 'provisioning across replicas', () => {
+    it('provisions from the replica holding the provisioner lease, and from the other once the first stops', async () => {
+      const l = lab();
+      const a = await replica(l);
+      const b = await replica(l);
+      try {
+        // Everything through the replica that does not provision.
+        const setUp = await setUpLab(b, socket!, ['alice']);
+        const token = setUp.tokens.alice!;
+        expect((await b.app.leases.holderOf('plugin:provisioner'))?.holder).toBe(a.app.replicaId);
+        const first = await runningInstance(b, token, setUp, 'first');
+        expect(first.status).toBe('running');
+
+        await a.stop({ keepData: true });
+        apps.splice(apps.indexOf(a), 1);
+        await waitFor(() => holders(b), (h) => h.every((holder) => holder === b.app.replicaId), TTL_MS);
+        const second = await runningInstance(b, token, setUp, 'second');
+        expect(second.status).toBe('running');
+        const { default: Dockerode } = await import('dockerode');
+        const docker = new Dockerode({ socketPath: socket });
+        for (const instance of [first, second]) {
+          const containers = await docker.listContainers({ filters: { label: [`tianqi.instance=${instance.id}`] } });
+          expect(containers.map((c) => c.Id)).toEqual([instance.containerId]);
+        }
+      } finally {
+        await removeContainersOf(b, socket);
+      }
+    });
   });
 });
