@@ -6,7 +6,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -22,6 +21,7 @@ import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { ensureServiceImage } from '../test/support/test-image.ts';
 import { percentile } from './stats.ts';
+import { freePort } from '../test/support/ports.ts';
 
 const CHILD_FLAG = '--access-bench-clients';
 const dockerSocket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock';
@@ -319,14 +319,6 @@ async function clientProcess(): Promise<void> {
 }
 
 // ————————————————————————————————— the platform (this process) —————————————————————————————————
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Forks the clients and gives a typed way to ask them for one step at a time. */
 async function startClients(target: Target): Promise<{ ask<T>(request: Request): Promise<T>; child: ChildProcess }> {

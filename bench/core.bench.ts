@@ -1,7 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -11,6 +10,8 @@ import { projections } from '../src/app.ts';
 import { createLogger } from '../src/logger.ts';
 import { ProjectionRunner } from '../src/projections/projection-runner.ts';
 import { percentile } from './stats.ts';
+import { freePort } from '../test/support/ports.ts';
+import { keepAliveClient } from '../test/support/http-client.ts';
 
 const silent = createLogger('silent');
 const meta = () => ({ time: new Date().toISOString(), userId: 'bench' });
@@ -114,20 +115,7 @@ async function commands(dir: string, total: number, concurrency: number) {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   try {
-    const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
-    const call = (method: string, path: string, body?: unknown, token?: string) =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const payload = body === undefined ? undefined : JSON.stringify(body);
-        const req = request({ host: '127.0.0.1', port, method, path, agent, headers: {
-          ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
-          ...(token ? { authorization: `Bearer ${token}` } : {}),
-        } }, (res) => {
-          let text = '';
-          res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: res.statusCode!, body: text }));
-        });
-        req.on('error', reject);
-        req.end(payload);
-      });
+    const { call, close } = keepAliveClient(port, concurrency);
     const deadline = Date.now() + 30_000;
     for (;;) {
       const ok = await call('GET', '/api/health').then((r) => r.status === 200, () => false);
@@ -157,7 +145,7 @@ async function commands(dir: string, total: number, concurrency: number) {
       }
     }));
     const seconds = (performance.now() - started) / 1000;
-    agent.destroy();
+    close();
     if (failures > 0) throw new Error(`${failures} commands failed`);
     return { commandsPerSec: Math.round(total / seconds), commandLatencyP99Ms: round(percentile(latencies, 99)) };
   } finally {
@@ -166,16 +154,6 @@ async function commands(dir: string, total: number, concurrency: number) {
 }
 
 const round = (n: number) => Math.round(n * 100) / 100;
-
-/** A port nobody listens on right now (a leftover server on a guessed port would answer instead). */
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 export async function coreBench(): Promise<Record<string, number>> {
   const dir = mkdtempSync(join(tmpdir(), 'tianqi-bench-'));

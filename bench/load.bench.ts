@@ -20,7 +20,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -35,6 +34,7 @@ import { reconcileAll } from '../src/plugins/instances/reconciler.plugin.ts';
 import type { Plugin, PluginContext } from '../src/plugins/plugin-host.ts';
 import { ensureServiceImage } from '../test/support/test-image.ts';
 import { percentile } from './stats.ts';
+import { freePort } from '../test/support/ports.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = join(SELF, '../..');
@@ -222,14 +222,6 @@ function httpClient(port: number) {
     return r;
   };
   return { call, must, close: () => agent.destroy() };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** Runs `work` over `items`, at most `limit` at a time. */

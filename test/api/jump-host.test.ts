@@ -1,7 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ssh2, { type ClientChannel, type ConnectConfig } from 'ssh2';
@@ -9,6 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../support/app.ts';
 import { removeContainersOf, runningInstance, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
+import { freePort } from '../support/ports.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 const PROMPT = "请选择要连接的容器（输入序号，输入 'q' 退出）: ";
@@ -37,14 +37,6 @@ function run(command: string, args: string[], input = '', timeoutMs = 20_000): P
     });
     child.stdin.end(input);
   });
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** An interactive ssh2 session whose output is collected for `until`. */

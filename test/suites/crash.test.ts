@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
-import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -11,6 +10,7 @@ import { openMongoReadStore } from '../../src/adapters/readstore/mongo.read-stor
 import { projections } from '../../src/app.ts';
 import { createLogger } from '../../src/logger.ts';
 import { rebuildReadModels, snapshotReadModels } from '../../src/projections/rebuild.ts';
+import { keepAliveClient } from '../support/http-client.ts';
 
 const long = process.env.TIANQI_LONG_TESTS === '1';
 const root = join(import.meta.dirname, '../..');
@@ -28,24 +28,6 @@ function startServer(env: Record<string, string>): ChildProcess {
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-}
-
-function client(port: number) {
-  const agent = new Agent({ keepAlive: true, maxSockets: 16 });
-  const call = (method: string, path: string, body?: unknown, token?: string) =>
-    new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const payload = body === undefined ? undefined : JSON.stringify(body);
-      const req = request({ host: '127.0.0.1', port, method, path, agent, headers: {
-        ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-      } }, (res) => {
-        let text = '';
-        res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: res.statusCode!, body: text }));
-      });
-      req.on('error', reject);
-      req.end(payload);
-    });
-  return { call, close: () => agent.destroy() };
 }
 
 async function healthy(port: number): Promise<void> {
@@ -73,7 +55,7 @@ describe.skipIf(!long)('crash suite (TIANQI_LONG_TESTS=1)', () => {
     let sent = 0;
     for (let round = 0; round < 3; round++) {
       const server = startServer(env);
-      const { call, close } = client(port);
+      const { call, close } = keepAliveClient(port);
       try {
         await healthy(port);
         const token = (JSON.parse((await call('POST', '/api/v1/auth/login', { username: 'admin', password: ADMIN })).body) as { token: string }).token;
@@ -111,7 +93,7 @@ describe.skipIf(!long)('crash suite (TIANQI_LONG_TESTS=1)', () => {
 
     // Restart once more: every answered command is there.
     const server = startServer(env);
-    const { call, close } = client(port);
+    const { call, close } = keepAliveClient(port);
     try {
       await healthy(port);
       const token = (JSON.parse((await call('POST', '/api/v1/auth/login', { username: 'admin', password: ADMIN })).body) as { token: string }).token;
