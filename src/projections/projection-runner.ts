@@ -71,6 +71,8 @@ export class ProjectionRunner {
   private draining = false;
   private subscription?: Subscription;
   private sinceCheckpoint = 0;
+  /** The stored checkpoints are loaded: before that, `processedBy` holds zeros that must not be saved. */
+  private loaded = false;
   failures = 0;
 
   constructor(
@@ -101,13 +103,16 @@ export class ProjectionRunner {
       this.processedBy[i] = checkpoint;
       from = Math.min(from, checkpoint);
     }
+    this.loaded = true;
     if (this.projections.length === 0) from = (await this.events.headPosition()) ?? 0;
     this.processed$.next(from);
     const head = (await this.events.headPosition()) ?? 0;
     this.subscription = this.events.subscribe(from).subscribe({
       next: (event) => {
         this.queue.push(event);
-        if (!this.draining) void this.drain();
+        if (!this.draining) {
+          this.drain().catch((err: unknown) => this.logger.error({ err }, 'saving the projection checkpoints failed; they are saved again with the next events'));
+        }
       },
       error: (err: unknown) => this.logger.error({ err }, 'event subscription of the projections failed'),
     });
@@ -172,7 +177,7 @@ export class ProjectionRunner {
 
   private async saveCheckpoints(): Promise<void> {
     this.sinceCheckpoint = 0;
-    if (!this.store.durable) return;
+    if (!this.store.durable || !this.loaded) return;
     for (const [i, p] of this.projections.entries()) await this.store.setCheckpoint(p.name, this.processedBy[i]!);
   }
 }

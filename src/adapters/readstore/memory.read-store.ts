@@ -6,7 +6,7 @@ import type { Filter, FindOptions, ReadCollection, ReadDocument, ReadStore, Stor
  * rebuilds them by replaying the log at start. Filters are MongoDB-style, evaluated by mingo.
  */
 export class MemoryReadStore implements ReadStore {
-  readonly durable = false;
+  readonly durable: boolean = false;
   private readonly collections = new Map<string, MemoryCollection<ReadDocument>>();
   private readonly checkpoints = new Map<string, number>();
 
