@@ -206,7 +206,9 @@ export class App {
     // No CORS: the console is served from this origin. 1 MB messages, like HTTP bodies.
     this.io = new SocketServer(this.server, { serveClient: false, maxHttpBufferSize: 1024 * 1024 });
 
-    this.pluginHost = new PluginHost([...defaultPlugins, ...(this.options.plugins ?? [])], config.disabledPlugins, logger, leasing);
+    // With in-memory read models every process is a lab of its own: its singletons simply run (a
+    // lease would only add a way to stop them, after a pause longer than its TTL).
+    this.pluginHost = new PluginHost([...defaultPlugins, ...(this.options.plugins ?? [])], config.disabledPlugins, logger, this.readStore.durable ? leasing : undefined);
     const head = await this.eventStore.headPosition();
     const events$ = this.eventStore.subscribe(head).pipe(share());
     this.following = this.metrics.follow(events$);

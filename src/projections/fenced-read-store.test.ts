@@ -13,7 +13,7 @@ describe('FencedReadStore (the projections of a replica that may lose its lease)
     expect(await docs.update!('a', 2, (doc) => ({ ...doc!, n: 2 }))).toBe(true);
     await fence.setCheckpoint('p', 2);
 
-    fence.fenced = true;
+    fence.fence();
     expect(await docs.put({ id: 'a', n: 3 }, 3)).toBe(false);
     expect(await docs.update!('a', 4, (doc) => ({ ...doc!, n: 4 }))).toBe(false);
     expect(await docs.delete('a', 5)).toBe(false);
@@ -23,5 +23,15 @@ describe('FencedReadStore (the projections of a replica that may lose its lease)
     expect(await inner.getCheckpoint('p')).toBe(2);
     // Reads go on.
     expect(await docs.get('a')).toMatchObject({ n: 2 });
+  });
+
+  it('stops writing while the lease is not held, without being told', async () => {
+    const inner = new MemoryReadStore();
+    let held = true;
+    const docs = new FencedReadStore(inner, () => !held).collection<Doc>('docs');
+    expect(await docs.put({ id: 'a', n: 1 }, 1)).toBe(true);
+    held = false;
+    expect(await docs.put({ id: 'a', n: 2 }, 2)).toBe(false);
+    expect(await inner.collection<Doc>('docs').get('a')).toMatchObject({ n: 1 });
   });
 });

@@ -128,7 +128,10 @@ export class LeasedProjectionRunner {
   }
 
   private async lead(): Promise<void> {
-    this.fence = new FencedReadStore(this.store);
+    // The fence asks the keeper itself, so writes stop the moment the lease is in doubt, even while
+    // the first catch-up runs or the runner is being stopped (before or after `held$` is watched).
+    const keeper = this.keeper!;
+    this.fence = new FencedReadStore(this.store, () => !keeper.held);
     const runner = new ProjectionRunner(this.events, this.fence, this.projections, this.logger);
     this.runner = runner;
     this.logger.info('this replica runs the projections');
@@ -139,9 +142,10 @@ export class LeasedProjectionRunner {
   private retire(): void {
     const runner = this.runner;
     if (!runner) return;
-    // Everything it wrote so far is visible to this replica's readers.
-    this.known = Math.max(this.known, runner.position);
-    this.fence!.fenced = true;
+    // Everything it wrote so far is visible to this replica's readers (unless the lease, and so
+    // its writes, went first: then the stored checkpoints tell).
+    if (!this.fence!.fenced) this.known = Math.max(this.known, runner.position);
+    this.fence!.fence();
     this.runner = undefined;
     this.retired.push(runner);
     if (!this.stopped) this.logger.warn('this replica no longer runs the projections; following the checkpoints of the one that does');
@@ -176,11 +180,24 @@ export class LeasedProjectionRunner {
 
 /** A ReadStore whose writes stop at once when `fenced` (they then change nothing); reads go on. */
 export class FencedReadStore implements ReadStore {
-  fenced = false;
+  private cut = false;
   readonly durable: boolean;
 
-  constructor(private readonly inner: ReadStore) {
+  constructor(
+    private readonly inner: ReadStore,
+    /** Asked before every write: true once the lease is no longer held, however the news arrives. */
+    private readonly leaseLost: () => boolean = () => false,
+  ) {
     this.durable = inner.durable;
+  }
+
+  /** Whether writes are off: cut for good by `fence()`, or the lease is not held right now. */
+  get fenced(): boolean {
+    return this.cut || this.leaseLost();
+  }
+
+  fence(): void {
+    this.cut = true;
   }
 
   collection<T extends ReadDocument>(name: string): ReadCollection<T> {
