@@ -50,6 +50,8 @@ class ClientConnection {
   caller: Caller | null = null;
   private readonly sessions = new Set<ShellSession>();
   private idle: NodeJS.Timeout | null = null;
+  /** The client is gone: no idle clock any more (ssh2 reports the close before its channels'). */
+  private closed = false;
 
   constructor(
     readonly client: Connection,
@@ -78,6 +80,7 @@ class ClientConnection {
 
   startIdleClock(): void {
     this.stopIdleClock();
+    if (this.closed) return;
     this.idle = setTimeout(() => this.client.end(), this.idleTimeoutMs);
     this.idle.unref();
   }
@@ -85,6 +88,13 @@ class ClientConnection {
   stopIdleClock(): void {
     if (this.idle) clearTimeout(this.idle);
     this.idle = null;
+  }
+
+  /** The client's connection closed: its sessions end, and nothing waits on it any more. */
+  closedByClient(): void {
+    this.closed = true;
+    this.stopIdleClock();
+    for (const session of [...this.sessions]) session.terminate('the client left', null);
   }
 
   /** Ends every session with the reason, then the connection. */
@@ -217,8 +227,7 @@ class JumpHost {
     client.on('error', (err: Error) => this.ctx.logger.debug({ err, address }, 'ssh connection error'));
     client.on('close', () => {
       clearTimeout(grace);
-      connection.stopIdleClock();
-      for (const session of connection.openSessions) session.terminate('the client left', null);
+      connection.closedByClient();
       this.connections.delete(connection);
     });
   }

@@ -82,6 +82,8 @@ export class ShellSession {
     private readonly deps: SessionDeps,
     private readonly onEnd: (session: ShellSession) => void,
   ) {
+    // From the session's opening: one that never asks for a shell or a command times out too.
+    this.idleTimer = setTimeout(() => this.terminate('idle timeout', '空闲时间过长，连接已断开。'), this.deps.idleTimeoutMs);
     session.on('pty', (accept, _reject, info) => {
       this.pty = info;
       if (info.cols > 0) this.cols = info.cols;
@@ -123,7 +125,7 @@ export class ShellSession {
       return null;
     }
     this.channel = channel;
-    this.idleTimer = setTimeout(() => this.terminate('idle timeout', '空闲时间过长，连接已断开。'), this.deps.idleTimeoutMs);
+    this.idleTimer?.refresh();
     channel.on('data', (chunk: Buffer) => this.fromClient(chunk));
     // Client EOF: a command reading stdin (`cat`) sees its end; at the menu it means leaving.
     channel.on('end', () => {
