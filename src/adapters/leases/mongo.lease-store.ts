@@ -33,8 +33,9 @@ const DUPLICATE_KEY = 11000;
 /** Connects (failing fast when no server answers) and returns the leases kept in MongoDB at `url`. */
 export async function openMongoLeaseStore(url: string, options: MongoLeaseStoreOptions = {}): Promise<MongoLeaseStore> {
   const database = options.database ?? (databaseFromUrl(url) || DEFAULT_DATABASE);
-  // A client of its own: renewals must not queue behind the read models' writes.
-  const client = new MongoClient(url, { serverSelectionTimeoutMS: 5_000 });
+  // A client of its own: renewals must not queue behind the read models' writes. A call hung on a
+  // half-open connection fails after socketTimeoutMS instead of stopping the renewals for good.
+  const client = new MongoClient(url, { serverSelectionTimeoutMS: 5_000, socketTimeoutMS: 10_000 });
   try {
     await client.connect();
     const leases = client.db(database).collection<TermDoc>(options.collection ?? 'leases');

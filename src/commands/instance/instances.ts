@@ -328,7 +328,7 @@ export class Instances {
         await record('FailOperation', { operation, reason: err.message, willRetry: true });
         throw new EngineUnavailableAnswer(err.message);
       }
-      if (err instanceof EngineRejectedError && err.statusCode === 404) {
+      if (err instanceof EngineRejectedError && err.statusCode === 404 && operation !== 'delete' && await this.vanished(instance.nodeId, instance.containerId!)) {
         // The container went away behind the read model (removed by hand, or the node was wiped):
         // the instance's state, not an engine fault.
         await record('FailOperation', { operation, reason: 'the container is gone from the node', willRetry: false });
@@ -341,6 +341,15 @@ export class Instances {
       }
       throw err;
     }
+  }
+
+  /**
+   * Whether the engine no longer has the container: its 404 for an operation may also be about
+   * something else (a network the container needs), so ask.
+   */
+  private async vanished(nodeId: string, containerId: string): Promise<boolean> {
+    const state = await this.runtime.inspect(await this.targetOf(nodeId), containerId).catch(() => undefined);
+    return state === null;
   }
 
   /** Records the container's state as the engine reports it right now. */
