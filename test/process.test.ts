@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { freePort } from './support/ports.ts';
 
 const root = join(import.meta.dirname, '..');
 
@@ -32,7 +33,7 @@ async function waitForHealth(url: string, output: () => string) {
 describe('the server process', () => {
   it('starts on a fresh data dir, prints a generated admin password once, serves logins, and stops cleanly on SIGTERM', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'tianqi-proc-'));
-    const port = 30_000 + Math.floor(Math.random() * 20_000);
+    const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     const server = startServer({ TIANQI_DATA_DIR: dataDir, TIANQI_HTTP_PORT: String(port), TIANQI_HOST: '127.0.0.1', TIANQI_SSH_PORT: '0' });
     try {

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
 import { describeWithService } from '../support/services.ts';
+import { freePort } from '../support/ports.ts';
 
 const env = process.env;
 const tlsReady = Boolean(env.TIANQI_TEST_DOCKER_TLS_HOST && env.TIANQI_TEST_DOCKER_TLS_CA && env.TIANQI_TEST_DOCKER_TLS_CERT && env.TIANQI_TEST_DOCKER_TLS_KEY && env.TIANQI_TEST_WRONG_CA && env.TIANQI_TEST_DOCKER_SOCKET);
@@ -22,14 +22,6 @@ interface Node {
   dockerEndpoint: string;
 }
 type ErrorBody = { error: { code: string; fields?: Record<string, string> } };
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describeWithService('Docker engine', tlsReady, 'start dockerd with TLS (see .ci/run) and set TIANQI_TEST_DOCKER_SOCKET and TIANQI_TEST_DOCKER_TLS_*', 'catalog: compute nodes against a real dockerd', () => {
   let t: TestApp;
@@ -79,7 +71,7 @@ describeWithService('Docker engine', tlsReady, 'start dockerd with TLS (see .ci/
   });
 
   it('records a closed port as failed within 5 s', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const started = Date.now();
     const r = await t.api<Node>('POST', '/api/v1/nodes', {
       token: admin,

@@ -11,6 +11,7 @@ import { projections } from '../../src/app.ts';
 import { createLogger } from '../../src/logger.ts';
 import { rebuildReadModels, snapshotReadModels } from '../../src/projections/rebuild.ts';
 import { keepAliveClient } from '../support/http-client.ts';
+import { freePort } from '../support/ports.ts';
 
 const long = process.env.TIANQI_LONG_TESTS === '1';
 const root = join(import.meta.dirname, '../..');
@@ -43,13 +44,15 @@ async function healthy(port: number): Promise<void> {
 describe.skipIf(!long)('crash suite (TIANQI_LONG_TESTS=1)', () => {
   it('keeps every answered command through three SIGKILLs under load; no torn or duplicate event; rebuild equals live', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'tianqi-crash-'));
-    const port = 30_000 + Math.floor(Math.random() * 20_000);
+    const port = await freePort();
     const mongoDb = `tianqi_crash_${randomUUID().slice(0, 8)}`;
     const mongoUrl = process.env.TIANQI_MONGO_URL ? `${process.env.TIANQI_MONGO_URL.replace(/\/[^/]*$/, '')}/${mongoDb}` : undefined;
     const env = {
       TIANQI_DATA_DIR: dataDir, TIANQI_HTTP_PORT: String(port), TIANQI_HOST: '127.0.0.1', TIANQI_SSH_PORT: '0',
       TIANQI_ADMIN_PASSWORD: ADMIN, TIANQI_MASTER_KEY: randomBytes(32).toString('base64'), TIANQI_LOG_LEVEL: 'warn',
-      ...(mongoUrl ? { TIANQI_MONGO_URL: mongoUrl } : {}),
+      // The same replica after each restart, as a supervisor restarts it: it takes its leases back
+      // at once instead of waiting out the killed process's (the TTL).
+      ...(mongoUrl ? { TIANQI_MONGO_URL: mongoUrl, TIANQI_REPLICA_ID: 'crash-suite' } : {}),
     };
     const acked: Acked[] = [];
     let sent = 0;
