@@ -97,6 +97,16 @@ describeWithService('MongoDB', Boolean(mongoUrl), 'set TIANQI_MONGO_URL (e.g. mo
     return t;
   };
   const holders = async (t: TestApp) => Promise.all(SINGLETONS.map(async (name) => (await t.app.leases.holderOf(name))?.holder));
+  /** Two replicas of a fresh lab, an admin token and a webhook on UserRegistered to `url`. */
+  const twoReplicasWithHook = async (url: string) => {
+    const l = lab();
+    const a = await replica(l);
+    const b = await replica(l);
+    const admin = await a.login('admin', ADMIN_PASSWORD);
+    const hook = await b.api('POST', '/api/v1/webhooks', { token: admin, body: { url, events: ['UserRegistered'], secret: 'whsec-0123456789-abcdefghij' } });
+    expect(hook.status).toBe(201);
+    return { a, b, admin };
+  };
   const createUser = async (t: TestApp, admin: string, username: string) => {
     const r = await t.api<{ id: string }>('POST', '/api/v1/users', { token: admin, body: { username, password: `${username}-password` } });
     expect(r.status).toBe(201);
@@ -140,14 +150,9 @@ describeWithService('MongoDB', Boolean(mongoUrl), 'set TIANQI_MONGO_URL (e.g. mo
   });
 
   it('delivers each webhook event once across two replicas, and the second takes over when the first stops', async () => {
-    const l = lab();
     const rx = await startReceiver();
     try {
-      const a = await replica(l);
-      const b = await replica(l);
-      const admin = await a.login('admin', ADMIN_PASSWORD);
-      const hook = await b.api('POST', '/api/v1/webhooks', { token: admin, body: { url: rx.url, events: ['UserRegistered'], secret: 'whsec-0123456789-abcdefghij' } });
-      expect(hook.status).toBe(201);
+      const { a, b, admin } = await twoReplicasWithHook(rx.url);
       const users: string[] = [];
       for (let i = 0; i < 6; i++) users.push(await createUser(i % 2 === 0 ? a : b, admin, `before${i}`));
       await waitFor(async () => rx.received.length, (n) => n >= 6);
@@ -171,13 +176,9 @@ describeWithService('MongoDB', Boolean(mongoUrl), 'set TIANQI_MONGO_URL (e.g. mo
   });
 
   it('stops the work of a replica that cannot renew its leases before another replica starts it; no delivery is lost', async () => {
-    const l = lab();
     const rx = await startReceiver();
     try {
-      const a = await replica(l);
-      const b = await replica(l);
-      const admin = await a.login('admin', ADMIN_PASSWORD);
-      await a.api('POST', '/api/v1/webhooks', { token: admin, body: { url: rx.url, events: ['UserRegistered'], secret: 'whsec-0123456789-abcdefghij' } });
+      const { a, b, admin } = await twoReplicasWithHook(rx.url);
       const users = [await createUser(a, admin, 'early')];
       await waitFor(async () => rx.received.length, (n) => n >= 1);
 
