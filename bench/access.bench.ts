@@ -22,6 +22,7 @@ import { createLogger } from '../src/logger.ts';
 import { ensureServiceImage } from '../test/support/test-image.ts';
 import { percentile } from './stats.ts';
 import { freePort } from '../test/support/ports.ts';
+import { strictApi } from '../test/support/http-client.ts';
 
 const CHILD_FLAG = '--access-bench-clients';
 const dockerSocket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock';
@@ -388,16 +389,7 @@ export async function accessBench(): Promise<Record<string, number>> {
   const app = new App(config, createLogger('warn'));
   await app.start();
   const url = `http://127.0.0.1:${app.httpPort}`;
-  const call = async <T>(method: string, path: string, body?: unknown, token?: string): Promise<T> => {
-    const r = await fetch(`${url}/api/v1${path}`, {
-      method,
-      headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const text = await r.text();
-    if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${text}`);
-    return (text ? JSON.parse(text) : undefined) as T;
-  };
+  const call = strictApi(`${url}/api/v1`);
   let instanceId: string | null = null;
   let containerId: string | null = null;
   let clients: Awaited<ReturnType<typeof startClients>> | null = null;

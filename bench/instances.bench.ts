@@ -10,6 +10,7 @@ import { createLogger } from '../src/logger.ts';
 import type { InstanceView } from '../src/projections/instances.projection.ts';
 import { ensureServiceImage } from '../test/support/test-image.ts';
 import { percentile } from './stats.ts';
+import { strictApi } from '../test/support/http-client.ts';
 
 const socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock';
 const round = (n: number) => Math.round(n * 100) / 100;
@@ -58,16 +59,7 @@ export async function instancesBench(): Promise<Record<string, number>> {
   const app = new App(config, createLogger('warn'));
   await app.start();
   const url = `http://127.0.0.1:${app.httpPort}/api/v1`;
-  const call = async <T>(method: string, path: string, body?: unknown, token?: string): Promise<T> => {
-    const r = await fetch(`${url}${path}`, {
-      method,
-      headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const text = await r.text();
-    if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${text}`);
-    return (text ? JSON.parse(text) : undefined) as T;
-  };
+  const call = strictApi(url);
   const instances = app.readStore.collection<InstanceView>('instances');
   const until = async (id: string, ok: (i: InstanceView | null) => boolean) => {
     for (;;) {

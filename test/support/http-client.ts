@@ -21,3 +21,21 @@ export function keepAliveClient(port: number, maxSockets = 16) {
     });
   return { call, close: () => agent.destroy() };
 }
+
+/**
+ * `call(method, path, body?, token?)` against the API at `baseUrl` (…/api/v1): the parsed answer,
+ * or an error naming the request when the status is not 2xx. For benchmarks, where any refusal
+ * is a broken run.
+ */
+export function strictApi(baseUrl: string) {
+  return async <T>(method: string, path: string, body?: unknown, token?: string): Promise<T> => {
+    const r = await fetch(`${baseUrl}${path}`, {
+      method,
+      headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await r.text();
+    if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  };
+}
