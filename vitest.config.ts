@@ -7,5 +7,6 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Engine suites share one dockerd / FerretDB; files run in parallel, tests inside a file in order.
     pool: 'forks',
+    globalSetup: ['test/support/global-setup.ts'],
   },
 });

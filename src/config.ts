@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { zodFields } from './http/errors.ts';
 
@@ -25,6 +26,8 @@ const Env = z.object({
   TIANQI_LEASE_TTL_MS: z.coerce.number().int().min(1_000).default(15_000),
   TIANQI_LEASE_RENEW_MS: z.coerce.number().int().min(100).default(5_000),
   /** This replica's name as a lease holder; unique per replica. Kept across restarts, it takes its leases back at once after a crash. */
+  /** Builds of tianqi-helper (`linux-<arch>/tianqi-helper`), made by scripts/build-helper.ts. */
+  TIANQI_HELPER_DIR: z.string().optional(),
   TIANQI_REPLICA_ID: z.string().regex(/^[\w.:-]{1,100}$/, 'letters, digits and . _ : - only, at most 100').optional(),
 });
 
@@ -45,7 +48,12 @@ export interface Config {
   /** Leases of the projections and singleton plugins among replicas (MongoDB `leases`). */
   readonly lease: { readonly ttlMs: number; readonly renewEveryMs: number };
   readonly replicaId?: string;
+  /** Where the builds of tianqi-helper are, per architecture (SFTP and port forwarding). */
+  readonly helperDir: string;
 }
+
+/** dist/helper of this checkout, where scripts/build-helper.ts puts its builds. */
+const DEFAULT_HELPER_DIR = fileURLToPath(new URL('../dist/helper/', import.meta.url));
 
 export class ConfigError extends Error {}
 
@@ -77,5 +85,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ...(e.TIANQI_METRICS_TOKEN ? { metricsToken: e.TIANQI_METRICS_TOKEN } : {}),
     lease: { ttlMs: e.TIANQI_LEASE_TTL_MS, renewEveryMs: e.TIANQI_LEASE_RENEW_MS },
     ...(e.TIANQI_REPLICA_ID ? { replicaId: e.TIANQI_REPLICA_ID } : {}),
+    helperDir: resolve(e.TIANQI_HELPER_DIR ?? DEFAULT_HELPER_DIR),
   };
 }

@@ -112,6 +112,13 @@ export interface ExecOptions {
   readonly workingDir?: string;
 }
 
+/** A path in a container as the engine's archive API sees it. */
+export interface PathStat {
+  readonly size: number;
+  /** Go's os.FileMode bits, as the engine reports them (type bits high, permissions low). */
+  readonly mode: number;
+}
+
 /** The engine cannot be reached (connection refused, timeout, TLS failure): 503, retry later. */
 export class EngineUnavailableError extends Error {
   constructor(readonly nodeId: string, reason: string) {
@@ -173,4 +180,10 @@ export interface ContainerRuntime {
   exec(target: NodeTarget, containerId: string, options: ExecOptions): Promise<ExecSession>;
   /** Whether `path` exists and is executable in the container (to choose bash over sh). */
   hasExecutable(target: NodeTarget, containerId: string, path: string): Promise<boolean>;
+  /** The engine's CPU architecture in Go's words (`amd64`, `arm64`…), from `docker info`. */
+  architecture(target: NodeTarget): Promise<string>;
+  /** The path's size and mode in the container (the archive API, no process started), null when absent. */
+  statPath(target: NodeTarget, containerId: string, path: string): Promise<PathStat | null>;
+  /** Unpacks a tar archive into the directory `dir` of the container (the archive API, as `docker cp`). */
+  putArchive(target: NodeTarget, containerId: string, dir: string, tar: Buffer): Promise<void>;
 }

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,35 +8,12 @@ import { startTestApp, type TestApp } from '../support/app.ts';
 import { removeContainersOf, runningInstance, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 import { freePort } from '../support/ports.ts';
+import { run } from '../support/ssh-clients.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 const PROMPT = "请选择要连接的容器（输入序号，输入 'q' 退出）: ";
 /** busybox ash as root; it asks the terminal for the cursor position and redraws, hence no `$`. */
 const SHELL_PROMPT = '/ # ';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a real client (ssh, sshpass, sftp) to completion with `input` on its stdin. */
-function run(command: string, args: string[], input = '', timeoutMs = 20_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
-}
 
 /** An interactive ssh2 session whose output is collected for `until`. */
 class Shell {
@@ -278,15 +254,15 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     await admin.closedWithin();
   });
 
-  it('refuses sftp and scp with a message and a non-zero exit', async () => {
+  it('asks for the instance when sftp signs in without one, and refuses classic scp in an image without scp in one line', async () => {
     const sftp = await run('sftp', ['-F', '/dev/null', '-P', String(port), '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${knownHosts}`,
-      '-i', keyFile, '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-o', 'BatchMode=yes', '-b', '-', 'alice+a-box@127.0.0.1'], 'ls\n');
+      '-i', keyFile, '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-o', 'BatchMode=yes', '-b', '-', 'alice@127.0.0.1'], 'ls\n');
     expect(sftp.code).not.toBe(0);
-    expect(sftp.stderr).toContain('不支持 sftp/scp');
+    expect(sftp.stderr).toContain(`传输文件时请指定实例：sftp -P ${port} alice+<实例名>@<主机>`);
     const scp = await exec('alice+a-box', 'alice-password', 'scp -t /tmp');
     await scp.closedWithin();
     expect(scp.exitCode).toBe(1);
-    expect(scp.output).toContain('不支持 sftp/scp');
+    expect(scp.output.trim().split('\n')).toEqual([expect.stringContaining('实例 a-box 的镜像中没有 scp')]);
   });
 
   it('audits every ssh session: one open and one close each, with address, bytes and exit code', async () => {

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync, copyFileSync, mkdirSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 /** A tiny image made with `docker import` from Debian's static busybox: no registry needed. */
 export const TEST_IMAGE = 'tianqi-test/busybox:1';
@@ -14,12 +14,59 @@ export function ensureServiceImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKE
   return ensureTestImage(socket, SERVICE_IMAGE, SERVICE_CMD);
 }
 
+/** An image with nothing but one static binary (busybox, as `/busybox`, no applet links): no shell, no tools. */
+export const STATIC_IMAGE = 'tianqi-test/static-only:1';
+
+export function ensureStaticImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
+  return buildImage(socket, STATIC_IMAGE, 'CMD ["/busybox","sleep","2147483647"]', (root, busybox) => {
+    copyFileSync(busybox, join(root, 'busybox'));
+    chmodSync(join(root, 'busybox'), 0o755);
+  });
+}
+
+/**
+ * The busybox service image plus this machine's `scp` and `rsync` with the libraries they load
+ * (found with ldd), for classic scp and rsync over the jump host.
+ */
+export const TOOLS_IMAGE = 'tianqi-test/busybox-tools:1';
+
+export function ensureToolsImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
+  return buildImage(socket, TOOLS_IMAGE, SERVICE_CMD, (root, busybox) => {
+    busyboxTree(root, busybox);
+    for (const program of ['scp', 'rsync']) {
+      const path = execFileSync('sh', ['-c', `command -v ${program}`]).toString().trim();
+      const libraries = execFileSync('ldd', [path]).toString().match(/\/\S+/g) ?? [];
+      for (const file of [path, ...libraries]) {
+        mkdirSync(join(root, dirname(file)), { recursive: true });
+        copyFileSync(file, join(root, file));
+        chmodSync(join(root, file), 0o755);
+      }
+    }
+  });
+}
+
 /** Builds TEST_IMAGE on the engine behind `socket` unless it is there already. */
 export function ensureTestImage(
   socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock',
   image = TEST_IMAGE,
   cmd = 'CMD ["/bin/sh"]',
 ): string {
+  return buildImage(socket, image, cmd, busyboxTree);
+}
+
+/** busybox with a link per applet in /bin, and the usual top-level directories. */
+function busyboxTree(root: string, busybox: string): void {
+  for (const dir of ['bin', 'tmp', 'root', 'data', 'etc', 'proc', 'sys', 'dev']) mkdirSync(join(root, dir), { recursive: true });
+  chmodSync(join(root, 'tmp'), 0o1777);
+  copyFileSync(busybox, join(root, 'bin/busybox'));
+  chmodSync(join(root, 'bin/busybox'), 0o755);
+  const applets = execFileSync(busybox, ['--list']).toString().split('\n').filter((a) => a && a !== 'busybox');
+  for (const applet of applets) symlinkSync('busybox', join(root, 'bin', applet));
+  execFileSync('sh', ['-c', `printf 'root:x:0:0:root:/root:/bin/sh\\n' > ${join(root, 'etc/passwd')}`]);
+}
+
+/** `docker import` of the tree `fill` makes, unless the engine has the image already. */
+function buildImage(socket: string, image: string, cmd: string, fill: (root: string, busybox: string) => void): string {
   const docker = (args: string[], input?: Buffer) =>
     execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: `unix://${socket}` }, input, stdio: ['pipe', 'pipe', 'pipe'] });
   try {
@@ -31,15 +78,9 @@ export function ensureTestImage(
   const busybox = execFileSync('sh', ['-c', 'command -v busybox']).toString().trim();
   const root = mkdtempSync(join(tmpdir(), 'tianqi-rootfs-'));
   try {
-    for (const dir of ['bin', 'tmp', 'root', 'data', 'etc', 'proc', 'sys', 'dev']) mkdirSync(join(root, dir), { recursive: true });
-    chmodSync(join(root, 'tmp'), 0o1777);
-    copyFileSync(busybox, join(root, 'bin/busybox'));
-    chmodSync(join(root, 'bin/busybox'), 0o755);
-    const applets = execFileSync(busybox, ['--list']).toString().split('\n').filter((a) => a && a !== 'busybox');
-    for (const applet of applets) symlinkSync('busybox', join(root, 'bin', applet));
-    execFileSync('sh', ['-c', `printf 'root:x:0:0:root:/root:/bin/sh\\n' > ${join(root, 'etc/passwd')}`]);
+    fill(root, busybox);
     const tar = execFileSync('tar', ['-C', root, '-c', '.'], { maxBuffer: 64 * 1024 * 1024 });
-    docker(['import', '--change', cmd, '--change', 'ENV PATH=/bin', '-', image], tar);
+    docker(['import', '--change', cmd, '--change', 'ENV PATH=/bin:/usr/bin', '-', image], tar);
     return image;
   } finally {
     rmSync(root, { recursive: true, force: true });

@@ -14,9 +14,11 @@ import type {
   GpuMemoryReading,
   LogLine,
   NodeTarget,
+  PathStat,
   StatsSample,
 } from '../../ports/container-runtime.port.ts';
 import { EngineRejectedError, EngineUnavailableError } from '../../ports/container-runtime.port.ts';
+import { putArchive, statPath } from './docker-archive.ts';
 import { containerEvents } from './docker-events.ts';
 import { isExecutable, openExec } from './docker-exec.ts';
 import { containerLogs } from './docker-logs.ts';
@@ -60,6 +62,9 @@ const NAME_RACE_POLL_MS = 100;
 const DATA_MOUNT_POINT = '/data';
 
 export class DockerodeRuntime implements ContainerRuntime {
+  /** A node's architecture does not change under a running engine: asked once per node. */
+  private readonly architectures = new Map<string, string>();
+
   constructor(private readonly pool: DockerPool) {}
 
   async ensureImage(target: NodeTarget, image: string, onProgress?: (status: string) => void): Promise<void> {
@@ -203,6 +208,26 @@ export class DockerodeRuntime implements ContainerRuntime {
     return guard(target, () => isExecutable(docker, containerId, path));
   }
 
+  async architecture(target: NodeTarget): Promise<string> {
+    const known = this.architectures.get(target.nodeId);
+    if (known) return known;
+    const docker = this.client(target);
+    const info = await guard(target, () => docker.info() as Promise<{ Architecture?: string }>);
+    const arch = goArchitecture(info.Architecture ?? '');
+    this.architectures.set(target.nodeId, arch);
+    return arch;
+  }
+
+  async statPath(target: NodeTarget, containerId: string, path: string): Promise<PathStat | null> {
+    const docker = this.client(target);
+    return guard(target, () => statPath(docker, containerId, path));
+  }
+
+  async putArchive(target: NodeTarget, containerId: string, dir: string, tar: Buffer): Promise<void> {
+    const docker = this.client(target);
+    await guard(target, () => putArchive(docker, containerId, dir, tar));
+  }
+
   private client(target: NodeTarget): Docker {
     try {
       return this.pool.client(target.nodeId, target.settings);
@@ -210,6 +235,20 @@ export class DockerodeRuntime implements ContainerRuntime {
       // Only a malformed endpoint gets here: no request can be made to it.
       throw new EngineUnavailableError(target.nodeId, error instanceof Error ? error.message : String(error));
     }
+  }
+}
+
+/** `docker info`'s Architecture (uname -m) in Go's names, as the helper's builds are named. */
+export function goArchitecture(machine: string): string {
+  switch (machine) {
+    case 'x86_64':
+    case 'amd64':
+      return 'amd64';
+    case 'aarch64':
+    case 'arm64':
+      return 'arm64';
+    default:
+      return machine;
   }
 }
 

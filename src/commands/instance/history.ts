@@ -1,7 +1,15 @@
+import type { AccessKind } from '../../domain/instance/access.ts';
 import type { InstanceEvent } from '../../domain/instance/instance.decider.ts';
 import type { RecordedEvent } from '../../ports/event-store.port.ts';
 
 const OPERATION_WORDS = { start: 'start', stop: 'stop', restart: 'restart', delete: 'deletion' } as const;
+
+function sessionWords(via: 'web' | 'ssh', kind: AccessKind | undefined): string {
+  if (via === 'web') return 'a web terminal session';
+  if (kind === 'sftp') return 'an SFTP session';
+  if (kind === 'forward') return 'an SSH port forward';
+  return 'an SSH session';
+}
 
 /** One line of an instance's timeline, in plain words. */
 export function describeInstanceEvent(recorded: RecordedEvent): string {
@@ -34,9 +42,13 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
         event.data.notRemoved.length ? `; could not remove ${event.data.notRemoved.map((f) => `${f.what} (${f.reason})`).join(', ')}` : ''
       }`;
     case 'TerminalSessionOpened':
-      return `${event.data.username} opened a ${event.data.via === 'ssh' ? 'SSH' : 'web terminal'} session from ${event.data.clientAddress} (${event.data.command})`;
-    case 'TerminalSessionClosed':
-      return `${event.data.via === 'ssh' ? 'SSH' : 'web terminal'} session closed after ${Math.round(event.data.durationMs / 1000)} s: ${event.data.reason}; ${event.data.bytesIn} bytes in, ${event.data.bytesOut} bytes out`;
+      return `${event.data.username} opened ${sessionWords(event.data.via, event.data.kind)} from ${event.data.clientAddress} (${event.data.command})`;
+    case 'TerminalSessionClosed': {
+      const files = event.data.files;
+      const fileWords = files ? `; ${files.writtenCount} files written, ${files.removedCount} removed` : '';
+      const connections = event.data.connections !== undefined ? `; ${event.data.connections} connections` : '';
+      return `${event.data.via === 'ssh' ? 'SSH' : 'web terminal'} session closed after ${Math.round(event.data.durationMs / 1000)} s: ${event.data.reason}; ${event.data.bytesIn} bytes in, ${event.data.bytesOut} bytes out${fileWords}${connections}`;
+    }
     default:
       return recorded.type;
   }

@@ -1,6 +1,7 @@
 import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
 import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError } from '../shared/errors.ts';
+import type { AccessKind } from './access.ts';
 
 export type InstanceStatus = 'creating' | 'running' | 'exited' | 'failed';
 export type Operation = 'start' | 'stop' | 'restart' | 'delete';
@@ -62,16 +63,28 @@ export type InstanceEvent =
   | DomainEvent<'TerminalSessionOpened', TerminalSessionStart>
   | DomainEvent<'TerminalSessionClosed', TerminalSessionEnd>;
 
-/** Audit of a shell in the instance, through the web terminal or the SSH jump host. */
+/** Audit of a way into the instance: a shell or command (web terminal, SSH), SFTP or a port forward (SSH). */
 export interface TerminalSessionStart {
   readonly sessionId: string;
   readonly via: 'web' | 'ssh';
   readonly userId: string;
   readonly username: string;
   readonly clientAddress: string;
-  /** The shell or command that ran. */
+  /** The shell or command that ran (`sftp`, or the forward's `host:port`). */
   readonly command: string;
+  /** Absent in records from before SFTP and forwards: a shell, or a command when it is not a shell. */
+  readonly kind?: AccessKind;
 }
+
+/** What an SFTP session did to files (up to FILE_PATHS_KEPT paths of each, and the counts). */
+export interface FileActivity {
+  readonly written: readonly string[];
+  readonly writtenCount: number;
+  readonly removed: readonly string[];
+  readonly removedCount: number;
+}
+
+export const FILE_PATHS_KEPT = 50;
 
 export interface TerminalSessionEnd {
   readonly sessionId: string;
@@ -83,6 +96,10 @@ export interface TerminalSessionEnd {
   readonly exitCode: number | null;
   /** Why it ended: the client left, the shell exited, the user was disabled, the instance stopped… */
   readonly reason: string;
+  /** SFTP: files written and removed. */
+  readonly files?: FileActivity;
+  /** Port forward: how many connections went through it. */
+  readonly connections?: number;
 }
 
 export type InstanceCommand =

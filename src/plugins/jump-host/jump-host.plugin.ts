@@ -2,10 +2,14 @@ import type { AddressInfo } from 'node:net';
 import { filter, type Subscription } from 'rxjs';
 import type { AuthContext, Connection } from 'ssh2';
 import ssh2 from 'ssh2';
+import { AccessAudit } from '../../commands/instance/access-audit.ts';
+import { accessEnding, type AccessEndingCode } from '../../domain/instance/access.ts';
 import type { RecordedEvent } from '../../ports/event-store.port.ts';
 import type { Plugin, PluginContext } from '../plugin-host.ts';
+import { ContainerHelper } from './container-helper.ts';
 import { loadOrCreateHostKey } from './host-key.ts';
 import { splitLogin } from './menu.ts';
+import { PortForwards } from './port-forward.ts';
 import { AUTH_METHODS, SshAuthenticator } from './ssh-auth.ts';
 import { INSTANCE_STOPPED, ShellSession, type Caller, type SessionDeps } from './shell-session.ts';
 
@@ -25,25 +29,19 @@ export function idleTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
   return ms;
 }
 
-/** Events after which a user's connections, or an instance's shells, must not go on. */
-function closingReason(event: RecordedEvent): { reason: string; notice: string } | null {
-  switch (event.type) {
-    case 'UserDisabled':
-      return { reason: 'the user was disabled', notice: '账号已被禁用，连接已断开。' };
-    case 'UserDeleted':
-      return { reason: 'the user was deleted', notice: '账号已被删除，连接已断开。' };
-    case 'InstanceStateObserved':
-      return (event.data as { status: string }).status === 'exited'
-        ? INSTANCE_STOPPED
-        : null;
-    case 'InstanceContainerVanished':
-      return { reason: 'the container is gone', notice: '容器已不存在，会话已结束。' };
-    case 'InstanceDeleted':
-      return { reason: 'the instance was deleted', notice: '实例已被删除，会话已结束。' };
-    default:
-      return null;
-  }
-}
+/** Sessions one connection may hold open at once (OpenSSH's MaxSessions). */
+export const MAX_SESSIONS = 10;
+
+/** What the user reads when a session ends for one of the domain's reasons. */
+const ENDING_NOTICES: Readonly<Record<AccessEndingCode, string>> = {
+  ACCOUNT_DISABLED: '账号已被禁用，连接已断开。',
+  ACCOUNT_DELETED: '账号已被删除，连接已断开。',
+  PASSWORD_CHANGED: '账号密码已修改，请重新登录。',
+  ROLE_CHANGED: '您已不再是管理员，其他用户实例中的会话已结束。',
+  INSTANCE_STOPPED: INSTANCE_STOPPED.notice,
+  INSTANCE_FAILED: '容器已不存在，会话已结束。',
+  INSTANCE_DELETED: '实例已被删除，会话已结束。',
+};
 
 /** One SSH client connection: its sign-in and its sessions. */
 class ClientConnection {
@@ -52,12 +50,28 @@ class ClientConnection {
   private idle: NodeJS.Timeout | null = null;
   /** The client is gone: no idle clock any more (ssh2 reports the close before its channels'). */
   private closed = false;
+  /** Requests refused on the connection (`-R`), told on the stderr of each session that starts. */
+  readonly notices: string[] = [];
+  readonly forwards: PortForwards;
 
   constructor(
     readonly client: Connection,
     readonly address: string,
     private readonly idleTimeoutMs: number,
-  ) {}
+    deps: SessionDeps,
+  ) {
+    this.forwards = new PortForwards(() => this.caller!, deps, (message) => this.tell(message), {
+      busy: () => this.stopIdleClock(),
+      idle: () => {
+        if (this.sessions.size === 0) this.startIdleClock();
+      },
+    });
+  }
+
+  /** A message on the stderr of the connection's open sessions (a forward refused, say). */
+  tell(message: string): void {
+    for (const session of this.sessions) session.notify(message);
+  }
 
   get openSessions(): readonly ShellSession[] {
     return [...this.sessions];
@@ -75,7 +89,7 @@ class ClientConnection {
    */
   remove(session: ShellSession): void {
     this.sessions.delete(session);
-    if (this.sessions.size === 0) this.startIdleClock();
+    if (this.sessions.size === 0 && this.forwards.open === 0) this.startIdleClock();
   }
 
   startIdleClock(): void {
@@ -95,13 +109,23 @@ class ClientConnection {
     this.closed = true;
     this.stopIdleClock();
     for (const session of [...this.sessions]) session.terminate('the client left', null);
+    this.forwards.end('the client left');
   }
 
-  /** Ends every session with the reason, then the connection. */
+  /** Ends every session and forward with the reason, then the connection. */
   terminate(reason: string, notice: string): void {
     for (const session of [...this.sessions]) session.terminate(reason, notice);
+    this.forwards.end(reason);
     this.stopIdleClock();
     this.client.end();
+  }
+
+  /** Ends what runs in one instance, or in the instances `foreign` picks. */
+  endIn(reason: string, notice: string, pick: (where: { instanceId: string | null; ownerId: string | null }) => boolean): void {
+    for (const session of [...this.sessions]) {
+      if (session.instanceId && pick({ instanceId: session.instanceId, ownerId: session.instanceOwnerId })) session.terminate(reason, notice);
+    }
+    this.forwards.terminate(reason, (entry) => pick(entry));
   }
 }
 
@@ -123,7 +147,13 @@ class JumpHost {
     idleTimeoutMs: number,
   ) {
     this.auth = new SshAuthenticator(ctx.accounts);
-    this.deps = { ctx, idleTimeoutMs, track: (work) => this.track(work) };
+    this.deps = {
+      ctx,
+      idleTimeoutMs,
+      track: (work) => this.track(work),
+      audit: new AccessAudit(ctx.bus),
+      helper: new ContainerHelper(ctx.runtime, ctx.config.helperDir),
+    };
     this.server = new ssh2.Server({
       hostKeys: [hostKey],
       ident: 'TianQi',
@@ -164,25 +194,47 @@ class JumpHost {
   }
 
   private onEvent(event: RecordedEvent): void {
-    const closing = closingReason(event);
-    if (!closing) return;
+    const ending = accessEnding(event);
+    if (!ending) return;
+    const notice = ENDING_NOTICES[ending.code];
     if (event.stream.startsWith('user-')) {
       const userId = event.stream.slice('user-'.length);
       for (const connection of this.connections) {
-        if (connection.caller?.actor.id === userId) connection.terminate(closing.reason, closing.notice);
+        const caller = connection.caller;
+        if (caller?.actor.id !== userId) continue;
+        if (ending.foreignOnly) {
+          // An admin no more: their own instances stay open to them, nobody else's.
+          caller.actor = { ...caller.actor, role: 'user' };
+          connection.endIn(ending.reason, notice, (where) => where.ownerId !== userId);
+        } else {
+          connection.terminate(ending.reason, notice);
+        }
       }
       return;
     }
     const instanceId = event.stream.slice('instance-'.length);
-    for (const connection of this.connections) {
-      for (const session of connection.openSessions) {
-        if (session.instanceId === instanceId) session.terminate(closing.reason, closing.notice);
-      }
+    for (const connection of this.connections) connection.endIn(ending.reason, notice, (where) => where.instanceId === instanceId);
+  }
+
+  /**
+   * Asked at every new channel: the signed-in user must still be active, and acts with the role
+   * they have now (a connection outlives a disable only until the next channel, and the event
+   * ends it sooner still).
+   */
+  private async recheck(connection: ClientConnection): Promise<Caller | null> {
+    const caller = connection.caller;
+    if (!caller) return null;
+    const user = await this.ctx.accounts.get(caller.actor.id).catch(() => null);
+    if (!user || user.disabled) {
+      connection.terminate('the user is no longer active', ENDING_NOTICES.ACCOUNT_DISABLED);
+      return null;
     }
+    caller.actor = { id: user.id, username: user.username, role: user.role };
+    return caller;
   }
 
   private accept(client: Connection, address: string): void {
-    const connection = new ClientConnection(client, address, this.deps.idleTimeoutMs);
+    const connection = new ClientConnection(client, address, this.deps.idleTimeoutMs, this.deps);
     this.connections.add(connection);
     const grace = setTimeout(() => client.end(), LOGIN_GRACE_MS);
     let login: ReturnType<typeof splitLogin> = { username: '', instanceName: null };
@@ -216,13 +268,38 @@ class JumpHost {
       connection.startIdleClock();
       this.ctx.logger.info({ user: login.username, instance: login.instanceName, address }, 'ssh sign-in');
     });
+    let opening = 0;
     client.on('session', (acceptSession, rejectSession) => {
-      const caller = connection.caller;
-      if (!caller) {
+      if (connection.openSessions.length + opening >= MAX_SESSIONS) {
         rejectSession();
         return;
       }
-      connection.add(new ShellSession(acceptSession(), caller, this.deps, (ended) => connection.remove(ended)));
+      opening += 1;
+      void this.recheck(connection).then((caller) => {
+        opening -= 1;
+        if (!caller) return rejectSession();
+        connection.add(new ShellSession(acceptSession(), caller, this.deps, (ended) => connection.remove(ended), connection.notices));
+      }, (err: unknown) => {
+        opening -= 1;
+        this.ctx.logger.error({ err }, 'ssh channel check failed');
+        rejectSession();
+      });
+    });
+    client.on('tcpip', (accept, reject, info) => {
+      void this.recheck(connection).then((caller) => {
+        if (!caller) return reject();
+        return connection.forwards.request(accept, reject, info);
+      }, () => reject());
+    });
+    // Remote forwarding (-R) would open a port on the platform: refused, and said in the sessions.
+    client.on('request', (accept, reject, requestName) => {
+      const name: string = requestName;
+      if (name === 'tcpip-forward' || name === 'streamlocal-forward@openssh.com') {
+        connection.notices.push('此跳板机不提供远程端口转发（-R），已忽略。');
+        connection.tell('此跳板机不提供远程端口转发（-R），已忽略。');
+      }
+      if (name.startsWith('cancel-')) accept?.();
+      else reject?.();
     });
     client.on('error', (err: Error) => this.ctx.logger.debug({ err, address }, 'ssh connection error'));
     client.on('close', () => {

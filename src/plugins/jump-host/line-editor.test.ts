@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { LineEditor } from './line-editor.ts';
-import { isFileTransfer, menuLine, splitLogin } from './menu.ts';
+import { menuLine, transferTool, splitLogin } from './menu.ts';
 import type { InstanceView } from '../../projections/instances.projection.ts';
 
 describe('menu line editor', () => {
@@ -54,8 +54,10 @@ describe('menu text', () => {
   });
 
   it('recognises classic scp on the server side', () => {
-    expect(isFileTransfer('scp -t /tmp')).toBe(true);
-    expect(isFileTransfer('/usr/bin/scp -f x')).toBe(true);
-    expect(isFileTransfer('echo scp')).toBe(false);
+    expect(transferTool('scp -t /tmp')).toBe('scp');
+    expect(transferTool('/usr/bin/scp -f x')).toBe('scp');
+    expect(transferTool('rsync --server -vlogDtpre.iLsfxCIvu . /data/')).toBe('rsync');
+    expect(transferTool('rsync -av a b')).toBeNull();
+    expect(transferTool('echo scp')).toBeNull();
   });
 });

@@ -24,7 +24,12 @@ export function menuLine(n: number, instance: InstanceView): string {
   return `${n}  ${instance.name}-${container}-${instance.nodeName}${state}`;
 }
 
-/** scp in its classic mode runs `scp -t|-f …` on the server; newer scp and sftp use the subsystem. */
-export function isFileTransfer(command: string): boolean {
-  return /^\s*(\S*\/)?scp(\s|$)/.test(command);
+/**
+ * The file transfer program a command runs on the server side: classic scp (`scp -t`/`scp -f`,
+ * what `scp -O` sends) or rsync (`rsync --server`); null for any other command.
+ */
+export function transferTool(command: string): 'scp' | 'rsync' | null {
+  if (/^\s*(\S*\/)?scp(\s|$)/.test(command)) return 'scp';
+  if (/^\s*(\S*\/)?rsync\s+--server(\s|$)/.test(command)) return 'rsync';
+  return null;
 }

@@ -1,40 +1,51 @@
-import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { PseudoTtyInfo, ServerChannel, Session } from 'ssh2';
+import type { AccessAudit, AccessRecord } from '../../commands/instance/access-audit.ts';
 import type { Actor } from '../../commands/user/accounts.ts';
-import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
-import { DomainError } from '../../domain/shared/errors.ts';
-import type { ExecSession } from '../../ports/container-runtime.port.ts';
+import type { AccessKind } from '../../domain/instance/access.ts';
+import type { ExecSession, NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { InstanceView } from '../../projections/instances.projection.ts';
 import type { PluginContext } from '../plugin-host.ts';
 import { LineEditor } from './line-editor.ts';
-import { GOODBYE, MENU_HEADER, MENU_PROMPT, NO_INSTANCES, isFileTransfer, menuLine, menuOrder } from './menu.ts';
+import { HelperUnavailableError, type ContainerHelper } from './container-helper.ts';
+import { GOODBYE, MENU_HEADER, MENU_PROMPT, NO_INSTANCES, menuLine, menuOrder, transferTool } from './menu.ts';
+import { SftpObserver } from './sftp-observer.ts';
 
 /** What every session of the jump host shares. */
 export interface SessionDeps {
   readonly ctx: PluginContext;
+  readonly audit: AccessAudit;
+  readonly helper: ContainerHelper;
   readonly idleTimeoutMs: number;
   /** Keeps an audit write in view until it settles, so stopping the plugin can wait for it. */
   readonly track: (work: Promise<unknown>) => void;
 }
 
-/** Who is on the other end of one SSH connection. */
+/** Who is on the other end of one SSH connection (the role as of the last channel opened). */
 export interface Caller {
-  readonly actor: Actor;
+  actor: Actor;
   readonly address: string;
   /** From `<user>+<instance>`: enter this instance without the menu. */
   readonly instanceName: string | null;
 }
 
-/** The shell or command running in a container for this session: its audit record and its exec. */
+/** The shell, command or SFTP server running in a container for this session: its audit record and its exec. */
 interface Attachment {
-  readonly sessionId: string;
-  readonly instanceId: string;
-  readonly startedAt: number;
-  bytesIn: number;
-  bytesOut: number;
+  readonly record: AccessRecord;
   exec: ExecSession | null;
+  /** Sees the client's bytes on their way in (the SFTP audit). */
+  readonly observe?: (chunk: Buffer) => void;
+}
+
+/** What runs in the container for a session, and how it is audited. */
+interface Launch {
+  readonly kind: AccessKind;
+  /** For the audit record; null: the shell chosen in the container. */
+  readonly command: string | null;
+  readonly cmd: (target: NodeTarget, containerId: string) => Promise<string[]>;
+  readonly tty: boolean;
+  readonly observe?: (record: AccessRecord) => (chunk: Buffer) => void;
 }
 
 /** Whether the container is no longer running, asking again for up to `patienceMs`. */
@@ -47,6 +58,19 @@ const DEFAULT_TERM = 'xterm-256color';
 const STOP_PATIENCE_MS = 2_000;
 /** Input held for a shell that is still starting; beyond this the SSH window holds it at the client. */
 const HELD_LIMIT = 64 * 1024;
+
+/** The caller's instance of that name; an admin may name anyone's, their own first. */
+export async function findInstance(ctx: PluginContext, actor: Actor, name: string): Promise<InstanceView | null> {
+  const matches = (await ctx.instances.list(actor)).filter((i) => i.name === name);
+  return matches.find((i) => i.ownerId === actor.id) ?? (matches.length === 1 ? matches[0]! : null);
+}
+
+/** A launch that cannot go ahead, with what its user reads. */
+class Refusal extends Error {
+  constructor(message: string, readonly reason: string) {
+    super(message);
+  }
+}
 
 /** Why a session ends when its instance stops, and what its user reads. */
 export const INSTANCE_STOPPED = { reason: 'the instance stopped', notice: '容器已停止，会话已结束。' } as const;
@@ -73,15 +97,21 @@ export class ShellSession {
   private attachment: Attachment | null = null;
   /** The instance entered or being entered: what a stop or delete of an instance looks for. */
   instanceId: string | null = null;
+  /** Its owner: a user who is an admin no more keeps only the sessions in their own instances. */
+  instanceOwnerId: string | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private ended: { reason: string } | null = null;
+  /** Requests refused before the channel ran anything, told once it does. */
+  private readonly notices: string[];
 
   constructor(
     session: Session,
     private readonly caller: Caller,
     private readonly deps: SessionDeps,
     private readonly onEnd: (session: ShellSession) => void,
+    notices: readonly string[] = [],
   ) {
+    this.notices = [...notices];
     // From the session's opening: one that never asks for a shell or a command times out too.
     this.idleTimer = setTimeout(() => this.terminate('idle timeout', '空闲时间过长，连接已断开。'), this.deps.idleTimeoutMs);
     session.on('pty', (accept, _reject, info) => {
@@ -104,11 +134,29 @@ export class ShellSession {
       const channel = this.begin(accept());
       if (channel) void this.run(() => this.command(info.command));
     });
-    session.on('subsystem', (accept) => {
-      if (!this.begin(accept())) return;
-      this.refuse('此跳板机不支持 sftp/scp 文件传输。', 'file transfer refused');
+    session.on('subsystem', (accept, reject, info) => {
+      if (info.name !== 'sftp') {
+        reject?.();
+        return;
+      }
+      if (this.begin(accept())) void this.run(() => this.sftp());
+    });
+    // Refused, and said on the session's stderr: OpenSSH's client would say nothing of it.
+    session.on('auth-agent', (_accept, reject) => {
+      reject?.();
+      this.notices.push('此跳板机不提供 SSH agent 转发（-A），已忽略。');
+    });
+    session.on('x11', (_accept, reject) => {
+      reject?.();
+      this.notices.push('此跳板机不提供 X11 转发（-X/-Y），已忽略。');
     });
     session.on('close', () => this.end('the client left', null));
+  }
+
+  /** A line on the session's stderr (something refused on its connection). */
+  notify(message: string): void {
+    if (this.channel) this.write(`${message}\n`, 'stderr');
+    else this.notices.push(message);
   }
 
   /** Ends the session from outside (user disabled, instance stopped, plugin stopping), telling the client why. */
@@ -126,6 +174,7 @@ export class ShellSession {
     }
     this.channel = channel;
     this.idleTimer?.refresh();
+    for (const notice of this.notices.splice(0)) channel.stderr.write(`${notice}\n`);
     channel.on('data', (chunk: Buffer) => this.fromClient(chunk));
     // Client EOF: a command reading stdin (`cat`) sees its end; at the menu it means leaving.
     channel.on('end', () => {
@@ -176,7 +225,7 @@ export class ShellSession {
         continue;
       }
       // Input typed after the choice (or piped in with it) waits for the container's shell.
-      const result = await this.attach(chosen, null);
+      const result = await this.attach(chosen, this.shellLaunch());
       if (result.attached || this.ended) return;
       this.say(result.why === 'gone' ? `容器 ${chosen.name} 已不存在。` : `容器 ${chosen.name} 未在运行（${result.status ?? 'unknown'}），请选择其他容器。`);
     }
@@ -188,17 +237,11 @@ export class ShellSession {
       this.refuse(`找不到实例 ${instanceName}。`, 'no such instance');
       return;
     }
-    const result = await this.attach(instance, null);
-    if (!result.attached && !this.ended) {
-      this.refuse(result.why === 'gone' ? `找不到实例 ${instanceName}。` : `实例 ${instanceName} 未在运行（${result.status ?? 'unknown'}）。`, 'not running');
-    }
+    const result = await this.attach(instance, this.shellLaunch());
+    if (!result.attached && !this.ended) this.refuseNotAttached(instanceName, result);
   }
 
   private async command(command: string): Promise<void> {
-    if (isFileTransfer(command)) {
-      this.refuse('此跳板机不支持 sftp/scp 文件传输。', 'file transfer refused');
-      return;
-    }
     const name = this.caller.instanceName;
     if (!name) {
       this.refuse(`执行命令时请指定实例：ssh -p ${this.deps.ctx.config.sshPort} ${this.caller.actor.username}+<实例名>@<主机> '<命令>'`, 'no instance named');
@@ -209,25 +252,93 @@ export class ShellSession {
       this.refuse(`找不到实例 ${name}。`, 'no such instance');
       return;
     }
-    const result = await this.attach(instance, command);
-    if (!result.attached && !this.ended) {
-      this.refuse(result.why === 'gone' ? `找不到实例 ${name}。` : `实例 ${name} 未在运行（${result.status ?? 'unknown'}）。`, 'not running');
-    }
+    const tool = transferTool(command);
+    const result = await this.attach(instance, {
+      kind: 'command',
+      command,
+      tty: this.pty !== null,
+      cmd: async (target, containerId) => {
+        // Classic scp (`scp -O`) and rsync run the image's own program: say so where it has none.
+        if (tool && !(await this.imageHas(target, containerId, tool))) {
+          throw new Refusal(`实例 ${name} 的镜像中没有 ${tool}，无法使用 ${tool === 'scp' ? 'scp -O（旧协议）' : 'rsync'}；请改用 sftp 或 scp（默认的 SFTP 协议）。`, `${tool} not in the image`);
+        }
+        return ['/bin/sh', '-c', command];
+      },
+    });
+    if (!result.attached && !this.ended) this.refuseNotAttached(name, result);
   }
 
-  /** The caller's instance of that name; an admin may name anyone's, their own first. */
-  private async find(name: string): Promise<InstanceView | null> {
-    const { actor } = this.caller;
-    const matches = (await this.deps.ctx.instances.list(actor)).filter((i) => i.name === name);
-    return matches.find((i) => i.ownerId === actor.id) ?? (matches.length === 1 ? matches[0]! : null);
+  /** The SFTP subsystem: tianqi-helper's SFTP server in the container, on `user+instance` logins. */
+  private async sftp(): Promise<void> {
+    const name = this.caller.instanceName;
+    if (!name) {
+      this.refuse(`传输文件时请指定实例：sftp -P ${this.deps.ctx.config.sshPort} ${this.caller.actor.username}+<实例名>@<主机>`, 'no instance named');
+      return;
+    }
+    const instance = await this.find(name);
+    if (!instance) {
+      this.refuse(`找不到实例 ${name}。`, 'no such instance');
+      return;
+    }
+    const result = await this.attach(instance, {
+      kind: 'sftp',
+      command: 'sftp',
+      tty: false,
+      cmd: async (target, containerId) => {
+        try {
+          return [await this.deps.helper.ensure(target, containerId), 'sftp'];
+        } catch (err) {
+          if (err instanceof HelperUnavailableError) throw new Refusal(err.message, 'no file transfer helper');
+          throw err;
+        }
+      },
+      observe: (record) => {
+        const observer = new SftpObserver({ written: (path) => record.fileWritten(path), removed: (path) => record.fileRemoved(path) });
+        return (chunk) => observer.push(chunk);
+      },
+    });
+    if (!result.attached && !this.ended) this.refuseNotAttached(name, result);
+  }
+
+  private refuseNotAttached(name: string, result: AttachResult & { attached: false }): void {
+    this.refuse(result.why === 'gone' ? `找不到实例 ${name}。` : `实例 ${name} 未在运行（${result.status ?? 'unknown'}）。`, 'not running');
+  }
+
+  /** The interactive shell: bash where the image has it, else sh. */
+  private shellLaunch(): Launch {
+    return {
+      kind: 'shell',
+      command: null,
+      tty: this.pty !== null,
+      cmd: async (target, containerId) => [(await this.deps.ctx.runtime.hasExecutable(target, containerId, '/bin/bash')) ? '/bin/bash' : '/bin/sh'],
+    };
+  }
+
+  /** Whether the image has `program` on its PATH (asked of the helper, so images without a shell answer too). */
+  private async imageHas(target: NodeTarget, containerId: string, program: string): Promise<boolean> {
+    let helper: string;
+    try {
+      helper = await this.deps.helper.ensure(target, containerId);
+    } catch {
+      return this.deps.ctx.runtime.hasExecutable(target, containerId, `/usr/bin/${program}`);
+    }
+    const probe = await this.deps.ctx.runtime.exec(target, containerId, { cmd: [helper, 'which', program], tty: false });
+    probe.stream.resume();
+    probe.stderr?.resume();
+    probe.stream.end();
+    return (await probe.exited()) === 0;
+  }
+
+  private find(name: string): Promise<InstanceView | null> {
+    return findInstance(this.deps.ctx, this.caller.actor, name);
   }
 
   /**
-   * Starts the shell (command null) or `sh -c command` in the instance's container and joins it
-   * to the channel. The audit open is written first: the instance decides whether it can be
-   * entered, so a stop racing with the menu is refused there.
+   * Starts what `launch` says in the instance's container and joins it to the channel. The audit
+   * open is written first: the instance decides whether it can be entered, so a stop racing with
+   * the menu is refused there.
    */
-  private async attach(chosen: InstanceView, command: string | null): Promise<AttachResult> {
+  private async attach(chosen: InstanceView, launch: Launch): Promise<AttachResult> {
     const { ctx } = this.deps;
     let instance: InstanceView;
     try {
@@ -238,30 +349,35 @@ export class ShellSession {
     if (instance.status !== 'running' || !instance.containerId) return { attached: false, why: 'not-running', status: instance.status };
     const containerId = instance.containerId;
     const target = await ctx.nodes.target(instance.nodeId);
-    const tty = this.pty !== null;
-    const cmd = command !== null
-      ? ['/bin/sh', '-c', command]
-      : [(await ctx.runtime.hasExecutable(target, containerId, '/bin/bash')) ? '/bin/bash' : '/bin/sh'];
+    let cmd: string[];
+    try {
+      cmd = await launch.cmd(target, containerId);
+    } catch (err) {
+      if (!(err instanceof Refusal)) throw err;
+      this.refuse(err.message, err.reason);
+      return { attached: true };
+    }
     if (this.ended) return { attached: true };
 
-    const sessionId = randomUUID();
     this.instanceId = instance.id;
-    const opened = this.open(instance.id, sessionId, command ?? cmd[0]!);
+    this.instanceOwnerId = instance.ownerId;
+    const opened = this.open(instance.id, launch.kind, launch.command ?? cmd[0]!);
     this.deps.track(opened);
     const outcome = await opened;
-    if (outcome !== 'opened') {
+    if (outcome === 'not-running' || outcome === 'gone') {
       this.instanceId = null;
       return outcome === 'gone' ? { attached: false, why: 'gone' } : { attached: false, why: 'not-running', status: 'not running' };
     }
     if (this.ended) return { attached: true };
 
-    const attachment = this.attachment!;
-    if (!command) this.say(`正在连接到 ${instance.name} …`);
+    const attachment: Attachment = { record: outcome, exec: null, ...(launch.observe ? { observe: launch.observe(outcome) } : {}) };
+    this.attachment = attachment;
+    if (launch.kind === 'shell') this.say(`正在连接到 ${instance.name} …`);
     try {
       attachment.exec = await ctx.runtime.exec(target, containerId, {
         cmd,
-        tty,
-        env: tty ? [`TERM=${this.pty?.term || DEFAULT_TERM}`] : [],
+        tty: launch.tty,
+        env: launch.tty ? [`TERM=${this.pty?.term || DEFAULT_TERM}`] : [],
         cols: this.cols,
         rows: this.rows,
       });
@@ -287,56 +403,36 @@ export class ShellSession {
   }
 
   /**
-   * Writes the audit open and, only when that worked, records the attachment; a session that
-   * ended while the open was on its way gets its close at once, so every open has one close.
+   * Writes the audit open; a session that ended while the open was on its way gets its close at
+   * once, so every open has one close.
    */
-  private async open(instanceId: string, sessionId: string, command: string): Promise<'opened' | 'not-running' | 'gone'> {
+  private async open(instanceId: string, kind: AccessKind, command: string): Promise<AccessRecord | 'not-running' | 'gone'> {
     const { actor, address } = this.caller;
-    try {
-      await this.deps.ctx.bus.execute(instanceDecider, instanceStream(instanceId), {
-        type: 'OpenTerminalSession',
-        data: { sessionId, via: 'ssh', userId: actor.id, username: actor.username, clientAddress: address, command },
-      }, { userId: actor.id, clientIp: address, correlationId: sessionId });
-    } catch (err) {
-      if (err instanceof DomainError && err.status === 409) return 'not-running';
-      if (err instanceof DomainError && err.status === 404) return 'gone';
-      throw err;
+    const record = await this.deps.audit.open(instanceId, { actor, clientAddress: address, via: 'ssh', kind, command });
+    if (typeof record === 'string') return record;
+    if (this.ended) {
+      await this.close(record, this.ended.reason, null);
+      return 'gone';
     }
-    this.attachment = { sessionId, instanceId, startedAt: Date.now(), bytesIn: 0, bytesOut: 0, exec: null };
-    if (this.ended) await this.close(this.attachment, this.ended.reason, null);
-    return 'opened';
+    return record;
   }
 
-  private async close(attachment: Attachment, reason: string, exitCode: number | null): Promise<void> {
-    const { actor, address } = this.caller;
-    try {
-      await this.deps.ctx.bus.execute(instanceDecider, instanceStream(attachment.instanceId), {
-        type: 'CloseTerminalSession',
-        data: {
-          sessionId: attachment.sessionId,
-          via: 'ssh',
-          durationMs: Date.now() - attachment.startedAt,
-          bytesIn: attachment.bytesIn,
-          bytesOut: attachment.bytesOut,
-          exitCode,
-          reason,
-        },
-      }, { userId: actor.id, clientIp: address, correlationId: attachment.sessionId });
-    } catch (err) {
-      this.deps.ctx.logger.error({ err, sessionId: attachment.sessionId }, 'could not record the end of an ssh session');
-    }
+  private close(record: AccessRecord, reason: string, exitCode: number | null): Promise<void> {
+    return record.close(reason, exitCode, (err) =>
+      this.deps.ctx.logger.error({ err, sessionId: record.sessionId }, 'could not record the end of an ssh session'));
   }
 
   private pipe(attachment: Attachment, exec: ExecSession, containerStopped: ContainerStopped): void {
     const channel = this.channel!;
     const count = (chunk: Buffer) => {
-      attachment.bytesOut += chunk.length;
+      attachment.record.bytesOut += chunk.length;
       this.touch();
     };
     exec.stream.on('data', count);
     exec.stream.pipe(channel, { end: false });
     for (const chunk of this.held.splice(0)) {
-      attachment.bytesIn += chunk.length;
+      attachment.record.bytesIn += chunk.length;
+      attachment.observe?.(chunk);
       exec.stream.write(chunk);
     }
     this.heldBytes = 0;
@@ -397,7 +493,8 @@ export class ShellSession {
     this.touch();
     const exec = this.attachment?.exec;
     if (exec) {
-      this.attachment!.bytesIn += chunk.length;
+      this.attachment!.record.bytesIn += chunk.length;
+      this.attachment!.observe?.(chunk);
       if (!exec.stream.write(chunk)) {
         this.channel?.pause();
         exec.stream.once('drain', () => this.channel?.resume());
@@ -509,7 +606,7 @@ export class ShellSession {
       if (exitCode !== null) channel.exit(exitCode);
       channel.end();
     }
-    if (attachment) this.deps.track(this.close(attachment, reason, exitCode));
+    if (attachment) this.deps.track(this.close(attachment.record, reason, exitCode));
     this.onEnd(this);
   }
 

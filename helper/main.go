@@ -1,0 +1,51 @@
+// Command tianqi-helper is what the platform copies into an instance's container to serve the
+// jump host's file transfer and port forwarding there, whatever the image holds: it is static,
+// needs no shell, no libc and no sftp-server, and runs with the container's own view of the
+// filesystem and network (so nothing outside the container is reachable through it).
+//
+//	tianqi-helper sftp [start-dir]   SFTP version 3 on stdin/stdout
+//	tianqi-helper connect HOST PORT  a TCP connection on stdin/stdout; "ok" or the error on stderr first
+//	tianqi-helper which NAME         the path of NAME on $PATH, exit 1 when there is none
+//	tianqi-helper version
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// version is set by the build (-ldflags -X main.version=…); the platform compares it.
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	switch os.Args[1] {
+	case "sftp":
+		start := ""
+		if len(os.Args) > 2 {
+			start = os.Args[2]
+		}
+		os.Exit(serveSFTP(start))
+	case "connect":
+		if len(os.Args) != 4 {
+			usage()
+		}
+		os.Exit(connect(os.Args[2], os.Args[3]))
+	case "which":
+		if len(os.Args) != 3 {
+			usage()
+		}
+		os.Exit(which(os.Args[2]))
+	case "version":
+		fmt.Println(version)
+	default:
+		usage()
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [start-dir] | connect HOST PORT | which NAME | version")
+	os.Exit(2)
+}

@@ -1,0 +1,54 @@
+/**
+ * Who may go on working in an instance: the one rule for every live way in (web terminal, SSH
+ * shells and commands, SFTP, port forwards). Pure.
+ */
+
+/** What a way into an instance does: an audit record says which. */
+export type AccessKind = 'shell' | 'command' | 'sftp' | 'forward';
+
+export type AccessEndingCode =
+  | 'ACCOUNT_DISABLED'
+  | 'ACCOUNT_DELETED'
+  | 'PASSWORD_CHANGED'
+  | 'ROLE_CHANGED'
+  | 'INSTANCE_STOPPED'
+  | 'INSTANCE_FAILED'
+  | 'INSTANCE_DELETED';
+
+export interface AccessEnding {
+  readonly code: AccessEndingCode;
+  /** For the audit record. */
+  readonly reason: string;
+  /** Ends only the sessions in instances the user does not own (an admin who is an admin no more). */
+  readonly foreignOnly?: boolean;
+}
+
+/**
+ * The event after which the user's sessions (on a `user-` stream) or the instance's sessions (on
+ * an `instance-` stream) must end, or null when they may go on.
+ */
+export function accessEnding(event: { readonly type: string; readonly data: unknown }): AccessEnding | null {
+  const data = (event.data ?? {}) as { status?: string; operation?: string; role?: string };
+  switch (event.type) {
+    case 'UserDisabled':
+      return { code: 'ACCOUNT_DISABLED', reason: 'the user was disabled' };
+    case 'UserDeleted':
+      return { code: 'ACCOUNT_DELETED', reason: 'the user was deleted' };
+    case 'UserPasswordChanged':
+      return { code: 'PASSWORD_CHANGED', reason: 'the password was changed' };
+    case 'UserRoleChanged':
+      return data.role === 'admin' ? null : { code: 'ROLE_CHANGED', reason: 'the user is no longer an admin', foreignOnly: true };
+    case 'InstanceStateObserved':
+      return data.status === 'exited' ? { code: 'INSTANCE_STOPPED', reason: 'the instance stopped' } : null;
+    case 'InstanceProvisioningFailed':
+      return { code: 'INSTANCE_FAILED', reason: 'the instance failed' };
+    case 'InstanceContainerVanished':
+      return { code: 'INSTANCE_FAILED', reason: 'the container is gone' };
+    case 'InstanceOperationRequested':
+      return data.operation === 'delete' ? { code: 'INSTANCE_DELETED', reason: 'the instance is being deleted' } : null;
+    case 'InstanceDeleted':
+      return { code: 'INSTANCE_DELETED', reason: 'the instance was deleted' };
+    default:
+      return null;
+  }
+}

@@ -1,0 +1,230 @@
+import type { ServerChannel, TcpipRequestInfo } from 'ssh2';
+import type { AccessRecord } from '../../commands/instance/access-audit.ts';
+import type { ExecSession } from '../../ports/container-runtime.port.ts';
+import { HelperUnavailableError } from './container-helper.ts';
+import { findInstance, type Caller, type SessionDeps } from './shell-session.ts';
+
+/** Forwarded connections one SSH connection may hold open at once (a browser opens a few dozen). */
+export const MAX_FORWARD_CHANNELS = 256;
+/** Forwarded connections being set up at once (each is an exec on the node's engine). */
+export const MAX_PENDING_FORWARDS = 16;
+/** How long the helper may take to report its connection: it dials with a 10 s timeout itself. */
+const CONNECT_WAIT_MS = 15_000;
+
+type Accept = () => ServerChannel;
+type Reject = () => void;
+
+/** One destination's audit record: opened with its first connection, closed with the SSH connection. */
+interface Destination {
+  readonly instanceId: string;
+  readonly ownerId: string;
+  readonly record: Promise<AccessRecord | null>;
+  connections: number;
+}
+
+/**
+ * Local port forwarding (`ssh -L`, `-D`, VS Code's forwards) of one SSH connection: each
+ * forwarded connection is `tianqi-helper connect` in the instance's container, so it reaches
+ * exactly what the container's own network reaches on its loopback and its own addresses, on a
+ * node behind TLS as well as a local one, and nothing else (the helper refuses other addresses).
+ * Each destination is one audit record on the instance's history, with its connection count and
+ * bytes, closed when the SSH connection ends or the forward is ended.
+ */
+export class PortForwards {
+  private readonly channels = new Map<ServerChannel, { exec: ExecSession; instanceId: string; ownerId: string }>();
+  private readonly destinations = new Map<string, Destination>();
+  /** Forwarded connections asked for and not yet joined or refused. */
+  private pending = 0;
+  /** Of those, the ones being set up now; the others wait in `waiting`. */
+  private setting = 0;
+  private readonly waiting: (() => void)[] = [];
+  private ended: string | null = null;
+
+  constructor(
+    private readonly caller: () => Caller,
+    private readonly deps: SessionDeps,
+    /** The connection's session stderr, where one is open: refusals are told there too. */
+    private readonly tell: (message: string) => void,
+    /** A connection with forwards open is in use: its idle clock waits until the last one closes. */
+    private readonly activity: { busy(): void; idle(): void },
+  ) {}
+
+  get open(): number {
+    return this.channels.size;
+  }
+
+  async request(accept: Accept, reject: Reject, info: TcpipRequestInfo): Promise<void> {
+    const refuse = (message: string, why: string) => {
+      reject();
+      this.tell(`端口转发 ${info.destIP}:${info.destPort} 被拒绝：${message}`);
+      this.deps.ctx.logger.info({ user: this.caller().actor.username, dest: `${info.destIP}:${info.destPort}`, why }, 'ssh port forward refused');
+    };
+    if (this.ended) return reject();
+    if (this.channels.size + this.pending >= MAX_FORWARD_CHANNELS) return refuse(`每个连接最多同时转发 ${MAX_FORWARD_CHANNELS} 个连接`, 'too many channels');
+    const caller = this.caller();
+    if (!caller.instanceName) return refuse(`请用 ${caller.actor.username}+<实例名> 登录以转发端口`, 'no instance named');
+    this.pending += 1;
+    try {
+      // A browser opens its connections in a burst: they wait their turn to be set up.
+      await this.turn();
+      if (this.ended) return reject();
+      await this.connect(accept, refuse, info, caller);
+    } catch (err) {
+      this.deps.ctx.logger.warn({ err }, 'ssh port forward failed');
+      refuse(err instanceof Error ? err.message : String(err), 'error');
+    } finally {
+      this.pending -= 1;
+      this.setting -= 1;
+      this.waiting.shift()?.();
+    }
+  }
+
+  /** Resolves when fewer than MAX_PENDING_FORWARDS connections are being set up. */
+  private turn(): Promise<void> {
+    if (this.setting < MAX_PENDING_FORWARDS) {
+      this.setting += 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(() => {
+      this.setting += 1;
+      resolve();
+    }));
+  }
+
+  private async connect(accept: Accept, refuse: (message: string, why: string) => void, info: TcpipRequestInfo, caller: Caller): Promise<void> {
+    const { ctx, helper } = this.deps;
+    const name = caller.instanceName!;
+    const found = await findInstance(ctx, caller.actor, name);
+    if (!found) return refuse(`找不到实例 ${name}`, 'no such instance');
+    const instance = await ctx.instances.visible(caller.actor, found.id).catch(() => null);
+    if (!instance) return refuse(`找不到实例 ${name}`, 'no such instance');
+    if (instance.status !== 'running' || !instance.containerId) return refuse(`实例 ${name} 未在运行（${instance.status}）`, 'not running');
+    const target = await ctx.nodes.target(instance.nodeId);
+    let path: string;
+    try {
+      path = await helper.ensure(target, instance.containerId);
+    } catch (err) {
+      if (err instanceof HelperUnavailableError) return refuse(err.message, 'no helper');
+      throw err;
+    }
+    const destination = this.destination(`${info.destIP}:${info.destPort}`, instance.id, instance.ownerId, caller);
+    const audited = await destination.record;
+    if (!audited) return refuse(`实例 ${name} 未在运行`, 'not running');
+    if (this.ended) return refuse('连接已结束', 'ended');
+
+    const exec = await ctx.runtime.exec(target, instance.containerId, { cmd: [path, 'connect', info.destIP, String(info.destPort)], tty: false });
+    const status = await firstLine(exec);
+    if (status !== 'ok') {
+      exec.close();
+      return refuse(status === null ? '容器内的连接没有应答' : status, 'connect failed');
+    }
+    if (this.ended) {
+      exec.close();
+      return refuse('连接已结束', 'ended');
+    }
+    const channel = accept();
+    this.channels.set(channel, { exec, instanceId: instance.id, ownerId: instance.ownerId });
+    if (this.channels.size === 1) this.activity.busy();
+    destination.connections += 1;
+    audited.connections = destination.connections;
+    this.join(channel, exec, audited);
+  }
+
+  /** The audit record of a destination: the first connection to it opens it. */
+  private destination(destination: string, instanceId: string, ownerId: string, caller: Caller): Destination {
+    const key = `${instanceId}/${destination}`;
+    let entry = this.destinations.get(key);
+    if (!entry) {
+      const record = this.deps.audit
+        .open(instanceId, { actor: caller.actor, clientAddress: caller.address, via: 'ssh', kind: 'forward', command: destination })
+        .then((r) => (typeof r === 'string' ? null : r));
+      this.deps.track(record);
+      entry = { instanceId, ownerId, record, connections: 0 };
+      this.destinations.set(key, entry);
+      // A refused open is not kept: the next connection asks the instance again.
+      void record.then((r) => {
+        if (!r && this.destinations.get(key) === entry) this.destinations.delete(key);
+      }, () => this.destinations.delete(key));
+    }
+    return entry;
+  }
+
+  private join(channel: ServerChannel, exec: ExecSession, record: AccessRecord): void {
+    channel.on('data', (chunk: Buffer) => {
+      record.bytesIn += chunk.length;
+    });
+    exec.stream.on('data', (chunk: Buffer) => {
+      record.bytesOut += chunk.length;
+    });
+    channel.pipe(exec.stream);
+    exec.stream.pipe(channel);
+    exec.stderr?.resume();
+    let closed = false;
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      this.forget(channel);
+      exec.close();
+      channel.close();
+    };
+    channel.on('close', close);
+    channel.on('error', close);
+    exec.stream.on('close', close);
+    exec.stream.on('error', close);
+  }
+
+  /** Ends the forwards into `instanceId`, or every forward, and closes their audit records. */
+  terminate(reason: string, only?: (entry: { instanceId: string; ownerId: string }) => boolean): void {
+    for (const [channel, entry] of this.channels) {
+      if (only && !only(entry)) continue;
+      this.forget(channel);
+      entry.exec.close();
+      channel.close();
+    }
+    for (const [key, destination] of [...this.destinations]) {
+      if (only && !only(destination)) continue;
+      this.destinations.delete(key);
+      this.deps.track(destination.record.then((record) => record?.close(reason, null, (err) =>
+        this.deps.ctx.logger.error({ err, sessionId: record.sessionId }, 'could not record the end of a port forward'))));
+    }
+  }
+
+  private forget(channel: ServerChannel): void {
+    if (this.channels.delete(channel) && this.channels.size === 0) this.activity.idle();
+  }
+
+  /** The SSH connection closed: nothing more may open. */
+  end(reason: string): void {
+    this.ended = reason;
+    for (const wake of this.waiting.splice(0)) wake();
+    this.terminate(reason);
+  }
+}
+
+/** The helper's first line on stderr: `ok`, or why it could not connect (null when it ended silently). */
+function firstLine(exec: ExecSession): Promise<string | null> {
+  const stderr = exec.stderr;
+  if (!stderr) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    let text = '';
+    const finish = (line: string | null) => {
+      clearTimeout(timer);
+      stderr.off('data', onData);
+      stderr.off('end', onEnd);
+      stderr.pause();
+      resolve(line);
+    };
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('utf8');
+      const newline = text.indexOf('\n');
+      if (newline >= 0) finish(text.slice(0, newline).trim());
+      else if (text.length > 4096) finish(text.slice(0, 200));
+    };
+    const onEnd = () => finish(text.trim() || null);
+    const timer = setTimeout(() => finish(null), CONNECT_WAIT_MS);
+    stderr.on('data', onData);
+    stderr.on('end', onEnd);
+    // The service may speak first (SSH, SMTP): its bytes wait in the stream until the channel is joined.
+    exec.stream.pause();
+  });
+}
