@@ -230,7 +230,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     await waitFor(async () => term.disconnected, Boolean, 5_000);
     expect(term.errors.map((e) => e.code)).toEqual(['ACCOUNT_DISABLED']);
     const entries = await settled(instance.id, lab.admin);
-    expect(ofType(entries, 'TerminalSessionClosed').map((e) => e.summary)).toEqual([expect.stringMatching(/the account was disabled/)]);
+    expect(ofType(entries, 'TerminalSessionClosed').map((e) => e.summary)).toEqual([expect.stringMatching(/the user was disabled/)]);
     await waitFor(() => leftovers(instance.containerId), (shells) => shells.length === 0, 10_000);
   });
 

@@ -9,6 +9,7 @@ import type { InstanceView } from '../../projections/instances.projection.ts';
 import { USERS, type UserView } from '../../projections/users.projection.ts';
 import { text } from '../catalog/fields.ts';
 import { describeInstanceEvent } from './history.ts';
+import { SshAccessSchema, sshAccess } from './ssh-access.ts';
 import { EngineRejectedAnswer, EngineUnavailableAnswer, type Instances } from './instances.ts';
 
 const CreateInstance = z.strictObject({
@@ -217,13 +218,13 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
       },
     }),
     route({
-      method: 'get', path: '/instances/:id/ssh', tag: 'instances', access: 'user', summary: 'How to reach the instance through the SSH jump host',
-      response: z.object({ command: z.string(), host: z.string(), port: z.number(), user: z.string() }),
+      method: 'get', path: '/instances/:id/ssh', tag: 'instances', access: 'user',
+      summary: 'How to reach the instance through the SSH jump host: shell, file transfer, port forwarding and VS Code',
+      response: SshAccessSchema,
       async handler({ actor, params, headers }) {
         const instance = await instances.visible(actor, params.id!);
         const host = String(headers.host ?? 'localhost').replace(/:\d+$/, '');
-        const user = `${actor.username}+${instance.name}`;
-        return { command: `ssh -p ${sshPort} ${user}@${host}`, host, port: sshPort, user };
+        return sshAccess({ host, port: sshPort, user: `${actor.username}+${instance.name}`, instanceName: instance.name });
       },
     }),
   ];

@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'socket.io';
 import type { Actor } from '../../commands/user/accounts.ts';
-import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
-import { DomainError } from '../../domain/shared/errors.ts';
+import type { AccessAudit, AccessRecord } from '../../commands/instance/access-audit.ts';
 import type { ExecSession, NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { InstanceView } from '../../projections/instances.projection.ts';
 import type { PluginContext } from '../plugin-host.ts';
@@ -47,6 +46,13 @@ export interface Ending {
   readonly error?: { readonly code: string; readonly message: string };
 }
 
+const NO_SUCH_INSTANCE: Ending = { reason: 'no such instance', error: { code: 'NOT_FOUND', message: 'Instance not found.' } };
+
+function execFailed(err: unknown): Ending {
+  const message = err instanceof Error ? err.message : String(err);
+  return { reason: 'the shell did not start', error: { code: 'EXEC_FAILED', message: `The shell could not be started: ${message}` } };
+}
+
 /** The `open` payload, or what is wrong with it. Pure. */
 export function parseOpen(payload: unknown): OpenRequest | string {
   const { instanceId, shell, ack } = (payload ?? {}) as { instanceId?: unknown; shell?: unknown; ack?: unknown };
@@ -77,15 +83,16 @@ export class TerminalSession {
   /** Input that came while the shell was starting. */
   private queued: string[] = [];
   private queuedBytes = 0;
-  /** Set once the audit open is recorded. */
-  private openedAt: number | null = null;
-  private bytesIn = 0;
-  private bytesOut = 0;
+  /** Set once the audit open is recorded: it counts the bytes and writes the close. */
+  private record: AccessRecord | null = null;
+  /** The instance's owner, once looked up: an admin made a user keeps only their own instances' terminals. */
+  ownerId: string | null = null;
   private started: Promise<void> = Promise.resolve();
   private closing: Promise<void> | null = null;
 
   constructor(
     private readonly ctx: PluginContext,
+    private readonly audit: AccessAudit,
     private readonly socket: Socket,
     private readonly actor: Actor,
     private readonly request: OpenRequest,
@@ -114,7 +121,7 @@ export class TerminalSession {
     } else if (this.exec.stream.writableLength + bytes > MAX_INPUT_BACKLOG) {
       this.dropped();
     } else {
-      this.bytesIn += bytes;
+      if (this.record) this.record.bytesIn += bytes;
       this.exec.stream.write(text, 'utf8');
     }
   }
@@ -139,45 +146,38 @@ export class TerminalSession {
     try {
       instance = await ctx.instances.visible(actor, request.instanceId);
     } catch {
-      return void this.end({ reason: 'no such instance', error: { code: 'NOT_FOUND', message: 'Instance not found.' } });
+      return void this.end(NO_SUCH_INSTANCE);
     }
+    this.ownerId = instance.ownerId;
     const containerId = instance.containerId;
     if (instance.status !== 'running' || !containerId) {
       return void this.end({ reason: 'the instance is not running', error: { code: 'NOT_RUNNING', message: `The instance is ${instance.status}; start it first.` } });
     }
-    let exec: ExecSession;
+    let target: NodeTarget;
     let shell: string;
-    let size: TerminalSize;
     try {
-      const target = await ctx.nodes.target(instance.nodeId);
+      target = await ctx.nodes.target(instance.nodeId);
       shell = await this.shellFor(target, containerId);
-      if (this.closing) return;
-      size = this.size;
+    } catch (err) {
+      return void this.end(execFailed(err));
+    }
+    if (this.closing) return;
+
+    // No record, no shell: the open is written first, and the instance decides whether it can be entered.
+    const record = await this.audit.open(request.instanceId, { actor, clientAddress: this.address, via: 'web', kind: 'shell', command: shell });
+    if (record === 'not-running') return void this.end({ reason: 'the instance is not running', error: { code: 'NOT_RUNNING', message: 'Only a running instance can be entered.' } });
+    if (record === 'gone') return void this.end(NO_SUCH_INSTANCE);
+    this.record = record;
+    // Ended while the record was on its way: `close` waits for this and records the end.
+    if (this.closing) return;
+
+    let exec: ExecSession;
+    const size = this.size;
+    try {
       exec = await ctx.runtime.exec(target, containerId, { cmd: [shell], tty: true, env: ['TERM=xterm-256color'], ...size });
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      return void this.end({ reason: 'the shell did not start', error: { code: 'EXEC_FAILED', message: `The shell could not be started: ${message}` } });
+      return void this.end(execFailed(err));
     }
-    if (this.closing) return exec.close();
-
-    try {
-      await ctx.bus.execute(instanceDecider, instanceStream(request.instanceId), {
-        type: 'OpenTerminalSession',
-        data: { sessionId: this.id, via: 'web', userId: actor.id, username: actor.username, clientAddress: this.address, command: shell },
-      }, { userId: actor.id, clientIp: this.address, correlationId: this.id });
-    } catch (err) {
-      // No record, no shell: nobody works in a container unaudited.
-      exec.close();
-      if (err instanceof DomainError && err.status === 409) {
-        return void this.end({ reason: 'the instance is not running', error: { code: 'NOT_RUNNING', message: err.message } });
-      }
-      if (err instanceof DomainError && err.status === 404) {
-        return void this.end({ reason: 'no such instance', error: { code: 'NOT_FOUND', message: 'Instance not found.' } });
-      }
-      throw err;
-    }
-    this.openedAt = Date.now();
-    // Ended while the record was on its way: `close` waits for this and records the end.
     if (this.closing) return exec.close();
     this.attach(exec, size);
   }
@@ -211,7 +211,7 @@ export class TerminalSession {
     if (!this.request.ack) socket.conn.on('drain', onDrain);
     exec.stream.once('close', () => socket.conn.off('drain', onDrain));
     exec.stream.on('data', (chunk: Buffer) => {
-      this.bytesOut += chunk.length;
+      if (this.record) this.record.bytesOut += chunk.length;
       output.write(chunk);
     });
     exec.stream.once('end', () => {
@@ -244,27 +244,8 @@ export class TerminalSession {
     // Not the whole connection: the browser may share it with /live and /logs.
     socket.disconnect();
     await this.started;
-    if (this.openedAt !== null) await this.record(ending);
-  }
-
-  private async record(ending: Ending): Promise<void> {
-    const { actor } = this;
-    try {
-      await this.ctx.bus.execute(instanceDecider, instanceStream(this.request.instanceId), {
-        type: 'CloseTerminalSession',
-        data: {
-          sessionId: this.id,
-          via: 'web',
-          durationMs: Date.now() - this.openedAt!,
-          bytesIn: this.bytesIn,
-          bytesOut: this.bytesOut,
-          exitCode: ending.exitCode ?? null,
-          reason: ending.reason,
-        },
-      }, { userId: actor.id, clientIp: this.address, correlationId: this.id });
-    } catch (err) {
-      this.ctx.logger.error({ err, sessionId: this.id }, 'could not record the end of a web terminal session');
-    }
+    await this.record?.close(ending.reason, ending.exitCode ?? null, (err) =>
+      this.ctx.logger.error({ err, sessionId: this.record?.sessionId }, 'could not record the end of a web terminal session'));
   }
 
   private dropped(): void {

@@ -43,6 +43,12 @@ describe('endingOf', () => {
     expect(endingOf(event('InstanceContainerVanished'))?.error?.code).toBe('INSTANCE_FAILED');
     expect(endingOf(event('InstanceOperationRequested', { operation: 'delete' }))?.error?.code).toBe('INSTANCE_DELETED');
     expect(endingOf(event('InstanceDeleted'))?.reason).toBe('the instance was deleted');
+    expect(endingOf(event('UserPasswordChanged'))?.error?.code).toBe('PASSWORD_CHANGED');
+  });
+
+  it('narrows an admin made a user to the terminals of their own instances', () => {
+    expect(endingOf(event('UserRoleChanged', { role: 'user' }))).toMatchObject({ foreignOnly: true, error: { code: 'ROLE_CHANGED' } });
+    expect(endingOf(event('UserRoleChanged', { role: 'admin' }))).toBeNull();
   });
 
   it('leaves them alone for anything else', () => {

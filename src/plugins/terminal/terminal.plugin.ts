@@ -1,6 +1,8 @@
 import { filter } from 'rxjs';
 import { instanceStream } from '../../domain/instance/instance.decider.ts';
 import { userStream } from '../../domain/user/user.events.ts';
+import { AccessAudit } from '../../commands/instance/access-audit.ts';
+import { accessEnding, type AccessEndingCode } from '../../domain/instance/access.ts';
 import type { RecordedEvent } from '../../ports/event-store.port.ts';
 import type { Plugin } from '../plugin-host.ts';
 import { actorOf, emitError, requireToken } from '../live/socket-auth.ts';
@@ -10,27 +12,29 @@ import { parseOpen, parseSize, TerminalSession } from './terminal-session.ts';
 const SHUTDOWN: Ending = { reason: 'server shutting down', error: { code: 'SERVER_SHUTDOWN', message: 'The server is shutting down.' } };
 const CLIENT_LEFT: Ending = { reason: 'the client disconnected' };
 
-/** Events after which no session of that user, or in that instance, may go on. Pure. */
-export function endingOf(event: RecordedEvent): Ending | null {
-  const closed = (code: string, reason: string): Ending => ({ reason, error: { code, message: `The terminal was closed: ${reason}.` } });
-  switch (event.type) {
-    case 'UserDisabled':
-      return closed('ACCOUNT_DISABLED', 'the account was disabled');
-    case 'UserDeleted':
-      return closed('ACCOUNT_DELETED', 'the account was deleted');
-    case 'InstanceStateObserved':
-      return (event.data as { status: string }).status === 'exited' ? closed('INSTANCE_STOPPED', 'the instance stopped') : null;
-    case 'InstanceProvisioningFailed':
-      return closed('INSTANCE_FAILED', 'the instance failed');
-    case 'InstanceContainerVanished':
-      return closed('INSTANCE_FAILED', 'the instance\'s container vanished');
-    case 'InstanceOperationRequested':
-      return (event.data as { operation: string }).operation === 'delete' ? closed('INSTANCE_DELETED', 'the instance is being deleted') : null;
-    case 'InstanceDeleted':
-      return closed('INSTANCE_DELETED', 'the instance was deleted');
-    default:
-      return null;
-  }
+const MESSAGES: Readonly<Record<AccessEndingCode, string>> = {
+  ACCOUNT_DISABLED: 'the account was disabled',
+  ACCOUNT_DELETED: 'the account was deleted',
+  PASSWORD_CHANGED: 'the password was changed; sign in again',
+  ROLE_CHANGED: 'you are no longer an admin',
+  INSTANCE_STOPPED: 'the instance stopped',
+  INSTANCE_FAILED: 'the instance failed',
+  INSTANCE_DELETED: 'the instance was deleted',
+};
+
+/**
+ * The domain's rule (accessEnding) as the web terminal tells it: after these events no session
+ * of that user, or in that instance, may go on. `foreignOnly`: only sessions in instances the
+ * user does not own. Pure.
+ */
+export function endingOf(event: RecordedEvent): (Ending & { foreignOnly?: boolean }) | null {
+  const ending = accessEnding(event);
+  if (!ending) return null;
+  return {
+    reason: ending.reason,
+    error: { code: ending.code, message: `The terminal was closed: ${MESSAGES[ending.code]}.` },
+    ...(ending.foreignOnly ? { foreignOnly: true } : {}),
+  };
 }
 
 /**
@@ -44,6 +48,7 @@ export const terminalPlugin: Plugin = {
   name: 'terminal',
   async start(ctx) {
     const terminal = ctx.io.of('/terminal');
+    const audit = new AccessAudit(ctx.bus);
     requireToken(terminal, ctx.authenticate);
     /** Open sessions by the stream whose events end them: `user-<id>` and `instance-<id>`. */
     const watched = new Map<string, Set<TerminalSession>>();
@@ -67,7 +72,7 @@ export const terminalPlugin: Plugin = {
           socket.disconnect();
           return;
         }
-        const session = new TerminalSession(ctx, socket, actor, request);
+        const session = new TerminalSession(ctx, audit, socket, actor, request);
         const streams = [userStream(actor.id), instanceStream(request.instanceId)];
         // Watched before anything is looked up: an event while the shell starts ends it too.
         for (const stream of streams) watch(stream, session);
@@ -96,7 +101,13 @@ export const terminalPlugin: Plugin = {
       .subscribe({
         next: (event) => {
           const ending = endingOf(event);
-          if (ending) for (const session of watched.get(event.stream) ?? []) void session.end(ending);
+          if (!ending) return;
+          const userId = event.stream.startsWith('user-') ? event.stream.slice('user-'.length) : null;
+          for (const session of watched.get(event.stream) ?? []) {
+            // An admin made a user keeps the terminals of their own instances.
+            if (ending.foreignOnly && session.ownerId === userId) continue;
+            void session.end(ending);
+          }
         },
         error: (err: unknown) => ctx.logger.error({ err }, 'web terminal stopped watching users and instances'),
       });

@@ -192,10 +192,24 @@ export interface LogLine {
 }
 
 export interface SshAccess {
+  /** `ssh -p <port> <user>@<host>`: a shell in the instance. */
   command: string;
   host: string;
+  /** 0: the jump host is switched off. */
   port: number;
   user: string;
+  /** `sftp -P …` (FileZilla/WinSCP take the same host, port and user). */
+  sftp: string;
+  /** `scp -P … ./model.pt <user>@<host>:/data/` */
+  scp: string;
+  /** `rsync -av -e 'ssh -p …' …`: needs rsync in the image. */
+  rsync: string;
+  /** `ssh -N -L 8888:127.0.0.1:8888 …` */
+  forward: string;
+  /** Host alias for VS Code Remote-SSH, `tianqi-<instance>`. */
+  alias: string;
+  /** The `~/.ssh/config` block for that alias (lines end in \n). */
+  sshConfig: string;
 }
 
 export interface Webhook {

@@ -248,6 +248,13 @@ const en: Messages = {
     manageKeys: 'Manage SSH keys',
     disabled: 'The SSH jump host is switched off on this server (TIANQI_SSH_PORT=0)',
     menuHint: 'Without the instance name (ssh -p {port} {user}{at}{host}) a menu lets you pick any of your instances.',
+    filesTitle: 'Files',
+    filesHint:
+      'FileZilla / WinSCP: choose the SFTP protocol with the host, port and login above; the password is your platform password, or use a registered key. rsync and scp -O need rsync / scp in the image.',
+    forwardTitle: 'Port forwarding',
+    forwardHint: "Open http://localhost:8888 in this computer's browser to reach port 8888 in the instance (JupyterLab, say). Only the instance's own ports can be forwarded.",
+    vscodeTitle: 'VS Code Remote-SSH',
+    vscodeHint: 'Add the above to ~/.ssh/config on this computer, then in VS Code pick Remote-SSH: Connect to Host… → {alias}. No ProxyCommand needed.',
   },
   history: {
     types: {

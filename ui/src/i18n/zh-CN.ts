@@ -247,6 +247,12 @@ const zhCN = {
     manageKeys: '管理 SSH 密钥',
     disabled: '服务端未启用 SSH 跳板机（TIANQI_SSH_PORT=0）',
     menuHint: '不带实例名登录（ssh -p {port} {user}{at}{host}）可在菜单中选择任一实例。',
+    filesTitle: '文件传输',
+    filesHint: 'FileZilla / WinSCP：协议选 SFTP，主机、端口、用户名同上，密码为平台密码或使用已登记的密钥。rsync 与 scp -O 需要镜像中自带 rsync / scp。',
+    forwardTitle: '端口转发',
+    forwardHint: '在本机浏览器打开 http://localhost:8888 即可访问实例内 8888 端口（如 JupyterLab）。只能转发到实例自身的端口。',
+    vscodeTitle: 'VS Code Remote-SSH',
+    vscodeHint: '把以上内容加入本机 ~/.ssh/config，然后在 VS Code 中选择 Remote-SSH: Connect to Host… → {alias}。无需 ProxyCommand。',
   },
   history: {
     types: {

@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { SftpObserver } from './sftp-observer.ts';
+
+/** One SFTP request as a client sends it: length, type, request id, then the fields. */
+function packet(type: number, ...fields: (string | number | Buffer)[]): Buffer {
+  const parts = fields.map((f) => {
+    if (typeof f === 'number') {
+      const b = Buffer.alloc(4);
+      b.writeUInt32BE(f);
+      return b;
+    }
+    const bytes = typeof f === 'string' ? Buffer.from(f, 'utf8') : f;
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(bytes.length);
+    return Buffer.concat([length, bytes]);
+  });
+  const body = Buffer.concat([Buffer.from([type]), Buffer.from([0, 0, 0, 7]), ...parts]);
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(body.length);
+  return Buffer.concat([length, body]);
+}
+
+function observe(...chunks: Buffer[]) {
+  const written: string[] = [];
+  const removed: string[] = [];
+  const observer = new SftpObserver({ written: (p) => written.push(p), removed: (p) => removed.push(p) });
+  for (const chunk of chunks) observer.push(chunk);
+  return { written, removed };
+}
+
+const ATTRS_NONE = 0;
+const WRITE = 0x02;
+const CREAT_TRUNC = 0x08 | 0x10;
+const READ = 0x01;
+
+describe('SftpObserver', () => {
+  it('reports files opened for writing, removed, renamed (v3 and posix-rename), and directories removed', () => {
+    const stream = Buffer.concat([
+      packet(3, '/data/model.pt', WRITE | CREAT_TRUNC, ATTRS_NONE),
+      packet(3, '/data/read-only.txt', READ, ATTRS_NONE),
+      packet(13, '/data/old.ckpt'),
+      packet(15, '/data/empty-dir'),
+      packet(18, '/data/a', '/data/b'),
+      packet(200, 'posix-rename@openssh.com', '/data/c', '/data/d'),
+      packet(200, 'statvfs@openssh.com', '/data'),
+    ]);
+    expect(observe(stream)).toEqual({
+      written: ['/data/model.pt', '/data/b', '/data/d'],
+      removed: ['/data/old.ckpt', '/data/empty-dir', '/data/a', '/data/c'],
+    });
+  });
+
+  it('reads requests split anywhere across chunks, one byte at a time included', () => {
+    const stream = Buffer.concat([packet(3, '/data/数据集.tar', WRITE, ATTRS_NONE), packet(13, '/tmp/x')]);
+    const bytes = [...stream].map((b) => Buffer.from([b]));
+    expect(observe(...bytes)).toEqual({ written: ['/data/数据集.tar'], removed: ['/tmp/x'] });
+  });
+
+  it('skips WRITE payloads without reading them, and survives malformed requests', () => {
+    const write = packet(6, Buffer.from('handle'), 0, 0, Buffer.alloc(200_000, 0x41));
+    const truncated = packet(13, '/x').subarray(0, 12);
+    // A REMOVE whose string claims more bytes than the packet has: ignored, the next one read.
+    const bogus = Buffer.from([0, 0, 0, 9, 13, 0, 0, 0, 1, 0, 0, 0, 200]);
+    const { written, removed } = observe(write, bogus, packet(13, '/after'));
+    expect(written).toEqual([]);
+    expect(removed).toEqual(['/after']);
+    expect(observe(truncated)).toEqual({ written: [], removed: [] });
+  });
+});
