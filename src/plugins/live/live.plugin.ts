@@ -6,7 +6,7 @@ import { instanceDecider, instanceStream } from '../../domain/instance/instance.
 import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
 import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
 import type { Plugin } from '../plugin-host.ts';
-import { actorOf, emitError, requireToken } from './socket-auth.ts';
+import { actorOf, emitError, guardSockets, onNarrow, recheck, requireToken } from './socket-auth.ts';
 import { StatsHub } from './stats-hub.ts';
 
 export const STATS_PUSH_MS = 5_000;
@@ -20,18 +20,30 @@ export const livePlugin: Plugin = {
   async start(ctx) {
     const live = ctx.io.of('/live');
     requireToken(live, ctx.authenticate);
+    const guard = guardSockets(live, ctx.events$);
     const hub = new StatsHub(ctx.runtime);
 
     live.on('connection', (socket) => {
       const actor = actorOf(socket);
       void socket.join(actor.role === 'admin' ? ['admins', `user:${actor.id}`] : [`user:${actor.id}`]);
-      const watching = new Map<string, Subscription>();
+      const watching = new Map<string, { sub: Subscription; ownerId: string }>();
+      // An admin no more: out of the admins' room, and no stats of other users' instances.
+      onNarrow(socket, () => {
+        void socket.leave('admins');
+        for (const [instanceId, watch] of watching) {
+          if (watch.ownerId === actor.id) continue;
+          watch.sub.unsubscribe();
+          watching.delete(instanceId);
+        }
+      });
 
       socket.on('watch-stats', async (payload: unknown) => {
         const instanceId = (payload as { instanceId?: unknown } | null)?.instanceId;
         if (typeof instanceId !== 'string' || watching.has(instanceId)) return;
+        const current = await recheck(socket, ctx.authenticate);
+        if (!current) return;
         try {
-          const instance = await ctx.instances.visible(actor, instanceId);
+          const instance = await ctx.instances.visible(current, instanceId);
           if (!instance.containerId || instance.status !== 'running') {
             emitError(socket, 'NOT_RUNNING', 'Stats are there while the instance runs.');
             return;
@@ -50,7 +62,7 @@ export const livePlugin: Plugin = {
             },
             complete: () => watching.delete(instanceId),
           });
-          watching.set(instanceId, sub);
+          watching.set(instanceId, { sub, ownerId: instance.ownerId });
         } catch {
           emitError(socket, 'NOT_FOUND', 'Instance not found.');
         }
@@ -58,11 +70,11 @@ export const livePlugin: Plugin = {
       socket.on('unwatch-stats', (payload: unknown) => {
         const instanceId = (payload as { instanceId?: unknown } | null)?.instanceId;
         if (typeof instanceId !== 'string') return;
-        watching.get(instanceId)?.unsubscribe();
+        watching.get(instanceId)?.sub.unsubscribe();
         watching.delete(instanceId);
       });
       socket.on('disconnect', () => {
-        for (const sub of watching.values()) sub.unsubscribe();
+        for (const watch of watching.values()) watch.sub.unsubscribe();
         watching.clear();
       });
     });
@@ -92,6 +104,7 @@ export const livePlugin: Plugin = {
 
     return {
       async stop() {
+        guard.unsubscribe();
         pushes.unsubscribe();
         live.disconnectSockets(true);
       },

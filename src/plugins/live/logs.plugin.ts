@@ -1,6 +1,6 @@
 import type { Subscription } from 'rxjs';
 import type { Plugin } from '../plugin-host.ts';
-import { actorOf, emitError, requireToken } from './socket-auth.ts';
+import { actorOf, emitError, guardSockets, onNarrow, recheck, requireToken } from './socket-auth.ts';
 
 /**
  * socket.io `/logs`: `follow {instanceId, tail}` streams demultiplexed `line` events until
@@ -11,21 +11,33 @@ export const logsPlugin: Plugin = {
   async start(ctx) {
     const logs = ctx.io.of('/logs');
     requireToken(logs, ctx.authenticate);
+    const guard = guardSockets(logs, ctx.events$);
     logs.on('connection', (socket) => {
       const actor = actorOf(socket);
-      const following = new Map<string, Subscription>();
+      const following = new Map<string, { sub: Subscription; ownerId: string }>();
+      // An admin no more: other users' logs end.
+      onNarrow(socket, () => {
+        for (const [instanceId, follow] of following) {
+          if (follow.ownerId === actor.id) continue;
+          follow.sub.unsubscribe();
+          following.delete(instanceId);
+          socket.emit('end', { instanceId, reason: 'you are no longer an admin' });
+        }
+      });
       socket.on('follow', async (payload: unknown) => {
         const { instanceId, tail } = (payload ?? {}) as { instanceId?: unknown; tail?: unknown };
         if (typeof instanceId !== 'string' || following.has(instanceId)) return;
         const lines = typeof tail === 'number' && Number.isInteger(tail) && tail >= 0 && tail <= 10_000 ? tail : 200;
+        const current = await recheck(socket, ctx.authenticate);
+        if (!current) return;
         try {
-          const instance = await ctx.instances.visible(actor, instanceId);
+          const instance = await ctx.instances.visible(current, instanceId);
           if (!instance.containerId) {
             emitError(socket, 'NO_CONTAINER', 'The instance has no container yet.');
             return;
           }
           const target = await ctx.nodes.target(instance.nodeId);
-          following.set(instanceId, ctx.runtime.logs(target, instance.containerId, { tail: lines, follow: true }).subscribe({
+          const sub = ctx.runtime.logs(target, instance.containerId, { tail: lines, follow: true }).subscribe({
             next: (line) => socket.emit('line', { instanceId, ...line }),
             error: (err: unknown) => emitError(socket, 'LOGS_FAILED', err instanceof Error ? err.message : 'log stream ended'),
             // Docker ends a follow when the container stops; the client may follow again after a start.
@@ -33,7 +45,8 @@ export const logsPlugin: Plugin = {
               following.delete(instanceId);
               socket.emit('end', { instanceId, reason: 'the container stopped' });
             },
-          }));
+          });
+          following.set(instanceId, { sub, ownerId: instance.ownerId });
         } catch {
           emitError(socket, 'NOT_FOUND', 'Instance not found.');
         }
@@ -41,15 +54,16 @@ export const logsPlugin: Plugin = {
       socket.on('unfollow', (payload: unknown) => {
         const instanceId = (payload as { instanceId?: unknown } | null)?.instanceId;
         if (typeof instanceId !== 'string') return;
-        following.get(instanceId)?.unsubscribe();
+        following.get(instanceId)?.sub.unsubscribe();
         following.delete(instanceId);
       });
       socket.on('disconnect', () => {
-        for (const sub of following.values()) sub.unsubscribe();
+        for (const follow of following.values()) follow.sub.unsubscribe();
       });
     });
     return {
       async stop() {
+        guard.unsubscribe();
         logs.disconnectSockets(true);
       },
     };

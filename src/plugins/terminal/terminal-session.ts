@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'socket.io';
-import type { Actor } from '../../commands/user/accounts.ts';
 import type { AccessAudit, AccessRecord } from '../../commands/instance/access-audit.ts';
 import type { ExecSession, NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { InstanceView } from '../../projections/instances.projection.ts';
 import type { PluginContext } from '../plugin-host.ts';
-import { emitError } from '../live/socket-auth.ts';
+import { emitError, recheck } from '../live/socket-auth.ts';
 import { ShellOutput } from './shell-output.ts';
 
 export const BASH = '/bin/bash';
@@ -94,7 +93,6 @@ export class TerminalSession {
     private readonly ctx: PluginContext,
     private readonly audit: AccessAudit,
     private readonly socket: Socket,
-    private readonly actor: Actor,
     private readonly request: OpenRequest,
   ) {
     this.size = { cols: request.cols, rows: request.rows };
@@ -141,7 +139,10 @@ export class TerminalSession {
   }
 
   private async run(): Promise<void> {
-    const { ctx, actor, request } = this;
+    const { ctx, request } = this;
+    // Checked again at the open: a socket that outlived its user's disable (or token) opens nothing.
+    const actor = await recheck(this.socket, ctx.authenticate);
+    if (!actor) return void this.end({ reason: 'the sign-in is no longer valid' });
     let instance: InstanceView;
     try {
       instance = await ctx.instances.visible(actor, request.instanceId);

@@ -5,7 +5,7 @@ import { AccessAudit } from '../../commands/instance/access-audit.ts';
 import { accessEnding, type AccessEndingCode } from '../../domain/instance/access.ts';
 import type { RecordedEvent } from '../../ports/event-store.port.ts';
 import type { Plugin } from '../plugin-host.ts';
-import { actorOf, emitError, requireToken } from '../live/socket-auth.ts';
+import { actorOf, emitError, guardSockets, requireToken } from '../live/socket-auth.ts';
 import type { Ending } from './terminal-session.ts';
 import { parseOpen, parseSize, TerminalSession } from './terminal-session.ts';
 
@@ -50,6 +50,8 @@ export const terminalPlugin: Plugin = {
     const terminal = ctx.io.of('/terminal');
     const audit = new AccessAudit(ctx.bus);
     requireToken(terminal, ctx.authenticate);
+    // Sessions end by the events below; the guard adds the token's expiry and the role of a demoted admin.
+    const guard = guardSockets(terminal, ctx.events$, { endOnEvents: false });
     /** Open sessions by the stream whose events end them: `user-<id>` and `instance-<id>`. */
     const watched = new Map<string, Set<TerminalSession>>();
     const sessions = new Set<TerminalSession>();
@@ -64,15 +66,15 @@ export const terminalPlugin: Plugin = {
     };
 
     terminal.on('connection', (socket) => {
-      const actor = actorOf(socket);
       socket.once('open', (payload: unknown) => {
+        const actor = actorOf(socket);
         const request = parseOpen(payload);
         if (typeof request === 'string') {
           emitError(socket, 'VALIDATION_FAILED', request);
           socket.disconnect();
           return;
         }
-        const session = new TerminalSession(ctx, audit, socket, actor, request);
+        const session = new TerminalSession(ctx, audit, socket, request);
         const streams = [userStream(actor.id), instanceStream(request.instanceId)];
         // Watched before anything is looked up: an event while the shell starts ends it too.
         for (const stream of streams) watch(stream, session);
@@ -114,6 +116,7 @@ export const terminalPlugin: Plugin = {
 
     return {
       async stop() {
+        guard.unsubscribe();
         endings.unsubscribe();
         await Promise.all([...sessions].map((session) => session.end(SHUTDOWN)));
         terminal.disconnectSockets();
