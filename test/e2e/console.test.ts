@@ -253,14 +253,6 @@ describeWithService(
         expect(await byTest('ssh-forward').textContent()).toContain('-L 8888:127.0.0.1:8888');
         expect(await byTest('ssh-config').textContent()).toContain(`Host tianqi-${INSTANCE}`);
       }
-      await shot('instance-ssh');
-      await byTest('ssh-panel').screenshot({ path: join(SHOTS, 'zz-ssh-panel.tmp.png'), animations: 'disabled' });
-      await page.setViewportSize({ width: 390, height: 844 });
-      await page.waitForTimeout(300);
-      console.log('NARROW', await page.evaluate(`JSON.stringify({doc: [document.documentElement.scrollWidth, document.documentElement.clientWidth], panel: [document.querySelector('[data-test="ssh-panel"]').scrollWidth, document.querySelector('[data-test="ssh-panel"]').clientWidth]})`));
-      await page.screenshot({ path: join(SHOTS, 'zz-ssh-narrow.tmp.png'), fullPage: true, animations: 'disabled' });
-      await byTest('ssh-panel').screenshot({ path: join(SHOTS, 'zz-ssh-narrow-panel.tmp.png'), animations: 'disabled' });
-      await page.setViewportSize({ width: 1440, height: 900 });
 
       await page.locator('.el-tabs__item', { hasText: '操作历史' }).click();
       await page.locator('[data-test="history-panel"] .el-timeline-item').first().waitFor();
