@@ -1,7 +1,7 @@
 /**
  * Builds tianqi-helper (helper/: the static program the jump host copies into a container for
  * SFTP and port forwarding) for linux/amd64 and linux/arm64 into dist/helper/, when a build is
- * missing or older than its sources. Needs Go 1.22 or later; without it, says so and leaves the
+ * missing or older than its sources. Needs Go 1.23 or later; without it, says so and leaves the
  * platform without file transfer and port forwarding (the jump host then tells its users why).
  * `npm start` and `npm test` run it first. Usage: tsx scripts/build-helper.ts [--force] [--strict]
  */
@@ -41,11 +41,11 @@ function hasGo(): boolean {
 
 /** Builds what is stale; returns false (after saying why) when Go is missing. */
 export function buildHelper(options: { force?: boolean; log?: (line: string) => void } = {}): boolean {
-  const log = options.log ?? ((line: string) => console.log(line));
+  const log = options.log ?? ((line: string) => console.warn(line));
   const todo = HELPER_ARCHITECTURES.filter((arch) => options.force || stale(arch));
   if (todo.length === 0) return true;
   if (!hasGo()) {
-    log('tianqi-helper: no Go toolchain found (go 1.22+ is needed to build helper/); SFTP, scp and port forwarding through the jump host stay off');
+    log('tianqi-helper: no Go toolchain found (go 1.23+ is needed to build helper/); SFTP, scp and port forwarding through the jump host stay off');
     return false;
   }
   for (const arch of todo) {

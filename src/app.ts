@@ -33,7 +33,6 @@ import { Nodes } from './commands/catalog/nodes.ts';
 import { specRoutes } from './commands/catalog/spec.routes.ts';
 import { CommandBus } from './commands/command-bus.ts';
 import { Accounts } from './commands/user/accounts.ts';
-import { LoginThrottle } from './commands/user/login-throttle.ts';
 import { TokenService } from './commands/user/token.ts';
 import { userRoutes } from './commands/user/user.routes.ts';
 import type { Config } from './config.ts';
@@ -182,7 +181,7 @@ export class App {
 
     const app = createHttpApp({
       routes: [
-        ...userRoutes(this.accounts, new LoginThrottle(10, 60_000, 60_000)),
+        ...userRoutes(this.accounts, this.accounts.signIns),
         ...imageRoutes(this.bus, this.readStore),
         ...specRoutes(this.bus, this.readStore),
         ...nodeRoutes(this.nodes, this.readStore),
@@ -193,6 +192,7 @@ export class App {
       ],
       authenticate: (token) => this.accounts.authenticate(token),
       idempotency: new IdempotencyGuard(this.bus),
+      trustProxy: config.trustProxy,
       logger: logger.child({ component: 'http' }),
       version: VERSION,
       isReady: () => this.ready,

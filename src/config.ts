@@ -26,6 +26,8 @@ const Env = z.object({
   TIANQI_LEASE_TTL_MS: z.coerce.number().int().min(1_000).default(15_000),
   TIANQI_LEASE_RENEW_MS: z.coerce.number().int().min(100).default(5_000),
   /** This replica's name as a lease holder; unique per replica. Kept across restarts, it takes its leases back at once after a crash. */
+  /** `1` (or a count) behind that many reverse proxies: the client address comes from X-Forwarded-For. */
+  TIANQI_TRUST_PROXY: z.coerce.number().int().min(0, 'must be 0, 1 or the number of proxies').max(10, 'at most 10 proxies').default(0),
   /** Builds of tianqi-helper (`linux-<arch>/tianqi-helper`), made by scripts/build-helper.ts. */
   TIANQI_HELPER_DIR: z.string().optional(),
   TIANQI_REPLICA_ID: z.string().regex(/^[\w.:-]{1,100}$/, 'letters, digits and . _ : - only, at most 100').optional(),
@@ -48,6 +50,8 @@ export interface Config {
   /** Leases of the projections and singleton plugins among replicas (MongoDB `leases`). */
   readonly lease: { readonly ttlMs: number; readonly renewEveryMs: number };
   readonly replicaId?: string;
+  /** Reverse proxies in front of the HTTP port (0: none); the client is that many hops from the right of X-Forwarded-For. */
+  readonly trustProxy: number;
   /** Where the builds of tianqi-helper are, per architecture (SFTP and port forwarding). */
   readonly helperDir: string;
 }
@@ -85,6 +89,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ...(e.TIANQI_METRICS_TOKEN ? { metricsToken: e.TIANQI_METRICS_TOKEN } : {}),
     lease: { ttlMs: e.TIANQI_LEASE_TTL_MS, renewEveryMs: e.TIANQI_LEASE_RENEW_MS },
     ...(e.TIANQI_REPLICA_ID ? { replicaId: e.TIANQI_REPLICA_ID } : {}),
+    trustProxy: e.TIANQI_TRUST_PROXY,
     helperDir: resolve(e.TIANQI_HELPER_DIR ?? DEFAULT_HELPER_DIR),
   };
 }

@@ -1,4 +1,5 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
 import Router from '@koa/router';
 import Koa, { type Context } from 'koa';
 import type { Logger } from 'pino';
@@ -20,6 +21,8 @@ export interface HttpDependencies {
   readonly isReady: () => boolean;
   /** Extra middleware mounted after the API (the console's static files). */
   readonly fallback?: Koa.Middleware;
+  /** TIANQI_TRUST_PROXY: reverse proxies in front (0: none). */
+  readonly trustProxy?: number;
   /** Prometheus text for `GET /metrics`, for admins or the bearer token in TIANQI_METRICS_TOKEN. */
   readonly metrics?: { registry: { metrics(): Promise<string>; contentType: string }; token?: string };
 }
@@ -36,14 +39,27 @@ function bearer(ctx: Context): string | undefined {
   return match?.[1];
 }
 
+/** The client's address: X-Forwarded-For's hop when it is an IP address, else the socket's. */
+function clientAddress(ctx: Context): string {
+  const ip = ctx.ip;
+  return isIP(ip) ? ip : (ctx.req.socket.remoteAddress ?? '');
+}
+
 export function createHttpApp(deps: HttpDependencies): Koa {
-  const app = new Koa({ proxy: process.env.TIANQI_TRUST_PROXY === '1' });
+  // Behind N trusted proxies the client is the Nth address from the right of X-Forwarded-For:
+  // what each proxy appended, never what the client put in front of it.
+  const proxies = deps.trustProxy ?? 0;
+  const app = new Koa(proxies > 0 ? { proxy: true, maxIpsCount: proxies } : { proxy: false });
   const api = new Router({ prefix: '/api/v1' });
 
   app.use(async (ctx, next) => {
     const started = performance.now();
     ctx.state.requestId = ctx.get('x-request-id') || randomUUID();
     ctx.set('X-Request-Id', ctx.state.requestId as string);
+    if (ctx.path.startsWith('/api/')) {
+      ctx.set('X-Content-Type-Options', 'nosniff');
+      ctx.set('Cache-Control', 'no-store');
+    }
     try {
       await next();
     } finally {
@@ -84,14 +100,15 @@ export function createHttpApp(deps: HttpDependencies): Koa {
       const context = {
         ...(actor ? { userId: actor.id } : {}),
         correlationId: ctx.state.requestId as string,
-        clientIp: ctx.ip,
+        clientIp: clientAddress(ctx),
       };
       const run = async () => {
         const result = await spec.handler({ body, query, params: ctx.params, actor: actor ?? undefined, context, headers: ctx.headers } as never);
         return isReply(result) ? { status: result.status ?? 200, body: result.body } : { status: spec.status ?? 200, body: result };
       };
       const key = ctx.get('idempotency-key');
-      const answer = key && actor && spec.method !== 'get'
+      // Public answers (a sign-in's token) are never stored: an idempotency claim lives in the event log.
+      const answer = key && actor && spec.method !== 'get' && spec.access !== 'public'
         ? await deps.idempotency.run(actor.id, key, { method: spec.method, path: ctx.path, body }, context, run)
         : await run();
       if ('replayed' in answer && answer.replayed) ctx.set('Idempotent-Replayed', 'true');

@@ -69,6 +69,24 @@ function notBuilt(ctx: Context): void {
 }
 
 /**
+ * The console's Content-Security-Policy: its own scripts only (Vite emits no inline script), its
+ * own API and socket.io over HTTP(S) and WebSocket, inline styles (Element Plus positions popups
+ * with them) and data: images and fonts; no framing, no plugins, forms and <base> to itself.
+ */
+export const CONSOLE_CSP = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self' 'unsafe-inline'",
+  "img-src 'self' data: blob:",
+  "font-src 'self' data:",
+  "connect-src 'self' ws: wss:",
+  "object-src 'none'",
+  "frame-ancestors 'none'",
+  "base-uri 'self'",
+  "form-action 'self'",
+].join('; ');
+
+/**
  * Serves the Vue console from `dir` (ui/dist): files with their content type, hashed assets cached
  * for a year, and every other path without a file extension answered with index.html (history-mode
  * routing). Never answers for /api/* or /socket.io/*: those fall through to their own 404s.
@@ -89,6 +107,9 @@ export function serveConsole(dir: string = CONSOLE_DIR): Middleware {
     if (ext === '.html') {
       ctx.set('X-Frame-Options', 'DENY');
       ctx.set('Referrer-Policy', 'same-origin');
+      ctx.set('Content-Security-Policy', CONSOLE_CSP);
+      ctx.set('Cross-Origin-Opener-Policy', 'same-origin');
+      ctx.set('Permissions-Policy', 'camera=(), microphone=(), geolocation=(), payment=()');
     }
     ctx.status = 200;
     if (ctx.fresh) {

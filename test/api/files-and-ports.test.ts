@@ -40,7 +40,7 @@ interface SessionClose {
 describeWithService(
   'Docker engine and a tianqi-helper build',
   Boolean(socketPath) && helperBuilt,
-  'start dockerd (see .ci/run), set TIANQI_TEST_DOCKER_SOCKET, and have Go 1.22+ on PATH so helper/ builds',
+  'start dockerd (see .ci/run), set TIANQI_TEST_DOCKER_SOCKET, and have Go 1.23+ on PATH so helper/ builds',
   'Files and ports over the jump host (OpenSSH sftp, scp, rsync, ssh -L)',
   () => {
     const masterKey = randomBytes(32).toString('base64');

@@ -264,17 +264,15 @@ describeWithService(
       await page.locator('[data-test="terminal-state"].connected').waitFor({ timeout: 20_000 });
       await page.locator('.xterm').click();
       // The shell's prompt first, so the line is not typed ahead of it.
-      // (Functions run in the page; strings keep the DOM out of this file's types.)
-      await page.waitForFunction(`/[#$]\\s*$/.test(document.querySelector('.xterm-rows')?.textContent ?? '')`, undefined, { timeout: 15_000 });
+      // (Read through locators: the console's Content-Security-Policy allows no eval, and Playwright's string predicates need it.)
+      await expect.poll(() => page.locator('.xterm-rows').textContent(), { timeout: 15_000 }).toMatch(/[#$]\s*$/);
       await page.keyboard.type('echo $((6*7))');
       await page.keyboard.press('Enter');
-      await page.waitForFunction(`[...document.querySelectorAll('.xterm-rows > div')].some((row) => row.textContent.trim() === '42')`, undefined, {
-        timeout: 15_000,
-      });
+      await page.locator('.xterm-rows > div').filter({ hasText: /^\s*42\s*$/ }).first().waitFor({ timeout: 15_000 });
       await shot('terminal');
 
       // The terminal follows the window: the shell sees the new size.
-      const sizes = () => page.evaluate(`[...document.querySelectorAll('.xterm-rows > div')].map((row) => row.textContent.trim()).filter((line) => /^\\d+ \\d+$/.test(line))`) as Promise<string[]>;
+      const sizes = async () => (await page.locator('.xterm-rows > div').allTextContents()).map((row) => row.trim()).filter((line) => /^\d+ \d+$/.test(line));
       await page.keyboard.type('stty size');
       await page.keyboard.press('Enter');
       await expect.poll(sizes).toHaveLength(1);
@@ -296,12 +294,10 @@ describeWithService(
       await page.locator('[data-test="terminal-state"].exited').waitFor();
       await byTest('terminal-reconnect').click();
       await page.locator('[data-test="terminal-state"].connected').waitFor();
-      await page.waitForFunction(`/[#$]\\s*$/.test(document.querySelector('.xterm-rows')?.textContent ?? '')`, undefined, { timeout: 15_000 });
+      await expect.poll(() => page.locator('.xterm-rows').textContent(), { timeout: 15_000 }).toMatch(/[#$]\s*$/);
       await page.keyboard.type('echo $((6*8))');
       await page.keyboard.press('Enter');
-      await page.waitForFunction(`[...document.querySelectorAll('.xterm-rows > div')].some((row) => row.textContent.trim() === '48')`, undefined, {
-        timeout: 15_000,
-      });
+      await page.locator('.xterm-rows > div').filter({ hasText: /^\s*48\s*$/ }).first().waitFor({ timeout: 15_000 });
     }, 60_000);
 
     it('stops the instance from the list and sees it exited', async () => {

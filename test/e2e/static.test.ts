@@ -72,6 +72,10 @@ describe('console static files', () => {
       expect(r.headers.get('content-type')).toBe('text/html; charset=utf-8');
       expect(r.headers.get('cache-control')).toBe('no-cache');
       expect(await r.text()).toContain('<div id="app">');
+      // the console's own scripts only, no framing (the browser suite runs the console under it)
+      expect(r.headers.get('content-security-policy')).toMatch(/default-src 'self'; script-src 'self';.*frame-ancestors 'none'/);
+      expect(r.headers.get('x-frame-options')).toBe('DENY');
+      expect(r.headers.get('x-content-type-options')).toBe('nosniff');
     }
   });
 

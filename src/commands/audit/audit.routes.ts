@@ -45,8 +45,14 @@ function matches(e: RecordedEvent, f: AuditFilter, userId: string | undefined): 
   return true;
 }
 
-const csvCell = (value: unknown) => {
-  const text = value === null || value === undefined ? '' : typeof value === 'string' ? value : JSON.stringify(value);
+/**
+ * One CSV cell. A cell that a spreadsheet would read as a formula (=, +, -, @, tab, CR first:
+ * `=HYPERLINK(…)` in an instance name) gets a leading apostrophe, as OWASP advises, so that it
+ * opens as the text it is.
+ */
+export const csvCell = (value: unknown) => {
+  let text = value === null || value === undefined ? '' : typeof value === 'string' ? value : JSON.stringify(value);
+  if (typeof value === 'string' && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;
   return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 };
 

@@ -1,3 +1,4 @@
+import { isAbsolute, normalize } from 'node:path';
 import { z } from 'zod';
 import { SPEC_LIMITS } from '../../domain/catalog/spec.decider.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
@@ -26,7 +27,7 @@ const fields = {
   gpuModel: text(64),
   gpuCount: nonNegativeInt(64),
   gpuMemoryGb: nonNegativeInt(SPEC_LIMITS.gpuMemoryGb).meta({ description: 'per card, GB' }),
-  hamiCoreDir: text(255).refine((s) => s === '' || s.startsWith('/'), 'must be an absolute path').meta({
+  hamiCoreDir: text(255).refine((s) => s === '' || (isAbsolute(s) && normalize(s) !== '/' && !s.split('/').includes('..')), 'must be an absolute directory other than /, without ..').meta({
     description: 'HAMi-core build directory on the node; empty = /root/HAMi-core/build',
   }),
   dockerEndpoint: dockerEndpoint.or(z.literal('')).meta({ description: 'empty = tcp://<privateIp>:2376 (TLS) or :2375' }),

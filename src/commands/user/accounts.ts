@@ -9,6 +9,7 @@ import { USERS, type UserView } from '../../projections/users.projection.ts';
 import type { CommandBus, CommandContext } from '../command-bus.ts';
 import { claimName, releaseName } from '../name-claims.ts';
 import { DUMMY_HASH_PROMISE, hashPassword, verifyPassword } from './password.ts';
+import { SignInThrottle } from './sign-in-throttle.ts';
 import { parseOpenSshPublicKey } from './ssh-public-key.ts';
 import type { TokenService } from './token.ts';
 
@@ -28,12 +29,17 @@ export interface NewUser {
 
 /** Use cases of the account slice, shared by the REST routes, the bootstrap and the SSH jump host. */
 export class Accounts {
+  /** Failed sign-ins of every way in (HTTP and SSH), counted together. */
+  readonly signIns: SignInThrottle;
+
   constructor(
     private readonly bus: CommandBus,
     private readonly readStore: ReadStore,
     private readonly tokens: TokenService,
     private readonly clock: () => number = Date.now,
-  ) {}
+  ) {
+    this.signIns = new SignInThrottle(clock);
+  }
 
   private get users() {
     return this.readStore.collection<UserView>(USERS);

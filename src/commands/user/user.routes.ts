@@ -1,8 +1,9 @@
 import { z } from 'zod';
+import { ValidationError } from '../../domain/shared/errors.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
 import type { UserView } from '../../projections/users.projection.ts';
 import { assertAdmin, assertSelfOrAdmin, type Accounts } from './accounts.ts';
-import type { LoginThrottle } from './login-throttle.ts';
+import type { SignInThrottle } from './sign-in-throttle.ts';
 import { TOKEN_LIFETIME_SECONDS } from './token.ts';
 
 const username = z
@@ -47,21 +48,21 @@ export function toUserDto(user: UserView): z.infer<typeof UserSchema> {
   return { id, username: name, role: r, disabled, displayName: dn, createdAt, updatedAt, sshKeys: sshKeys.map((k) => ({ ...k })) };
 }
 
-export function userRoutes(accounts: Accounts, throttle: LoginThrottle): RouteSpec[] {
+export function userRoutes(accounts: Accounts, throttle: SignInThrottle): RouteSpec[] {
   return [
     route({
       method: 'post', path: '/auth/login', tag: 'auth', access: 'public', summary: 'Sign in; returns a bearer token valid for 12 hours',
       body: LoginBody,
       response: z.object({ token: z.string(), expiresIn: z.number(), user: UserSchema }),
       async handler({ body, context }) {
-        const key = `${context.clientIp ?? '?'}|${body.username.toLowerCase()}`;
-        throttle.check(key);
+        const address = context.clientIp ?? '?';
+        throttle.check(body.username, address);
         try {
           const { token, user } = await accounts.login(body.username, body.password);
-          throttle.succeeded(key);
+          throttle.succeeded(body.username, address);
           return { token, expiresIn: TOKEN_LIFETIME_SECONDS, user: toUserDto(user) };
         } catch (err) {
-          throttle.failed(key);
+          throttle.failed(body.username, address);
           throw err;
         }
       },
@@ -76,7 +77,16 @@ export function userRoutes(accounts: Accounts, throttle: LoginThrottle): RouteSp
       method: 'post', path: '/auth/password', tag: 'auth', access: 'user', status: 204,
       summary: 'Change your own password (ends your other sessions)', body: PasswordBody,
       async handler({ actor, body, context }) {
-        await accounts.changePassword(actor.id, body.currentPassword, body.newPassword, context);
+        // A stolen token must not become a way to guess the password: the same counts as sign-ins.
+        const address = context.clientIp ?? '?';
+        throttle.check(actor.username, address);
+        try {
+          await accounts.changePassword(actor.id, body.currentPassword, body.newPassword, context);
+        } catch (err) {
+          if (err instanceof ValidationError && err.fields?.currentPassword) throttle.failed(actor.username, address);
+          throw err;
+        }
+        throttle.succeeded(actor.username, address);
         return reply(204);
       },
     }),

@@ -29,6 +29,13 @@ export function idleTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
   return ms;
 }
 
+/**
+ * Connections not signed in yet, as OpenSSH's MaxStartups: from one address, and in all. One
+ * over either is closed at once; a signed-in connection no longer counts.
+ */
+export const MAX_UNAUTHENTICATED_PER_ADDRESS = 10;
+export const MAX_UNAUTHENTICATED = 100;
+
 /** Sessions one connection may hold open at once (OpenSSH's MaxSessions). */
 export const MAX_SESSIONS = 10;
 
@@ -137,6 +144,9 @@ class JumpHost {
   private readonly server: InstanceType<typeof ssh2.Server>;
   private readonly auth: SshAuthenticator;
   private readonly connections = new Set<ClientConnection>();
+  /** Connections not signed in yet, by address. */
+  private readonly unauthenticated = new Map<string, number>();
+  private unauthenticatedTotal = 0;
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly deps: SessionDeps;
   private watch: Subscription | null = null;
@@ -234,6 +244,24 @@ class JumpHost {
   }
 
   private accept(client: Connection, address: string): void {
+    const fromAddress = this.unauthenticated.get(address) ?? 0;
+    if (fromAddress >= MAX_UNAUTHENTICATED_PER_ADDRESS || this.unauthenticatedTotal >= MAX_UNAUTHENTICATED) {
+      this.ctx.logger.warn({ address, fromAddress, total: this.unauthenticatedTotal }, 'ssh connection refused: too many not signed in');
+      client.on('error', () => undefined);
+      client.end();
+      return;
+    }
+    this.unauthenticated.set(address, fromAddress + 1);
+    this.unauthenticatedTotal += 1;
+    let counted = true;
+    const signedInOrGone = () => {
+      if (!counted) return;
+      counted = false;
+      this.unauthenticatedTotal -= 1;
+      const left = (this.unauthenticated.get(address) ?? 1) - 1;
+      if (left > 0) this.unauthenticated.set(address, left);
+      else this.unauthenticated.delete(address);
+    };
     const connection = new ClientConnection(client, address, this.deps.idleTimeoutMs, this.deps);
     this.connections.add(connection);
     const grace = setTimeout(() => client.end(), LOGIN_GRACE_MS);
@@ -265,6 +293,7 @@ class JumpHost {
     });
     client.on('ready', () => {
       clearTimeout(grace);
+      signedInOrGone();
       connection.startIdleClock();
       this.ctx.logger.info({ user: login.username, instance: login.instanceName, address }, 'ssh sign-in');
     });
@@ -304,6 +333,7 @@ class JumpHost {
     client.on('error', (err: Error) => this.ctx.logger.debug({ err, address }, 'ssh connection error'));
     client.on('close', () => {
       clearTimeout(grace);
+      signedInOrGone();
       connection.closedByClient();
       this.connections.delete(connection);
     });

@@ -17,7 +17,9 @@ export type AuthOutcome =
 
 /**
  * Password (the platform account) or a public key the user registered. Five failures from one
- * address within a minute refuse that address for a minute, whatever it sends.
+ * address within a minute refuse that address for a minute, whatever it sends; password guesses
+ * also count in the platform's sign-in throttle (per username across addresses, per address
+ * across usernames), shared with HTTP sign-in.
  */
 export class SshAuthenticator {
   private readonly throttle = new LoginThrottle(5, 60_000, 60_000);
@@ -28,7 +30,12 @@ export class SshAuthenticator {
     if (auth.method !== 'password' && auth.method !== 'publickey') return { kind: 'refused', why: 'method' };
     if (this.throttle.isBlocked(address) > 0) return { kind: 'refused', why: 'blocked' };
     if (auth.method === 'password') {
-      return this.settle(address, await this.accounts.checkPassword(username, auth.password));
+      const signIns = this.accounts.signIns;
+      if (signIns.blockedFor(username, address) > 0) return { kind: 'refused', why: 'blocked' };
+      const user = await this.accounts.checkPassword(username, auth.password);
+      if (user) signIns.succeeded(username, address);
+      else signIns.failed(username, address);
+      return this.settle(address, user);
     }
     const user = await this.accounts.findByUsername(username);
     const key = user && !user.disabled ? registeredKey(user, auth.key) : null;
