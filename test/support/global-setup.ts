@@ -6,6 +6,5 @@ import { buildHelper } from '../../scripts/build-helper.ts';
  * TIANQI_REQUIRE_SERVICES=1 and skip otherwise, saying so.
  */
 export default function setup(): void {
-  const built = buildHelper({ log: (line) => console.warn(line) });
-  process.env.TIANQI_TEST_HELPER_BUILT = built ? '1' : '';
+  buildHelper({ log: (line) => console.warn(line) });
 }

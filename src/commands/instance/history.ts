@@ -4,6 +4,13 @@ import type { RecordedEvent } from '../../ports/event-store.port.ts';
 
 const OPERATION_WORDS = { start: 'start', stop: 'stop', restart: 'restart', delete: 'deletion' } as const;
 
+/** ` (a, b, c …)`: the first paths of an SFTP session's list. */
+function listed(paths: readonly string[], count: number): string {
+  if (paths.length === 0) return '';
+  const shown = paths.slice(0, 3);
+  return ` (${shown.join(', ')}${count > shown.length ? ' …' : ''})`;
+}
+
 function sessionWords(via: 'web' | 'ssh', kind: AccessKind | undefined): string {
   if (via === 'web') return 'a web terminal session';
   if (kind === 'sftp') return 'an SFTP session';
@@ -45,7 +52,9 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
       return `${event.data.username} opened ${sessionWords(event.data.via, event.data.kind)} from ${event.data.clientAddress} (${event.data.command})`;
     case 'TerminalSessionClosed': {
       const files = event.data.files;
-      const fileWords = files ? `; ${files.writtenCount} files written, ${files.removedCount} removed` : '';
+      const fileWords = files
+        ? `; ${files.writtenCount} files written${listed(files.written, files.writtenCount)}, ${files.removedCount} removed${listed(files.removed, files.removedCount)}`
+        : '';
       const connections = event.data.connections !== undefined ? `; ${event.data.connections} connections` : '';
       return `${event.data.via === 'ssh' ? 'SSH' : 'web terminal'} session closed after ${Math.round(event.data.durationMs / 1000)} s: ${event.data.reason}; ${event.data.bytesIn} bytes in, ${event.data.bytesOut} bytes out${fileWords}${connections}`;
     }
