@@ -1,7 +1,9 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { DEFAULT_CONTAINER_LIMITS } from './commands/instance/container-plan.ts';
 import { zodFields } from './http/errors.ts';
+import type { ContainerLimits } from './ports/container-runtime.port.ts';
 
 const port = z.coerce.number().int().min(0).max(65_535);
 
@@ -28,6 +30,12 @@ const Env = z.object({
   /** This replica's name as a lease holder; unique per replica. Kept across restarts, it takes its leases back at once after a crash. */
   /** `1` (or a count) behind that many reverse proxies: the client address comes from X-Forwarded-For. */
   TIANQI_TRUST_PROXY: z.coerce.number().int().min(0, 'must be 0, 1 or the number of proxies').max(10, 'at most 10 proxies').default(0),
+  /** Limits of every instance's container (see DEFAULT_CONTAINER_LIMITS). */
+  TIANQI_CONTAINER_PIDS_LIMIT: z.coerce.number().int().min(0).max(4_194_304).optional(),
+  TIANQI_CONTAINER_LOG_MAX_SIZE_MB: z.coerce.number().int().min(1).max(10_240).optional(),
+  TIANQI_CONTAINER_LOG_MAX_FILES: z.coerce.number().int().min(1).max(100).optional(),
+  TIANQI_CONTAINER_NO_NEW_PRIVILEGES: z.enum(['0', '1']).optional(),
+  TIANQI_CONTAINER_CAP_DROP: z.string().regex(/^[A-Z_]*(,[A-Z_]+)*$/, 'comma-separated capability names, e.g. NET_RAW,MKNOD').optional(),
   /** Builds of tianqi-helper (`linux-<arch>/tianqi-helper`), made by scripts/build-helper.ts. */
   TIANQI_HELPER_DIR: z.string().optional(),
   TIANQI_REPLICA_ID: z.string().regex(/^[\w.:-]{1,100}$/, 'letters, digits and . _ : - only, at most 100').optional(),
@@ -52,6 +60,8 @@ export interface Config {
   readonly replicaId?: string;
   /** Reverse proxies in front of the HTTP port (0: none); the client is that many hops from the right of X-Forwarded-For. */
   readonly trustProxy: number;
+  /** Limits of every instance's container. */
+  readonly containerLimits: ContainerLimits;
   /** Where the builds of tianqi-helper are, per architecture (SFTP and port forwarding). */
   readonly helperDir: string;
 }
@@ -90,6 +100,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     lease: { ttlMs: e.TIANQI_LEASE_TTL_MS, renewEveryMs: e.TIANQI_LEASE_RENEW_MS },
     ...(e.TIANQI_REPLICA_ID ? { replicaId: e.TIANQI_REPLICA_ID } : {}),
     trustProxy: e.TIANQI_TRUST_PROXY,
+    containerLimits: {
+      pidsLimit: e.TIANQI_CONTAINER_PIDS_LIMIT ?? DEFAULT_CONTAINER_LIMITS.pidsLimit,
+      logMaxSizeMb: e.TIANQI_CONTAINER_LOG_MAX_SIZE_MB ?? DEFAULT_CONTAINER_LIMITS.logMaxSizeMb,
+      logMaxFiles: e.TIANQI_CONTAINER_LOG_MAX_FILES ?? DEFAULT_CONTAINER_LIMITS.logMaxFiles,
+      noNewPrivileges: e.TIANQI_CONTAINER_NO_NEW_PRIVILEGES === undefined ? DEFAULT_CONTAINER_LIMITS.noNewPrivileges : e.TIANQI_CONTAINER_NO_NEW_PRIVILEGES === '1',
+      capDrop: e.TIANQI_CONTAINER_CAP_DROP === undefined
+        ? DEFAULT_CONTAINER_LIMITS.capDrop
+        : e.TIANQI_CONTAINER_CAP_DROP.split(',').filter(Boolean),
+    },
     helperDir: resolve(e.TIANQI_HELPER_DIR ?? DEFAULT_HELPER_DIR),
   };
 }

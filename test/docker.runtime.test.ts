@@ -288,6 +288,65 @@ describeWithService(
       expect(progress).toEqual([`pulling ${image}`]);
     }, 60_000);
 
+    describe('container limits and tenant programs', () => {
+      const limited = plan('limited', {
+        limits: { pidsLimit: 64, logMaxSizeMb: 1, logMaxFiles: 2, noNewPrivileges: true, capDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE'] },
+        tmpfs: { '/tmp/vgpu': 8 * MIB },
+      });
+      let containerId: string;
+      const sh = async (script: string) => {
+        const session = await runtime.exec(target, containerId, { cmd: ['/bin/sh', '-c', script], tty: false });
+        let out = '';
+        session.stream.on('data', (d: Buffer) => (out += d.toString()));
+        session.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+        session.stream.end();
+        return { code: await session.exited(), out };
+      };
+
+      beforeAll(async () => {
+        containerId = (await runtime.createAndStart(target, limited)).containerId;
+      });
+
+      it('gets a pids limit, rotated json-file logs, no-new-privileges, fewer capabilities and a sized tmpfs', async () => {
+        const info = await docker.getContainer(containerId).inspect();
+        expect(info.HostConfig).toMatchObject({
+          PidsLimit: 64,
+          LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '2' } },
+          SecurityOpt: ['no-new-privileges:true'],
+          CapDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE'],
+        });
+        expect(info.Mounts).toEqual(expect.arrayContaining([expect.objectContaining({ Type: 'tmpfs', Destination: '/tmp/vgpu' })]));
+        expect((await sh('df -k /tmp/vgpu | tail -1')).out).toMatch(/\s8192\s/);
+      });
+
+      it('keeps a fork bomb inside: processes beyond the limit cannot start, the container still answers', async () => {
+        const bomb = await sh('for i in $(seq 100); do sleep 3 & done 2>&1; wait; echo done');
+        expect(bomb.out).toMatch(/can't fork|Resource temporarily unavailable/);
+        await new Promise((r) => setTimeout(r, 3_500));
+        expect((await sh('echo alive')).out).toBe('alive\n');
+      }, 30_000);
+
+      it('still lets root work: chown, a low port, a file owned by another user, mknod refused', async () => {
+        const work = await sh('touch /tmp/f && chown 65534:65534 /tmp/f && stat -c %u /tmp/f && (nc -l -p 80 -e true & sleep 0.2; kill $! ) && echo port-ok; mknod /tmp/dev c 1 3 2>&1 || echo mknod-refused');
+        expect(work.out).toContain('65534');
+        expect(work.out).toContain('port-ok');
+        expect(work.out).toContain('mknod-refused');
+      });
+
+      it('bounds what the tenant\'s own programs do to the platform: a hanging `test` and an endless nvidia-smi', async () => {
+        // The tenant may ship anything under these names.
+        await sh('mkdir -p /usr/bin && printf "#!/bin/sh\\nsleep 600\\n" > /usr/local-test && chmod +x /usr/local-test'
+          + ' && rm /bin/test && cp /usr/local-test /bin/test'
+          + ' && printf "#!/bin/sh\\nexec yes 0,81920,8\\n" > /usr/bin/nvidia-smi && chmod +x /usr/bin/nvidia-smi');
+        const probeStarted = Date.now();
+        expect(await runtime.hasExecutable(target, containerId, '/bin/bash')).toBe(false);
+        expect(Date.now() - probeStarted).toBeLessThan(7_000);
+        const readStarted = Date.now();
+        expect(await runtime.gpuMemory(target, containerId)).toBeNull();
+        expect(Date.now() - readStarted).toBeLessThan(7_000);
+      }, 30_000);
+    });
+
     describe('a CPU-only instance', () => {
       const cpu = plan('cpu', { systemDiskGb: 1 });
       let containerId: string;

@@ -27,6 +27,23 @@ export interface ContainerPlan {
   readonly gpuDeviceIds: readonly string[];
   /** Bind mounts, Docker syntax `host:container[:ro]`. */
   readonly binds: readonly string[];
+  /** Tmpfs mounts: path in the container → size in bytes. */
+  readonly tmpfs?: Readonly<Record<string, number>>;
+  /** What the container may not do beyond its CPU and memory: processes, log size, privileges. */
+  readonly limits?: ContainerLimits;
+}
+
+/** Limits every instance's container gets (TIANQI_CONTAINER_* settings). */
+export interface ContainerLimits {
+  /** Processes and threads at most: a fork bomb stays inside (0: the engine's default, none). */
+  readonly pidsLimit: number;
+  /** json-file log rotation: the size of one file in MB, and how many are kept. */
+  readonly logMaxSizeMb: number;
+  readonly logMaxFiles: number;
+  /** `no-new-privileges`: setuid programs (sudo, su) gain nothing. */
+  readonly noNewPrivileges: boolean;
+  /** Capabilities taken away from Docker's default set. */
+  readonly capDrop: readonly string[];
 }
 
 export type ContainerStatus = 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';

@@ -220,14 +220,28 @@ export async function openExec(
   };
 }
 
-/** Whether `path` is an executable file in the container, by `test -x` there. */
+/** How long `test -x` (the image's own program) may take before the answer is no. */
+export const PROBE_TIMEOUT_MS = 5_000;
+
+/** Whether `path` is an executable file in the container, by `test -x` there, within PROBE_TIMEOUT_MS. */
 export async function isExecutable(docker: Docker, containerId: string, path: string): Promise<boolean> {
   const probe = await openExec(docker, containerId, { cmd: ['test', '-x', path], tty: false }, (error) => error);
   // Both outputs must flow for the stream to end; an image without `test` says so on stdout.
   probe.stream.resume();
   probe.stderr?.resume();
   probe.stream.end();
-  return (await probe.exited()) === 0;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), PROBE_TIMEOUT_MS);
+  });
+  const code = await Promise.race([probe.exited(), late]);
+  clearTimeout(timer);
+  if (code === 'late') {
+    // A `test` that hangs (the tenant's image may ship anything under that name): no, and hang it up.
+    probe.close();
+    return false;
+  }
+  return code === 0;
 }
 
 /**

@@ -36,6 +36,9 @@ const PROGRESS_INTERVAL_MS = 1_000;
  */
 const GPU_QUERY_TIMEOUT_MS = 5_000;
 
+/** What an in-container query (nvidia-smi) may print: a reading of 16 cards is under 2 KiB. */
+export const EXEC_OUTPUT_LIMIT = 64 * 1024;
+
 /** The only status a successful in-container query may end with. */
 const SUCCESS = 0;
 
@@ -383,6 +386,18 @@ function createOptions(plan: ContainerPlan): Docker.ContainerCreateOptions {
     hostConfig.DeviceRequests = [{ Driver: 'nvidia', DeviceIDs: [...plan.gpuDeviceIds], Capabilities: [['gpu']] }];
   }
   if (plan.systemDiskGb > 0) hostConfig.StorageOpt = { size: `${plan.systemDiskGb}G` };
+  if (plan.tmpfs) {
+    for (const [path, sizeBytes] of Object.entries(plan.tmpfs)) {
+      hostConfig.Mounts!.push({ Type: 'tmpfs', Target: path, TmpfsOptions: { SizeBytes: sizeBytes } } as Docker.MountSettings);
+    }
+  }
+  const limits = plan.limits;
+  if (limits) {
+    if (limits.pidsLimit > 0) hostConfig.PidsLimit = limits.pidsLimit;
+    hostConfig.LogConfig = { Type: 'json-file', Config: { 'max-size': `${limits.logMaxSizeMb}m`, 'max-file': String(limits.logMaxFiles) } };
+    if (limits.noNewPrivileges) hostConfig.SecurityOpt = ['no-new-privileges:true'];
+    if (limits.capDrop.length > 0) hostConfig.CapDrop = [...limits.capDrop];
+  }
   return {
     name: plan.name,
     Image: plan.image,
@@ -503,13 +518,28 @@ function throttled(onProgress: ((status: string) => void) | undefined): (status:
  * Runs `cmd` in the container and returns its stdout, or null when it exits non-zero (or not at
  * all as far as the engine knows). Rejects as the engine does: not running, no such container.
  */
+/**
+ * The stdout of a short query run in the container (nvidia-smi), or null when it failed. The
+ * program is the tenant's: it gets `signal`'s deadline and at most EXEC_OUTPUT_LIMIT bytes of
+ * output, past which the answer is null and the connection is cut.
+ */
 async function execOutput(docker: Docker, containerId: string, cmd: readonly string[], signal: AbortSignal): Promise<string | null> {
   const exec = await docker.getContainer(containerId).exec({ Cmd: [...cmd], AttachStdout: true, AttachStderr: true, abortSignal: signal });
   const stream = await exec.start({ Detach: false, Tty: false, abortSignal: signal });
+  let overLimit = false;
   const stdout = await new Promise<string>((resolve, reject) => {
     const out = new PassThrough();
     const chunks: Buffer[] = [];
-    out.on('data', (chunk: Buffer) => chunks.push(chunk));
+    let bytes = 0;
+    out.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > EXEC_OUTPUT_LIMIT) {
+        overLimit = true;
+        (stream as NodeJS.ReadableStream & { destroy(): void }).destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
     // stderr is not read, but it must flow or a chatty command would stall the stream.
     const err = new PassThrough().resume();
     docker.modem.demuxStream(stream, out, err);
@@ -519,6 +549,7 @@ async function execOutput(docker: Docker, containerId: string, cmd: readonly str
     stream.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     stream.on('close', () => (signal.aborted ? reject(signal.reason) : resolve(Buffer.concat(chunks).toString('utf8'))));
   });
+  if (overLimit) return null;
   const { ExitCode } = await exec.inspect({ abortSignal: signal });
   return ExitCode === SUCCESS ? stdout : null;
 }

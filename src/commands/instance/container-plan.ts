@@ -1,5 +1,5 @@
 import type { LiveInstance } from '../../domain/instance/instance.decider.ts';
-import type { ContainerPlan } from '../../ports/container-runtime.port.ts';
+import type { ContainerLimits, ContainerPlan } from '../../ports/container-runtime.port.ts';
 
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -24,11 +24,30 @@ export const instanceLabels = (instance: Pick<LiveInstance, 'instanceId' | 'owne
 });
 
 /**
+ * What every instance's container gets unless the settings say otherwise: 8192 processes and
+ * threads (a DataLoader with many workers stays far below; a fork bomb stops there), logs kept
+ * to 3 files of 50 MB, no gaining of privileges through setuid programs, and, of Docker's default
+ * capabilities, no raw sockets (ARP and packet spoofing on the bridge), no device nodes and no
+ * audit writes. What apt, pip, conda, compilers and servers on high ports need stays.
+ */
+export const DEFAULT_CONTAINER_LIMITS: ContainerLimits = {
+  pidsLimit: 8_192,
+  logMaxSizeMb: 50,
+  logMaxFiles: 3,
+  noNewPrivileges: true,
+  capDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE'],
+};
+
+/**
  * The container an instance runs as. GPUs are the reserved card indices (never "the first N");
  * a CPU-only spec gets no GPU parameters and NVIDIA_VISIBLE_DEVICES=void; a vGPU spec gets
  * HAMi-core preloaded with a memory limit per granted card and an SM share per card.
  */
-export function buildContainerPlan(instance: LiveInstance, node: { hamiCoreDir: string; gpuMemoryGb: number }): ContainerPlan {
+export function buildContainerPlan(
+  instance: LiveInstance,
+  node: { hamiCoreDir: string; gpuMemoryGb: number },
+  limits: ContainerLimits = DEFAULT_CONTAINER_LIMITS,
+): ContainerPlan {
   const { spec } = instance;
   const env: string[] = [`TIANQI_INSTANCE=${instance.name}`];
   const binds: string[] = [];
@@ -57,5 +76,6 @@ export function buildContainerPlan(instance: LiveInstance, node: { hamiCoreDir: 
     dataVolume: instance.dataVolume,
     gpuDeviceIds,
     binds,
+    limits,
   };
 }

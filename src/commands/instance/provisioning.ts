@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
 import { nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
-import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
+import { EngineRejectedError, EngineUnavailableError, type ContainerLimits, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { CommandBus, CommandContext } from '../command-bus.ts';
-import { buildContainerPlan } from './container-plan.ts';
+import { DEFAULT_CONTAINER_LIMITS, buildContainerPlan } from './container-plan.ts';
 import type { Instances } from './instances.ts';
 
 const PROGRESS_EVERY_MS = 2_000;
@@ -24,6 +24,7 @@ export class Provisioning {
     private readonly runtime: ContainerRuntime,
     private readonly targetOf: (nodeId: string) => Promise<NodeTarget>,
     private readonly logger: Logger,
+    private readonly limits: ContainerLimits = DEFAULT_CONTAINER_LIMITS,
   ) {}
 
   /** Provisions unless it is already running for this instance; resolves when done. */
@@ -61,7 +62,7 @@ export class Provisioning {
         void record({ type: 'RecordProgress', data: { reason: status } }).catch(() => undefined);
       });
       await record({ type: 'RecordProgress', data: { reason: 'creating the container' } });
-      const plan = buildContainerPlan(instance, { hamiCoreDir: node.settings.hamiCoreDir, gpuMemoryGb: node.settings.gpuMemoryGb });
+      const plan = buildContainerPlan(instance, { hamiCoreDir: node.settings.hamiCoreDir, gpuMemoryGb: node.settings.gpuMemoryGb }, this.limits);
       const { containerId, storageOptApplied } = await this.runtime.createAndStart(target, plan);
       await record({ type: 'RecordContainerCreated', data: { containerId, storageOptApplied } });
       await record({ type: 'ObserveState', data: { status: 'running', reason: 'running', exitCode: null, oomKilled: false, source: 'provisioning' } });

@@ -13,7 +13,7 @@ export const provisionerPlugin: Plugin = {
   name: 'provisioner',
   singleton: true,
   async start(ctx) {
-    const provisioning = new Provisioning(ctx.bus, ctx.instances, ctx.runtime, (id) => ctx.nodes.target(id), ctx.logger);
+    const provisioning = new Provisioning(ctx.bus, ctx.instances, ctx.runtime, (id) => ctx.nodes.target(id), ctx.logger, ctx.config.containerLimits);
     const running = new Set<Promise<void>>();
     const run = (instanceId: string) => {
       const job = provisioning.provision(instanceId).finally(() => running.delete(job));
