@@ -96,6 +96,12 @@ export interface LogLine {
   readonly text: string;
 }
 
+export interface LogOptions {
+  readonly tail: number;
+  readonly follow: boolean;
+  readonly paused$?: Observable<boolean>;
+}
+
 export interface GpuMemoryReading {
   /** Position of the card as the container sees it (0-based). */
   readonly index: number;
@@ -186,8 +192,12 @@ export interface ContainerRuntime {
   events(target: NodeTarget, sinceNano?: bigint): Observable<ContainerEvent>;
   /** `docker stats` samples of one container, one per second or so, until unsubscribed. */
   stats(target: NodeTarget, containerId: string): Observable<StatsSample>;
-  /** Demultiplexed log lines with timestamps: the last `tail` lines, then new ones while `follow`. */
-  logs(target: NodeTarget, containerId: string, options: { tail: number; follow: boolean }): Observable<LogLine>;
+  /**
+   * Demultiplexed log lines with timestamps: the last `tail` lines, then new ones while `follow`.
+   * While `paused$` says true, reading from the engine stops (its connection's window fills and
+   * the engine waits), so a consumer that cannot keep up holds no growing buffer.
+   */
+  logs(target: NodeTarget, containerId: string, options: LogOptions): Observable<LogLine>;
   /**
    * GPU memory of each card the container sees, read inside it (`nvidia-smi --query-gpu=…`);
    * null when it cannot be read (no nvidia-smi, no driver, container not running).

@@ -1,8 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import type Dockerode from 'dockerode';
-import { Observable } from 'rxjs';
-import type { LogLine } from '../../ports/container-runtime.port.ts';
+import { Observable, type Subscription } from 'rxjs';
+import type { LogLine, LogOptions } from '../../ports/container-runtime.port.ts';
 import { openStream } from './docker-events.ts';
 
 const HEADER_BYTES = 8;
@@ -151,15 +151,12 @@ class LineAssembler {
  * EngineRejectedError (or dockerode's error, for the inspection) when the engine refuses, and
  * with the connection error as it came otherwise.
  */
-export function containerLogs(
-  docker: Dockerode,
-  containerId: string,
-  options: { tail: number; follow: boolean },
-): Observable<LogLine> {
+export function containerLogs(docker: Dockerode, containerId: string, options: LogOptions): Observable<LogLine> {
   return new Observable<LogLine>((subscriber) => {
     const controller = new AbortController();
     const { signal } = controller;
     let stream: IncomingMessage | undefined;
+    let flow: Subscription | undefined;
     docker
       .getContainer(containerId)
       .inspect({ abortSignal: signal })
@@ -172,6 +169,10 @@ export function containerLogs(
           return;
         }
         stream = response;
+        openEngineStreams.count += 1;
+        response.once('close', () => (openEngineStreams.count -= 1));
+        // The consumer's backpressure: a paused response stops reading, and the engine waits.
+        flow = options.paused$?.subscribe((paused) => (paused ? response.pause() : response.resume()));
         const demuxer = new LogDemuxer(info.Config.Tty);
         response.on('data', (chunk: Buffer) => {
           let lines: LogLine[];
@@ -193,7 +194,11 @@ export function containerLogs(
       .catch((error: unknown) => subscriber.error(error));
     return () => {
       controller.abort();
+      flow?.unsubscribe();
       stream?.destroy();
     };
   });
 }
+
+/** Log streams open to engines now, for the runtime's `openStreams`. */
+export const openEngineStreams = { count: 0 };

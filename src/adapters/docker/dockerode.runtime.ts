@@ -13,6 +13,7 @@ import type {
   ExecSession,
   GpuMemoryReading,
   LogLine,
+  LogOptions,
   NodeTarget,
   PathStat,
   StatsSample,
@@ -21,7 +22,7 @@ import { EngineRejectedError, EngineUnavailableError } from '../../ports/contain
 import { putArchive, statPath } from './docker-archive.ts';
 import { containerEvents } from './docker-events.ts';
 import { isExecutable, openExec } from './docker-exec.ts';
-import { containerLogs } from './docker-logs.ts';
+import { containerLogs, openEngineStreams } from './docker-logs.ts';
 import type { DockerPool } from './docker-pool.ts';
 import { containerStats } from './docker-stats.ts';
 import { NVIDIA_SMI_QUERY, parseGpuMemory } from './gpu-memory.ts';
@@ -177,7 +178,12 @@ export class DockerodeRuntime implements ContainerRuntime {
     );
   }
 
-  logs(target: NodeTarget, containerId: string, options: { tail: number; follow: boolean }): Observable<LogLine> {
+  /** Log and stats streams open to the engines now (what a leak would grow). */
+  get openStreams(): number {
+    return openEngineStreams.count;
+  }
+
+  logs(target: NodeTarget, containerId: string, options: LogOptions): Observable<LogLine> {
     return defer(() => containerLogs(this.client(target), containerId, options)).pipe(
       catchError((err: unknown) => throwError(() => toRuntimeError(err, target))),
     );

@@ -1,9 +1,9 @@
-import { firstValueFrom, last, take, timeout, toArray } from 'rxjs';
+import { firstValueFrom, last, map, scan, take, timeout } from 'rxjs';
 import { z } from 'zod';
 import { INSTANCE_NAME } from '../../domain/instance/instance.decider.ts';
 import { ConflictError } from '../../domain/shared/errors.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
-import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
+import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, type LogLine, type NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import type { InstanceView } from '../../projections/instances.projection.ts';
 import { USERS, type UserView } from '../../projections/users.projection.ts';
@@ -117,9 +117,23 @@ export async function statsSnapshot(runtime: ContainerRuntime, target: NodeTarge
 }
 
 /** The last `tail` lines of a container's log, like `docker logs --tail`. */
+/** What one `GET /logs` answer holds at most: the newest lines that fit (10,000 lines of 64 KiB would be 640 MB). */
+export const LOG_TAIL_MAX_CHARS = 4 * 1024 * 1024;
+
+/** The last `tail` lines, or the newest of them within LOG_TAIL_MAX_CHARS; memory stays within that as they stream in. */
 async function logTail(runtime: ContainerRuntime, target: NodeTarget, containerId: string, tail: number) {
   return engineCall(
-    () => firstValueFrom(runtime.logs(target, containerId, { tail, follow: false }).pipe(toArray(), timeout(10_000))),
+    () => firstValueFrom(runtime.logs(target, containerId, { tail, follow: false }).pipe(
+      scan((kept: { lines: LogLine[]; chars: number }, line) => {
+        kept.lines.push(line);
+        kept.chars += line.text.length;
+        while (kept.chars > LOG_TAIL_MAX_CHARS && kept.lines.length > 1) kept.chars -= kept.lines.shift()!.text.length;
+        return kept;
+      }, { lines: [], chars: 0 }),
+      last(null, { lines: [] as LogLine[], chars: 0 }),
+      map((kept) => kept.lines),
+      timeout(10_000),
+    )),
     () => new ConflictError('CONTAINER_GONE', 'The container is no longer on its node (deleted meanwhile); its log went with it.'),
   );
 }

@@ -49,6 +49,8 @@ export const livePlugin: Plugin = {
             return;
           }
           const target = await ctx.nodes.target(instance.nodeId);
+          // Gone while this was looked up, or asked twice meanwhile: nothing is opened.
+          if (socket.disconnected || watching.has(instanceId)) return;
           // The first sample at once, then one every 5 s; GPU memory (an exec) only at that rate.
           const sub = hub.watch(target, instance.containerId).pipe(
             throttleTime(STATS_PUSH_MS, undefined, { leading: true, trailing: true }),

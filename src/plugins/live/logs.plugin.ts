@@ -1,6 +1,21 @@
-import type { Subscription } from 'rxjs';
+import { BehaviorSubject, type Subscription } from 'rxjs';
+import type { Socket } from 'socket.io';
 import type { Plugin } from '../plugin-host.ts';
 import { actorOf, emitError, guardSockets, onNarrow, recheck, requireToken } from './socket-auth.ts';
+
+/**
+ * Lines a follow may have waiting in its socket (not yet written to the network) before it stops
+ * reading the engine's log; with 64 KiB at most per line, memory per slow client stays bounded.
+ */
+export const MAX_UNSENT_LINES = 256;
+
+/**
+ * Packets engine.io holds for a socket until the network takes them: its write buffer, which
+ * grows while the transport waits for the client (engine.io keeps the field out of its types).
+ */
+function unsentPackets(socket: Socket): number {
+  return (socket.conn as unknown as { writeBuffer?: unknown[] }).writeBuffer?.length ?? 0;
+}
 
 /**
  * socket.io `/logs`: `follow {instanceId, tail}` streams demultiplexed `line` events until
@@ -37,8 +52,18 @@ export const logsPlugin: Plugin = {
             return;
           }
           const target = await ctx.nodes.target(instance.nodeId);
-          const sub = ctx.runtime.logs(target, instance.containerId, { tail: lines, follow: true }).subscribe({
-            next: (line) => socket.emit('line', { instanceId, ...line }),
+          // Gone while this was looked up, or asked twice meanwhile: nothing is opened.
+          if (socket.disconnected || following.has(instanceId)) return;
+          const paused$ = new BehaviorSubject(false);
+          const sub = ctx.runtime.logs(target, instance.containerId, { tail: lines, follow: true, paused$ }).subscribe({
+            next: (line) => {
+              socket.emit('line', { instanceId, ...line });
+              // A client that does not read: its socket's unsent packets pile up, and the engine is paused until they drain.
+              if (!paused$.value && unsentPackets(socket) >= MAX_UNSENT_LINES) {
+                paused$.next(true);
+                socket.conn.once('drain', () => paused$.next(false));
+              }
+            },
             error: (err: unknown) => emitError(socket, 'LOGS_FAILED', err instanceof Error ? err.message : 'log stream ended'),
             // Docker ends a follow when the container stops; the client may follow again after a start.
             complete: () => {
