@@ -1,11 +1,13 @@
 // Command tianqi-helper is what the platform copies into an instance's container to serve the
 // jump host's file transfer and port forwarding there, whatever the image holds: it is static,
 // needs no shell, no libc and no sftp-server, and runs with the container's own view of the
-// filesystem and network (so nothing outside the container is reachable through it).
+// filesystem and network (so nothing outside the container is reachable through it). On each
+// node it also runs as the node guard, which keeps tenant containers off the node's own ports.
 //
 //	tianqi-helper sftp [start-dir]   SFTP version 3 on stdin/stdout
 //	tianqi-helper connect HOST PORT  a TCP connection on stdin/stdout; "ok" or the error on stderr first
 //	tianqi-helper which NAME         the path of NAME on $PATH, exit 1 when there is none
+//	tianqi-helper guard [--once]     the node guard: tenant bridges may not reach the node (nftables)
 //	tianqi-helper version
 package main
 
@@ -38,6 +40,8 @@ func main() {
 			usage()
 		}
 		os.Exit(which(os.Args[2]))
+	case "guard":
+		os.Exit(guard(len(os.Args) > 2 && os.Args[2] == "--once"))
 	case "version":
 		fmt.Println(version)
 	default:
@@ -46,6 +50,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [start-dir] | connect HOST PORT | which NAME | version")
+	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [start-dir] | connect HOST PORT | which NAME | guard [--once] | version")
 	os.Exit(2)
 }

@@ -14,6 +14,7 @@ import { AesGcmSecretBox, loadMasterKey } from './adapters/secrets/aes-gcm.secre
 import { DockerPool } from './adapters/docker/docker-pool.ts';
 import { DockerodeEngines } from './adapters/docker/dockerode.engines.ts';
 import { DockerodeRuntime } from './adapters/docker/dockerode.runtime.ts';
+import { FileHelperBuilds } from './adapters/helper/file.helper-builds.ts';
 import { auditRoutes } from './commands/audit/audit.routes.ts';
 import { usageRoutes } from './commands/usage/usage.routes.ts';
 import { usageProjection } from './projections/usage.projection.ts';
@@ -122,6 +123,8 @@ export class App {
   nodes!: Nodes;
   instances!: Instances;
   runtime!: DockerodeRuntime;
+  /** tianqi-helper's builds (dist/helper or TIANQI_HELPER_DIR). */
+  helperBuilds!: FileHelperBuilds;
   docker!: DockerPool;
   private engines?: DockerodeEngines;
   private pluginHost!: PluginHost;
@@ -176,6 +179,7 @@ export class App {
     this.engines = new DockerodeEngines(this.docker);
     this.nodes = new Nodes(this.bus, this.readStore, this.engines, secrets);
     this.runtime = new DockerodeRuntime(this.docker);
+    this.helperBuilds = new FileHelperBuilds(config.helperDir);
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
     this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore);
 
@@ -226,6 +230,7 @@ export class App {
       accounts: this.accounts,
       authenticate: (token) => this.accounts.authenticate(token),
       secrets,
+      helperBuilds: this.helperBuilds,
     });
     this.ready = true;
     logger.info({ http: `${config.host}:${this.httpPort}`, plugins: this.pluginHost.names, replica: this.replicaId }, 'TianQi is ready');

@@ -36,6 +36,8 @@ const Env = z.object({
   TIANQI_CONTAINER_LOG_MAX_FILES: z.coerce.number().int().min(1).max(100).optional(),
   TIANQI_CONTAINER_NO_NEW_PRIVILEGES: z.enum(['0', '1']).optional(),
   TIANQI_CONTAINER_CAP_DROP: z.string().regex(/^[A-Z_]*(,[A-Z_]+)*$/, 'comma-separated capability names, e.g. NET_RAW,MKNOD').optional(),
+  /** `0`: no node guard (tenant containers may reach the node's own ports). */
+  TIANQI_NODE_GUARD: z.enum(['0', '1']).default('1'),
   /** Builds of tianqi-helper (`linux-<arch>/tianqi-helper`), made by scripts/build-helper.ts. */
   TIANQI_HELPER_DIR: z.string().optional(),
   TIANQI_REPLICA_ID: z.string().regex(/^[\w.:-]{1,100}$/, 'letters, digits and . _ : - only, at most 100').optional(),
@@ -60,6 +62,8 @@ export interface Config {
   readonly replicaId?: string;
   /** Reverse proxies in front of the HTTP port (0: none); the client is that many hops from the right of X-Forwarded-For. */
   readonly trustProxy: number;
+  /** Whether instances are placed only on nodes whose guard runs (TIANQI_NODE_GUARD). */
+  readonly nodeGuard: boolean;
   /** Limits of every instance's container. */
   readonly containerLimits: ContainerLimits;
   /** Where the builds of tianqi-helper are, per architecture (SFTP and port forwarding). */
@@ -100,6 +104,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     lease: { ttlMs: e.TIANQI_LEASE_TTL_MS, renewEveryMs: e.TIANQI_LEASE_RENEW_MS },
     ...(e.TIANQI_REPLICA_ID ? { replicaId: e.TIANQI_REPLICA_ID } : {}),
     trustProxy: e.TIANQI_TRUST_PROXY,
+    nodeGuard: e.TIANQI_NODE_GUARD === '1',
     containerLimits: {
       pidsLimit: e.TIANQI_CONTAINER_PIDS_LIMIT ?? DEFAULT_CONTAINER_LIMITS.pidsLimit,
       logMaxSizeMb: e.TIANQI_CONTAINER_LOG_MAX_SIZE_MB ?? DEFAULT_CONTAINER_LIMITS.logMaxSizeMb,

@@ -10,6 +10,7 @@ import type { Config } from '../config.ts';
 import type { EventStore, RecordedEvent } from '../ports/event-store.port.ts';
 import { LeaseKeeper, type Leasing } from '../ports/lease.port.ts';
 import type { ReadStore } from '../ports/read-store.port.ts';
+import type { HelperBuilds } from '../ports/helper-builds.port.ts';
 import type { SecretBox } from '../ports/secret-box.port.ts';
 
 export interface PluginContext {
@@ -33,6 +34,8 @@ export interface PluginContext {
   readonly authenticate: (token: string) => Promise<Actor | null>;
   /** Opens secrets sealed in events (webhook signing keys). */
   readonly secrets: SecretBox;
+  /** Builds of tianqi-helper: SFTP and forwarding in containers, the node guard. */
+  readonly helperBuilds: HelperBuilds;
 }
 
 export interface PluginHandle {

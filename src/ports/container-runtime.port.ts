@@ -27,10 +27,32 @@ export interface ContainerPlan {
   readonly gpuDeviceIds: readonly string[];
   /** Bind mounts, Docker syntax `host:container[:ro]`. */
   readonly binds: readonly string[];
+  /** The bridge network it joins (NetworkMode); absent: the engine's default bridge. */
+  readonly network?: string;
   /** Tmpfs mounts: path in the container → size in bytes. */
   readonly tmpfs?: Readonly<Record<string, number>>;
   /** What the container may not do beyond its CPU and memory: processes, log size, privileges. */
   readonly limits?: ContainerLimits;
+}
+
+/** A user's bridge network on a node: their instances talk to each other, nobody else's. */
+export interface NetworkPlan {
+  readonly name: string;
+  /** The host's name of the bridge (15 characters at most): the node guard matches its prefix. */
+  readonly bridgeName: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+/** A container the platform itself keeps running on a node (the node guard), from an image it imports. */
+export interface SystemContainer {
+  readonly name: string;
+  /** `repo:tag` of the image; imported from `rootfs()` (a tar) when the node lacks it. */
+  readonly image: string;
+  readonly rootfs: () => Buffer;
+  readonly cmd: readonly string[];
+  readonly labels: Readonly<Record<string, string>>;
+  /** Runs in the host's network namespace with these capabilities only. */
+  readonly capAdd: readonly string[];
 }
 
 /** Limits every instance's container gets (TIANQI_CONTAINER_* settings). */
@@ -211,6 +233,16 @@ export interface ContainerRuntime {
   architecture(target: NodeTarget): Promise<string>;
   /** The path's size and mode in the container (the archive API, no process started), null when absent. */
   statPath(target: NodeTarget, containerId: string, path: string): Promise<PathStat | null>;
+  /** Creates the network unless the node has it; safe when two creates race. */
+  ensureNetwork(target: NodeTarget, network: NetworkPlan): Promise<void>;
+  /** Removes the network unless a container still uses it (then false); a network already gone counts as removed. */
+  removeNetworkIfUnused(target: NodeTarget, name: string): Promise<boolean>;
+  /**
+   * Keeps the system container running (restart policy always): started when stopped, created
+   * (its image imported first if needed) when missing. The container stays across restarts of
+   * the engine and the node.
+   */
+  ensureSystemContainer(target: NodeTarget, spec: SystemContainer): Promise<void>;
   /** Unpacks a tar archive into the directory `dir` of the container (the archive API, as `docker cp`). */
   putArchive(target: NodeTarget, containerId: string, dir: string, tar: Buffer): Promise<void>;
 }

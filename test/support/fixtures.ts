@@ -67,4 +67,9 @@ export async function removeContainersOf(t: TestApp | undefined, socketPath: str
   for (const v of (await docker.listVolumes({ filters: { label: ['managed-by=tianqi'] } })).Volumes ?? []) {
     if (ids.some((id) => v.Name.includes(id))) await docker.getVolume(v.Name).remove().catch(() => undefined);
   }
+  // Each user's network on the node: an engine has room for a few dozen bridges only.
+  const owners = new Set(requested.filter((e) => e.type === 'UserRegistered').map((e) => (e.data as { userId: string }).userId));
+  for (const network of await docker.listNetworks({ filters: { label: ['managed-by=tianqi'] } })) {
+    if (owners.has(network.Labels?.['tianqi.owner'] ?? '')) await docker.getNetwork(network.Id).remove().catch(() => undefined);
+  }
 }

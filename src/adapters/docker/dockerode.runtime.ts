@@ -14,12 +14,15 @@ import type {
   GpuMemoryReading,
   LogLine,
   LogOptions,
+  NetworkPlan,
   NodeTarget,
   PathStat,
   StatsSample,
+  SystemContainer,
 } from '../../ports/container-runtime.port.ts';
 import { EngineRejectedError, EngineUnavailableError } from '../../ports/container-runtime.port.ts';
 import { putArchive, statPath } from './docker-archive.ts';
+import { ensureNetwork, ensureSystemContainer, removeNetworkIfUnused } from './docker-networks.ts';
 import { containerEvents } from './docker-events.ts';
 import { isExecutable, openExec } from './docker-exec.ts';
 import { containerLogs, openEngineStreams } from './docker-logs.ts';
@@ -227,6 +230,21 @@ export class DockerodeRuntime implements ContainerRuntime {
     return arch;
   }
 
+  async ensureNetwork(target: NodeTarget, network: NetworkPlan): Promise<void> {
+    const docker = this.client(target);
+    await guard(target, () => ensureNetwork(docker, network));
+  }
+
+  async removeNetworkIfUnused(target: NodeTarget, name: string): Promise<boolean> {
+    const docker = this.client(target);
+    return guard(target, () => removeNetworkIfUnused(docker, name));
+  }
+
+  async ensureSystemContainer(target: NodeTarget, spec: SystemContainer): Promise<void> {
+    const docker = this.client(target);
+    await guard(target, () => ensureSystemContainer(docker, spec));
+  }
+
   async statPath(target: NodeTarget, containerId: string, path: string): Promise<PathStat | null> {
     const docker = this.client(target);
     return guard(target, () => statPath(docker, containerId, path));
@@ -384,6 +402,7 @@ function createOptions(plan: ContainerPlan): Docker.ContainerCreateOptions {
     MemorySwap: plan.memoryBytes,
     ShmSize: plan.shmSizeBytes,
     RestartPolicy: { Name: 'unless-stopped' },
+    ...(plan.network ? { NetworkMode: plan.network } : {}),
     Binds: [...plan.binds],
     Mounts: plan.dataVolume === null ? [] : [{ Type: 'volume', Source: plan.dataVolume, Target: DATA_MOUNT_POINT }],
   };

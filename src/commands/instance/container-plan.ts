@@ -1,5 +1,6 @@
 import type { LiveInstance } from '../../domain/instance/instance.decider.ts';
-import type { ContainerLimits, ContainerPlan } from '../../ports/container-runtime.port.ts';
+import { createHash } from 'node:crypto';
+import type { ContainerLimits, ContainerPlan, NetworkPlan } from '../../ports/container-runtime.port.ts';
 
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -15,6 +16,21 @@ export const VGPU_CACHE_ROOT = '/tmp/tianqi-vgpu';
  */
 export function shmSizeBytes(memoryGb: number): number {
   return Math.min(32 * GIB, Math.max(64 * MIB, Math.floor((memoryGb * GIB) / 2)));
+}
+
+/** The prefix of every tenant bridge's name on the host: the node guard drops what comes from them to the node. */
+export const TENANT_BRIDGE_PREFIX = 'tqn';
+
+/**
+ * A user's network on a node: a bridge of their own, so their instances reach each other and no
+ * other user's (Docker keeps bridges apart) and, with the node guard, not the node itself.
+ */
+export function tenantNetwork(ownerId: string): NetworkPlan {
+  return {
+    name: `tianqi-user-${ownerId}`,
+    bridgeName: `${TENANT_BRIDGE_PREFIX}${createHash('sha256').update(ownerId).digest('hex').slice(0, 12)}`,
+    labels: { 'managed-by': 'tianqi', 'tianqi.owner': ownerId },
+  };
 }
 
 export const instanceLabels = (instance: Pick<LiveInstance, 'instanceId' | 'ownerId'>) => ({
@@ -77,5 +93,6 @@ export function buildContainerPlan(
     gpuDeviceIds,
     binds,
     limits,
+    network: tenantNetwork(instance.ownerId).name,
   };
 }

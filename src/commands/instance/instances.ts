@@ -17,6 +17,7 @@ import type { EventStore, RecordedEvent } from '../../ports/event-store.port.ts'
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import { IMAGES, NODES, SPECS, type ImageView, type NodeView, type SpecView } from '../../projections/catalog.projection.ts';
 import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
+import { tenantNetwork } from './container-plan.ts';
 import type { CommandBus, CommandContext } from '../command-bus.ts';
 import { claimName, releaseName } from '../name-claims.ts';
 
@@ -315,6 +316,8 @@ export class Instances {
         }, context);
         await this.release(instance.nodeId, instanceId, context);
         await releaseName(this.bus, instanceNameStream(instance.ownerId, instance.name), instanceId, context);
+        // The owner's network on that node goes with their last instance there; the first next one makes it again.
+        await this.runtime.removeNetworkIfUnused(target, tenantNetwork(instance.ownerId).name).catch(() => false);
         return;
       }
       const containerId = instance.containerId!;

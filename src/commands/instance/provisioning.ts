@@ -3,7 +3,8 @@ import { nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
 import { EngineRejectedError, EngineUnavailableError, type ContainerLimits, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { CommandBus, CommandContext } from '../command-bus.ts';
-import { DEFAULT_CONTAINER_LIMITS, buildContainerPlan } from './container-plan.ts';
+import { DEFAULT_CONTAINER_LIMITS, buildContainerPlan, tenantNetwork } from './container-plan.ts';
+import type { NodeGuard } from './node-guard.ts';
 import type { Instances } from './instances.ts';
 
 const PROGRESS_EVERY_MS = 2_000;
@@ -25,6 +26,7 @@ export class Provisioning {
     private readonly targetOf: (nodeId: string) => Promise<NodeTarget>,
     private readonly logger: Logger,
     private readonly limits: ContainerLimits = DEFAULT_CONTAINER_LIMITS,
+    private readonly guard?: NodeGuard,
   ) {}
 
   /** Provisions unless it is already running for this instance; resolves when done. */
@@ -62,6 +64,9 @@ export class Provisioning {
         void record({ type: 'RecordProgress', data: { reason: status } }).catch(() => undefined);
       });
       await record({ type: 'RecordProgress', data: { reason: 'creating the container' } });
+      // Tenants go on a node only while its guard keeps them off the node's own ports.
+      await this.guard?.ensure(target);
+      await this.runtime.ensureNetwork(target, tenantNetwork(instance.ownerId));
       const plan = buildContainerPlan(instance, { hamiCoreDir: node.settings.hamiCoreDir, gpuMemoryGb: node.settings.gpuMemoryGb }, this.limits);
       const { containerId, storageOptApplied } = await this.runtime.createAndStart(target, plan);
       await record({ type: 'RecordContainerCreated', data: { containerId, storageOptApplied } });

@@ -1,4 +1,5 @@
 import { filter } from 'rxjs';
+import { NodeGuard } from '../../commands/instance/node-guard.ts';
 import { Provisioning } from '../../commands/instance/provisioning.ts';
 import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
 import type { Plugin } from '../plugin-host.ts';
@@ -13,7 +14,8 @@ export const provisionerPlugin: Plugin = {
   name: 'provisioner',
   singleton: true,
   async start(ctx) {
-    const provisioning = new Provisioning(ctx.bus, ctx.instances, ctx.runtime, (id) => ctx.nodes.target(id), ctx.logger, ctx.config.containerLimits);
+    const provisioning = new Provisioning(ctx.bus, ctx.instances, ctx.runtime, (id) => ctx.nodes.target(id), ctx.logger, ctx.config.containerLimits,
+      new NodeGuard(ctx.runtime, ctx.helperBuilds, ctx.config.nodeGuard));
     const running = new Set<Promise<void>>();
     const run = (instanceId: string) => {
       const job = provisioning.provision(instanceId).finally(() => running.delete(job));

@@ -1,19 +1,12 @@
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { ContainerRuntime, NodeTarget } from '../../ports/container-runtime.port.ts';
-import { tarOf } from './tar.ts';
+import type { HelperBuild, HelperBuilds } from '../../ports/helper-builds.port.ts';
+import { tarOf } from '../../commands/instance/tar.ts';
 
 /** Where in a container the helper goes: a directory per build, so an upgrade never runs an old one. */
 export const HELPER_ROOT = '.tianqi';
 
 /** Why the helper cannot serve a container: said to the user as it is. */
 export class HelperUnavailableError extends Error {}
-
-interface Build {
-  readonly binary: Buffer;
-  readonly digest: string;
-}
 
 /** Containers remembered as holding the helper; a forgotten one is only checked again. */
 const REMEMBERED = 4_096;
@@ -24,12 +17,11 @@ const REMEMBERED = 4_096;
  * engine's archive API (as `docker cp`) and found there afterwards by its build digest.
  */
 export class ContainerHelper {
-  private readonly builds = new Map<string, Build | null>();
   private readonly installed = new Map<string, Promise<string>>();
 
   constructor(
     private readonly runtime: ContainerRuntime,
-    private readonly helperDir: string,
+    private readonly builds: HelperBuilds,
   ) {}
 
   /** The helper's path in the container, copied there first if it is not. */
@@ -66,18 +58,9 @@ export class ContainerHelper {
     return path;
   }
 
-  private build(arch: string): Build {
-    if (!this.builds.has(arch)) {
-      let build: Build | null = null;
-      try {
-        const binary = readFileSync(join(this.helperDir, `linux-${arch}`, 'tianqi-helper'));
-        build = { binary, digest: createHash('sha256').update(binary).digest('hex').slice(0, 16) };
-      } catch {
-        // Not built for this architecture (or at all): said below, and checked again next time.
-      }
-      if (!build) throw new HelperUnavailableError(`此平台未安装 ${arch} 架构的文件传输组件 tianqi-helper（安装时需要 Go，见 README“文件与端口”）`);
-      this.builds.set(arch, build);
-    }
-    return this.builds.get(arch)!;
+  private build(arch: string): HelperBuild {
+    const build = this.builds.forArch(arch);
+    if (!build) throw new HelperUnavailableError(`此平台未安装 ${arch} 架构的文件传输组件 tianqi-helper（安装时需要 Go，见 README“文件与端口”）`);
+    return build;
   }
 }

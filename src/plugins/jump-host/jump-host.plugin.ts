@@ -162,7 +162,7 @@ class JumpHost {
       idleTimeoutMs,
       track: (work) => this.track(work),
       audit: new AccessAudit(ctx.bus),
-      helper: new ContainerHelper(ctx.runtime, ctx.config.helperDir),
+      helper: new ContainerHelper(ctx.runtime, ctx.helperBuilds),
     };
     this.server = new ssh2.Server({
       hostKeys: [hostKey],

@@ -1,0 +1,139 @@
+import { Readable } from 'node:stream';
+import type Docker from 'dockerode';
+import type { NetworkPlan, SystemContainer } from '../../ports/container-runtime.port.ts';
+
+const NOT_FOUND = 404;
+const CONFLICT = 409;
+const FORBIDDEN = 403;
+
+const statusOf = (error: unknown) => (error as { statusCode?: number } | null)?.statusCode;
+
+/**
+ * A bridge network with the plan's bridge name and labels, created unless the engine has one of
+ * that name. Containers on it talk to each other (ICC on); Docker keeps bridges apart from each
+ * other, and the node guard keeps them off the node.
+ */
+export async function ensureNetwork(docker: Docker, network: NetworkPlan): Promise<void> {
+  try {
+    await docker.getNetwork(network.name).inspect();
+    return;
+  } catch (error) {
+    if (statusOf(error) !== NOT_FOUND) throw error;
+  }
+  try {
+    await docker.createNetwork({
+      Name: network.name,
+      Driver: 'bridge',
+      CheckDuplicate: true,
+      Labels: { ...network.labels },
+      Options: {
+        'com.docker.network.bridge.name': network.bridgeName,
+        'com.docker.network.bridge.enable_icc': 'true',
+        'com.docker.network.bridge.enable_ip_masquerade': 'true',
+      },
+    });
+  } catch (error) {
+    // Two creates raced (the engine answers 409, or 403/500 "same bridge name"): the other one made it.
+    const made = await docker.getNetwork(network.name).inspect().then(() => true, () => false);
+    if (!made) throw error;
+  }
+}
+
+export async function removeNetworkIfUnused(docker: Docker, name: string): Promise<boolean> {
+  const network = docker.getNetwork(name);
+  try {
+    // The network's own list has running containers only; a stopped one still needs it to start.
+    const users = await docker.listContainers({ all: true, filters: { network: [name] } });
+    if (users.length > 0) return false;
+    await network.remove();
+    return true;
+  } catch (error) {
+    const status = statusOf(error);
+    if (status === NOT_FOUND) return true;
+    // "has active endpoints": a container joined meanwhile.
+    if (status === FORBIDDEN || status === CONFLICT) return false;
+    throw error;
+  }
+}
+
+/** Running, restarted by the engine always, in the host's network with only the capabilities asked for. */
+export async function ensureSystemContainer(docker: Docker, spec: SystemContainer): Promise<void> {
+  const container = docker.getContainer(spec.name);
+  try {
+    const info = await container.inspect();
+    if (!info.State.Running) await container.start();
+    return;
+  } catch (error) {
+    if (statusOf(error) !== NOT_FOUND) throw error;
+  }
+  await importUnlessPresent(docker, spec);
+  try {
+    await docker.createContainer({
+      name: spec.name,
+      Image: spec.image,
+      Cmd: [...spec.cmd],
+      Labels: { ...spec.labels },
+      HostConfig: {
+        NetworkMode: 'host',
+        RestartPolicy: { Name: 'always' },
+        CapDrop: ['ALL'],
+        CapAdd: [...spec.capAdd],
+        SecurityOpt: ['no-new-privileges:true'],
+        ReadonlyRootfs: true,
+        LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '2' } },
+      },
+    });
+  } catch (error) {
+    if (statusOf(error) !== CONFLICT) throw error;
+  }
+  await container.start().catch((error: unknown) => {
+    // Started by whoever won a race to create it.
+    if (statusOf(error) !== 304) throw error;
+  });
+  // A program that fails at once (no nftables on the node) is restarted by the engine for ever:
+  // say why instead of reporting it running.
+  await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+  const info = await container.inspect();
+  if (!info.State.Running || info.RestartCount > 0) {
+    const output = (await container.logs({ stdout: true, stderr: true, tail: 5 })) as unknown as Buffer;
+    throw new Error(`${spec.name} does not stay up: ${printable(output) || `exit code ${info.State.ExitCode}`}`);
+  }
+}
+
+/** How long a new system container must stay up before it counts as running. */
+const SETTLE_MS = 500;
+
+/** The text of a multiplexed log excerpt, without its frame headers. */
+function printable(buffer: Buffer): string {
+  let text = '';
+  for (let offset = 0; offset + 8 <= buffer.length;) {
+    const length = buffer.readUInt32BE(offset + 4);
+    text += buffer.toString('utf8', offset + 8, Math.min(buffer.length, offset + 8 + length));
+    offset += 8 + length;
+  }
+  return text.trim().split('\n').slice(-2).join(' / ');
+}
+
+async function importUnlessPresent(docker: Docker, spec: SystemContainer): Promise<void> {
+  try {
+    await docker.getImage(spec.image).inspect();
+    return;
+  } catch (error) {
+    if (statusOf(error) !== NOT_FOUND) throw error;
+  }
+  const [repo, tag] = splitImage(spec.image);
+  const stream = await docker.importImage(Readable.from([spec.rootfs()]) as unknown as NodeJS.ReadableStream, { repo, tag });
+  let failure: string | undefined;
+  await new Promise<void>((resolve, reject) => {
+    docker.modem.followProgress(
+      stream,
+      (error: Error | null) => (error ? reject(error) : failure ? reject(new Error(failure)) : resolve()),
+      (event: { error?: string }) => (failure ??= event.error),
+    );
+  });
+}
+
+function splitImage(image: string): [string, string] {
+  const colon = image.lastIndexOf(':');
+  return colon > image.lastIndexOf('/') ? [image.slice(0, colon), image.slice(colon + 1)] : [image, 'latest'];
+}
