@@ -80,6 +80,8 @@ describeWithService('Docker engine', tlsReady, 'start dockerd with TLS (see .ci/
     expect(Date.now() - started).toBeLessThan(5_500);
     expect(r.body).toMatchObject({ dockerStatus: 'failed' });
     expect(r.body.dockerError).toMatch(/refused/i);
+    // plain TCP to an engine is root on the node for anyone on the way: said on the node
+    expect((r.body as unknown as { warnings: { code: string }[] }).warnings.map((w) => w.code)).toEqual(['DOCKER_WITHOUT_TLS']);
   });
 
   it('connects a unix-socket node, and re-tests on demand and when the endpoint changes', async () => {
@@ -87,7 +89,7 @@ describeWithService('Docker engine', tlsReady, 'start dockerd with TLS (see .ci/
       token: admin,
       body: { name: 'local', publicIp: '127.0.0.1', privateIp: '127.0.0.1', dockerEndpoint: `unix://${env.TIANQI_TEST_DOCKER_SOCKET}`, cpuCores: 2 },
     });
-    expect(r.body).toMatchObject({ dockerStatus: 'connected', gpus: [], capacity: { cpuCores: 2 } });
+    expect(r.body).toMatchObject({ dockerStatus: 'connected', gpus: [], capacity: { cpuCores: 2 }, warnings: [] });
     const moved = await t.api<Node>('PATCH', `/api/v1/nodes/${r.body.id}`, { token: admin, body: { dockerEndpoint: 'unix:///nonexistent/docker.sock' } });
     expect(moved.body.dockerStatus).toBe('failed');
     const back = await t.api<Node>('PATCH', `/api/v1/nodes/${r.body.id}`, { token: admin, body: { dockerEndpoint: `unix://${env.TIANQI_TEST_DOCKER_SOCKET}` } });

@@ -81,6 +81,8 @@ export const NodeSchema = z.object({
   hasTlsKey: z.boolean(),
   dockerStatus: z.enum(['connected', 'failed', 'unknown']),
   dockerError: z.string().nullable(),
+  /** What an admin should fix about this node, as codes with a sentence each (an engine without TLS on TCP). */
+  warnings: z.array(z.object({ code: z.string(), message: z.string() })),
   dockerCheckedAt: z.string().nullable(),
   engine: EngineSchema,
   capacity: z.object({ cpuCores: z.number().nullable(), memoryGb: z.number().nullable(), dataDiskGb: z.number().nullable() }),
@@ -98,10 +100,22 @@ export const NodeSchema = z.object({
   updatedAt: z.string(),
 });
 
+/** What is unsafe in a node's settings. Pure. */
+export function nodeWarnings(node: Pick<NodeView, 'dockerEndpoint' | 'dockerTls'>): { code: string; message: string }[] {
+  if (node.dockerEndpoint.startsWith('tcp://') && !node.dockerTls) {
+    return [{
+      code: 'DOCKER_WITHOUT_TLS',
+      message: 'The Docker API of this node is reached over TCP without TLS: anyone who can reach that port is root on the node. Use tcp://…:2376 with the CA, client certificate and key, or a unix socket.',
+    }];
+  }
+  return [];
+}
+
 export function toNodeDto(view: NodeView): z.infer<typeof NodeSchema> {
   const { nameLower: _n, _position: _p, ...dto } = view as NodeView & { _position?: number };
   return {
     ...dto,
+    warnings: nodeWarnings(view),
     engine: dto.engine && { ...dto.engine, runtimes: [...dto.engine.runtimes] },
     gpus: dto.gpus.map((g) => ({ ...g })),
     reservations: dto.reservations.map((r) => ({ ...r, gpus: r.gpus.map((g) => ({ ...g })) })),
