@@ -25,12 +25,39 @@ const tableName = "tianqi"
 // Traffic through the node (to the internet) is not touched. It runs as the node guard container
 // (host network, CAP_NET_ADMIN, restart always) and applies the rules again every 30 s, so a
 // firewall reload on the node cannot leave them off for long.
-func guard(once bool) int {
-	if err := applyRules(); err != nil {
+func guard(args []string) int {
+	once, firewall, preload := false, true, ""
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "--once":
+			once = true
+		case "--no-firewall":
+			firewall = false
+		case "--preload":
+			if i+1 < len(args) {
+				preload = args[i+1]
+				i++
+			}
+		}
+	}
+	apply := func() error {
+		if preload != "" {
+			if err := writePreload(preload); err != nil {
+				return err
+			}
+		}
+		if firewall {
+			return applyRules()
+		}
+		return nil
+	}
+	if err := apply(); err != nil {
 		fmt.Fprintln(os.Stderr, "guard:", err)
 		return 1
 	}
-	fmt.Fprintln(os.Stderr, "guard: tenant bridges", tenantPrefix+"* may not reach this node")
+	if firewall {
+		fmt.Fprintln(os.Stderr, "guard: tenant bridges", tenantPrefix+"* may not reach this node")
+	}
 	if once {
 		return 0
 	}
@@ -44,11 +71,32 @@ func guard(once bool) int {
 			// The rules stay: a guard stopped on purpose must not open the node.
 			return 0
 		case <-tick.C:
-			if err := applyRules(); err != nil {
+			if err := apply(); err != nil {
 				fmt.Fprintln(os.Stderr, "guard:", err)
 			}
 		}
 	}
+}
+
+// preloadDir is where the node guard keeps the node's ld.so.preload for vGPU containers (a bind
+// of the host's /var/lib/tianqi-vgpu): they mount the file read-only as /etc/ld.so.preload, so
+// HAMi-core is loaded into every process, whatever the tenant does to LD_PRELOAD.
+const preloadDir = "/vgpu"
+
+// writePreload writes preloadDir/ld.so.preload naming the library, replacing it atomically.
+func writePreload(library string) error {
+	if info, err := os.Stat(preloadDir); err != nil || !info.IsDir() {
+		return fmt.Errorf("no %s directory to write ld.so.preload into", preloadDir)
+	}
+	target := preloadDir + "/ld.so.preload"
+	if current, err := os.ReadFile(target); err == nil && string(current) == library+"\n" {
+		return nil
+	}
+	temp := target + ".new"
+	if err := os.WriteFile(temp, []byte(library+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(temp, target)
 }
 
 // applyRules replaces the guard's table in one transaction:

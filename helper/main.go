@@ -7,7 +7,9 @@
 //	tianqi-helper sftp [start-dir]   SFTP version 3 on stdin/stdout
 //	tianqi-helper connect HOST PORT  a TCP connection on stdin/stdout; "ok" or the error on stderr first
 //	tianqi-helper which NAME         the path of NAME on $PATH, exit 1 when there is none
-//	tianqi-helper guard [--once]     the node guard: tenant bridges may not reach the node (nftables)
+//	tianqi-helper guard [--once] [--no-firewall] [--preload LIB]
+//	                                 the node guard: tenant bridges may not reach the node (nftables),
+//	                                 and /vgpu/ld.so.preload names LIB for vGPU containers
 //	tianqi-helper version
 package main
 
@@ -41,7 +43,7 @@ func main() {
 		}
 		os.Exit(which(os.Args[2]))
 	case "guard":
-		os.Exit(guard(len(os.Args) > 2 && os.Args[2] == "--once"))
+		os.Exit(guard(os.Args[2:]))
 	case "version":
 		fmt.Println(version)
 	default:
@@ -50,6 +52,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [start-dir] | connect HOST PORT | which NAME | guard [--once] | version")
+	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [start-dir] | connect HOST PORT | which NAME | guard [--once] [--no-firewall] [--preload LIB] | version")
 	os.Exit(2)
 }

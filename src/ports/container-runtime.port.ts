@@ -53,6 +53,8 @@ export interface SystemContainer {
   readonly labels: Readonly<Record<string, string>>;
   /** Runs in the host's network namespace with these capabilities only. */
   readonly capAdd: readonly string[];
+  /** Bind mounts, Docker syntax `host:container[:ro]`. */
+  readonly binds?: readonly string[];
 }
 
 /** Limits every instance's container gets (TIANQI_CONTAINER_* settings). */

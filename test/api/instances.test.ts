@@ -191,7 +191,12 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
       'CUDA_DEVICE_MEMORY_LIMIT_0=10240m',
       'CUDA_DEVICE_SM_LIMIT=42',
     ]));
-    expect(info.HostConfig.Binds).toContain('/opt/hami/build:/libvgpu/build:ro');
+    expect(info.HostConfig.Binds).toEqual(expect.arrayContaining([
+      '/opt/hami/build:/libvgpu/build:ro',
+      '/var/lib/tianqi-vgpu/ld.so.preload:/etc/ld.so.preload:ro',
+      '/tmp/vgpulock:/tmp/vgpulock',
+    ]));
+    expect(info.HostConfig.Mounts).toEqual(expect.arrayContaining([expect.objectContaining({ Type: 'tmpfs', Target: '/tmp/vgpu', TmpfsOptions: { SizeBytes: 64 * 1024 ** 2 } })]));
     expect(info.HostConfig.DeviceRequests).toEqual([expect.objectContaining({ DeviceIDs: [String(created.body.gpuCards[0]!.index)] })]);
     expect((await t.api('DELETE', `/api/v1/instances/${created.body.id}`, { token: alice })).status).toBe(204);
   });

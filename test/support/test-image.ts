@@ -25,16 +25,17 @@ export function ensureStaticImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET
 }
 
 /**
- * The busybox service image plus this machine's `scp` and `rsync` with the libraries they load
- * (found with ldd), for classic scp and rsync over the jump host.
+ * The busybox service image plus this machine's `scp`, `rsync` and (dynamically linked) `env`
+ * with the libraries they load (found with ldd): classic scp and rsync over the jump host, and a
+ * program that ld.so.preload applies to.
  */
-export const TOOLS_IMAGE = 'tianqi-test/busybox-tools:1';
+export const TOOLS_IMAGE = 'tianqi-test/busybox-tools:2';
 
 export function ensureToolsImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
   return buildImage(socket, TOOLS_IMAGE, SERVICE_CMD, (root, busybox) => {
     busyboxTree(root, busybox);
-    for (const program of ['scp', 'rsync']) {
-      const path = execFileSync('sh', ['-c', `command -v ${program}`]).toString().trim();
+    for (const program of ['scp', 'rsync', '/usr/bin/env']) {
+      const path = program.startsWith('/') ? program : execFileSync('sh', ['-c', `command -v ${program}`]).toString().trim();
       const libraries = execFileSync('ldd', [path]).toString().match(/\/\S+/g) ?? [];
       for (const file of [path, ...libraries]) {
         mkdirSync(join(root, dirname(file)), { recursive: true });

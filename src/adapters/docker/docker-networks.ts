@@ -76,6 +76,7 @@ export async function ensureSystemContainer(docker: Docker, spec: SystemContaine
       HostConfig: {
         NetworkMode: 'host',
         RestartPolicy: { Name: 'always' },
+        Binds: [...(spec.binds ?? [])],
         CapDrop: ['ALL'],
         CapAdd: [...spec.capAdd],
         SecurityOpt: ['no-new-privileges:true'],

@@ -7,8 +7,14 @@ const MIB = 1024 ** 2;
 
 /** Where a vGPU container sees the node's HAMi-core build. */
 export const HAMI_MOUNT = '/libvgpu/build';
-/** Host directory for HAMi-core's per-container shared memory-accounting cache. */
-export const VGPU_CACHE_ROOT = '/tmp/tianqi-vgpu';
+/** Where HAMi-core keeps its shared memory-accounting cache in a vGPU container: a tmpfs of its own, this size. */
+export const VGPU_CACHE_DIR = '/tmp/vgpu';
+export const VGPU_CACHE_BYTES = 64 * 1024 ** 2;
+/** The node's directory (kept by the node guard) holding the ld.so.preload every vGPU container mounts read-only. */
+export const VGPU_HOST_DIR = '/var/lib/tianqi-vgpu';
+/** HAMi's lock directory, shared by every vGPU container on the node, as HAMi mounts it. */
+export const VGPU_LOCK_DIR = '/tmp/vgpulock';
+export const HAMI_LIBRARY = `${HAMI_MOUNT}/libvgpu.so`;
 
 /**
  * Deep-learning data loaders move batches through /dev/shm; Docker's 64 MiB default breaks
@@ -67,18 +73,23 @@ export function buildContainerPlan(
   const { spec } = instance;
   const env: string[] = [`TIANQI_INSTANCE=${instance.name}`];
   const binds: string[] = [];
+  const tmpfs: Record<string, number> = {};
   const gpuDeviceIds = instance.gpus.map((g) => String(g.index));
   if (gpuDeviceIds.length === 0) {
     env.push('NVIDIA_VISIBLE_DEVICES=void');
   } else if (spec.vgpu) {
-    env.push(`LD_PRELOAD=${HAMI_MOUNT}/libvgpu.so`);
+    env.push(`LD_PRELOAD=${HAMI_LIBRARY}`);
     // HAMi-core numbers the cards the container sees 0..n-1, in the order Docker grants them.
     instance.gpus.forEach((g, position) => env.push(`CUDA_DEVICE_MEMORY_LIMIT_${position}=${Math.floor(g.memoryGb * 1024)}m`));
     const share = node.gpuMemoryGb > 0 ? Math.max(1, Math.min(100, Math.round((spec.gpuMemoryGb / node.gpuMemoryGb) * 100))) : 100;
     env.push(`CUDA_DEVICE_SM_LIMIT=${share}`);
-    env.push(`CUDA_DEVICE_MEMORY_SHARED_CACHE=/tmp/vgpu/${instance.containerName}.cache`);
+    env.push(`CUDA_DEVICE_MEMORY_SHARED_CACHE=${VGPU_CACHE_DIR}/${instance.containerName}.cache`);
     binds.push(`${node.hamiCoreDir}:${HAMI_MOUNT}:ro`);
-    binds.push(`${VGPU_CACHE_ROOT}/${instance.containerName}:/tmp/vgpu`);
+    // As HAMi does: the library named in /etc/ld.so.preload (read-only), so `env -u LD_PRELOAD`
+    // or a static launcher's clean environment loads it all the same; its lock directory shared.
+    binds.push(`${VGPU_HOST_DIR}/ld.so.preload:/etc/ld.so.preload:ro`);
+    binds.push(`${VGPU_LOCK_DIR}:${VGPU_LOCK_DIR}`);
+    tmpfs[VGPU_CACHE_DIR] = VGPU_CACHE_BYTES;
   }
   return {
     name: instance.containerName,
@@ -94,5 +105,6 @@ export function buildContainerPlan(
     binds,
     limits,
     network: tenantNetwork(instance.ownerId).name,
+    ...(Object.keys(tmpfs).length > 0 ? { tmpfs } : {}),
   };
 }

@@ -1,6 +1,7 @@
 import type { ContainerRuntime, NodeTarget } from '../../ports/container-runtime.port.ts';
 import { EngineRejectedError, EngineUnavailableError } from '../../ports/container-runtime.port.ts';
 import type { HelperBuilds } from '../../ports/helper-builds.port.ts';
+import { HAMI_LIBRARY, VGPU_HOST_DIR } from './container-plan.ts';
 import { tarOf } from './tar.ts';
 
 /** The label that marks the node guard (not `managed-by=tianqi`: it is no instance). */
@@ -15,6 +16,7 @@ const RECHECK_MS = 60_000;
  * helper build (no registry needed). TIANQI_NODE_GUARD=0 switches it off.
  */
 export class NodeGuard {
+  /** Per node (and whether only for vGPU): when its guard was last seen running. */
   private readonly checked = new Map<string, number>();
 
   constructor(
@@ -24,8 +26,12 @@ export class NodeGuard {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  async ensure(target: NodeTarget): Promise<void> {
-    if (!this.enabled) return;
+  /**
+   * Runs the node's guard unless it runs already. With `firewall` off (TIANQI_NODE_GUARD=0) it
+   * only keeps the vGPU preload file, which a vGPU instance needs in any case.
+   */
+  async ensure(target: NodeTarget, needs: { vgpu: boolean } = { vgpu: false }): Promise<void> {
+    if (!this.enabled && !needs.vgpu) return;
     const last = this.checked.get(target.nodeId);
     if (last !== undefined && this.clock() - last < RECHECK_MS) return;
     const arch = await this.runtime.architecture(target);
@@ -35,12 +41,13 @@ export class NodeGuard {
     }
     try {
       await this.runtime.ensureSystemContainer(target, {
-        name: `tianqi-node-guard-${build.digest}`,
+        name: `tianqi-node-guard-${build.digest}${this.enabled ? '' : '-no-firewall'}`,
         image: `tianqi/node-guard:${build.digest}`,
         rootfs: () => tarOf([{ name: 'tianqi-helper', mode: 0o755, content: build.binary }]),
-        cmd: ['/tianqi-helper', 'guard'],
+        cmd: ['/tianqi-helper', 'guard', ...(this.enabled ? [] : ['--no-firewall']), '--preload', HAMI_LIBRARY],
         labels: { ...NODE_GUARD_LABELS },
-        capAdd: ['NET_ADMIN'],
+        capAdd: this.enabled ? ['NET_ADMIN'] : [],
+        binds: [`${VGPU_HOST_DIR}:/vgpu`],
       });
     } catch (error) {
       if (error instanceof EngineRejectedError || error instanceof EngineUnavailableError) throw error;

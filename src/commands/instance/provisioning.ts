@@ -65,7 +65,7 @@ export class Provisioning {
       });
       await record({ type: 'RecordProgress', data: { reason: 'creating the container' } });
       // Tenants go on a node only while its guard keeps them off the node's own ports.
-      await this.guard?.ensure(target);
+      await this.guard?.ensure(target, { vgpu: instance.spec.vgpu && instance.gpus.length > 0 });
       await this.runtime.ensureNetwork(target, tenantNetwork(instance.ownerId));
       const plan = buildContainerPlan(instance, { hamiCoreDir: node.settings.hamiCoreDir, gpuMemoryGb: node.settings.gpuMemoryGb }, this.limits);
       const { containerId, storageOptApplied } = await this.runtime.createAndStart(target, plan);
