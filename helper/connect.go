@@ -10,33 +10,39 @@ import (
 )
 
 // connect dials HOST:PORT from inside the container and joins the connection to stdin/stdout.
-// Its first line on stderr is "ok" once connected, or the reason it could not connect (exit 1),
-// so that the jump host can accept or refuse the SSH channel before any byte flows. The client's
-// end of input half-closes the connection; the service's end of output ends the process.
+// Its first line on stdout, before any byte of the service, is "ok" once connected, or "error "
+// and the reason it could not connect (exit 1), so that the jump host can accept or refuse the
+// SSH channel before any byte flows; on stdout, not stderr, because the engine relays the two
+// separately and a service that speaks first would overtake a line on stderr. The client's end
+// of input half-closes the connection; the service's end of output ends the process.
 func connect(host, port string) int {
 	ip, err := ownAddress(host)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stdout, "error", err)
 		return 1
 	}
 	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip.String(), port), 10*time.Second)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, reason(err))
+		fmt.Fprintln(os.Stdout, "error", reason(err))
 		return 1
 	}
-	fmt.Fprintln(os.Stderr, "ok")
+	fmt.Fprintln(os.Stdout, "ok")
 	tcp := conn.(*net.TCPConn)
 	go func() {
-		_, _ = io.Copy(tcp, os.Stdin)
+		_, _ = io.CopyBuffer(tcp, os.Stdin, make([]byte, copyBuffer))
 		_ = tcp.CloseWrite()
 	}()
-	_, err = io.Copy(os.Stdout, tcp)
+	// Large reads: fewer frames on the engine's exec stream for a bulk transfer.
+	_, err = io.CopyBuffer(os.Stdout, tcp, make([]byte, copyBuffer))
 	_ = tcp.Close()
 	if err != nil {
 		return 1
 	}
 	return 0
 }
+
+// copyBuffer is the size of one read of a forwarded connection.
+const copyBuffer = 256 * 1024
 
 // ownAddress resolves host as the container does and returns it only when it is the container's
 // own: a loopback address, or an address of one of its interfaces. A forward reaches the

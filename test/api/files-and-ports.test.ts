@@ -104,7 +104,7 @@ describeWithService(
         (i) => i.status !== 'creating' && (i.status !== 'running' || i.containerId !== null),
         60_000,
       );
-      if (ready.status !== 'running') throw new Error(`${name} is ${ready.status}`);
+      if (ready.status !== 'running') throw new Error(`${name} is ${ready.status}: ${(ready as { statusReason?: string }).statusReason}`);
       boxes[name] = { id: created.body.id, containerId: ready.containerId! };
     };
 
@@ -298,7 +298,8 @@ describeWithService(
       beforeAll(async () => {
         // httpd on the container's loopback only, and one on all its addresses; a 100 MB file to serve
         await inBox('box', 'mkdir -p /www && head -c 104857600 /dev/urandom > /www/big.bin && echo hello > /www/index.html'
-          + ' && (httpd -p 127.0.0.1:8888 -h /www; httpd -p 8081 -h /www; nc -ll -p 7000 -e cat &) >/dev/null 2>&1');
+          + ' && printf "#!/bin/sh\\nhead -c 20971520 /www/big.bin\\n" > /www/send.sh && chmod +x /www/send.sh'
+          + ' && (httpd -p 127.0.0.1:8888 -h /www; httpd -p 8081 -h /www; nc -ll -p 7000 -e cat & nc -ll -p 7003 -e /www/send.sh &) >/dev/null 2>&1');
         boxIp = (await inBox('box', "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1")).trim();
       }, 60_000);
 
@@ -310,6 +311,26 @@ describeWithService(
           expect(r.code, JSON.stringify(r)).toBe(0);
           expect(statSync(out).size).toBe(100 * MB);
           expect(sha256(out)).toBe((await inBox('box', 'sha256sum /www/big.bin')).split(' ')[0]);
+        } finally {
+          child.kill();
+        }
+      }, 90_000);
+
+      it('carries a service that speaks first (20 MB on connect) whole, connection after connection', async () => {
+        const { local, child } = await forward('alice', 'alice+box', '127.0.0.1:7003');
+        try {
+          const expected = (await inBox('box', 'head -c 20971520 /www/big.bin | sha256sum')).split(' ')[0];
+          for (let i = 0; i < 8; i += 1) {
+            const got = await new Promise<Buffer>((resolve, reject) => {
+              const chunks: Buffer[] = [];
+              const socket = tcpConnect(local, '127.0.0.1');
+              socket.on('data', (d) => chunks.push(d));
+              socket.on('close', () => resolve(Buffer.concat(chunks)));
+              socket.on('error', reject);
+            });
+            expect(got.length, `connection ${i}`).toBe(20 * MB);
+            expect(createHash('sha256').update(got).digest('hex')).toBe(expected);
+          }
         } finally {
           child.kill();
         }

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { csvCell } from '../../src/commands/audit/audit.routes.ts';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
 import { freePort } from '../support/ports.ts';
+import { MAX_UNAUTHENTICATED_PER_ADDRESS } from '../../src/plugins/jump-host/jump-host.plugin.ts';
 
 /**
  * Attacks from the security review that need no engine: guessing passwords across addresses and
@@ -128,8 +129,8 @@ describe('Hardening: sign-in throttling, proxies, exports', () => {
     expect(await sshLogin('other', 'other-password', '127.0.0.40')).toBe('ok');
   }, 60_000);
 
-  it('SSH: an address holds at most 10 connections that have not signed in; the 11th is closed at once', async () => {
-    const sockets = await Promise.all(Array.from({ length: 10 }, () => new Promise<Socket>((resolve) => {
+  it(`SSH: an address holds at most ${MAX_UNAUTHENTICATED_PER_ADDRESS} connections that have not signed in; one more is closed at once`, async () => {
+    const sockets = await Promise.all(Array.from({ length: MAX_UNAUTHENTICATED_PER_ADDRESS }, () => new Promise<Socket>((resolve) => {
       const socket = createConnection({ host: '127.0.0.1', port: sshPort, localAddress: '127.0.0.50' }, () => resolve(socket));
     })));
     // each holds its slot: it sent its banner and nothing more

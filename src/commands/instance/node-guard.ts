@@ -18,6 +18,7 @@ const RECHECK_MS = 60_000;
 export class NodeGuard {
   /** Per node (and whether only for vGPU): when its guard was last seen running. */
   private readonly checked = new Map<string, number>();
+  private readonly inFlight = new Map<string, Promise<void>>();
 
   constructor(
     private readonly runtime: ContainerRuntime,
@@ -32,6 +33,16 @@ export class NodeGuard {
    */
   async ensure(target: NodeTarget, needs: { vgpu: boolean } = { vgpu: false }): Promise<void> {
     if (!this.enabled && !needs.vgpu) return;
+    // Instances placed on one node at once wait for one check.
+    let running = this.inFlight.get(target.nodeId);
+    if (!running) {
+      running = this.check(target).finally(() => this.inFlight.delete(target.nodeId));
+      this.inFlight.set(target.nodeId, running);
+    }
+    return running;
+  }
+
+  private async check(target: NodeTarget): Promise<void> {
     const last = this.checked.get(target.nodeId);
     if (last !== undefined && this.clock() - last < RECHECK_MS) return;
     const arch = await this.runtime.architecture(target);

@@ -30,11 +30,12 @@ export function idleTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
 }
 
 /**
- * Connections not signed in yet, as OpenSSH's MaxStartups: from one address, and in all. One
- * over either is closed at once; a signed-in connection no longer counts.
+ * Connections not signed in yet, as OpenSSH's MaxStartups and PerSourceMaxStartups: from one
+ * address (a lab's NAT gateway, a script opening 20 sessions at once), and in all. One over
+ * either is closed at once; a signed-in connection no longer counts.
  */
-export const MAX_UNAUTHENTICATED_PER_ADDRESS = 10;
-export const MAX_UNAUTHENTICATED = 100;
+export const MAX_UNAUTHENTICATED_PER_ADDRESS = 64;
+export const MAX_UNAUTHENTICATED = 256;
 
 /** Sessions one connection may hold open at once (OpenSSH's MaxSessions). */
 export const MAX_SESSIONS = 10;

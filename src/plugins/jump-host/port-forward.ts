@@ -201,30 +201,35 @@ export class PortForwards {
   }
 }
 
-/** The helper's first line on stderr: `ok`, or why it could not connect (null when it ended silently). */
+/**
+ * The helper's first line on stdout: `ok`, or `error <why>` (then the reason is returned), null
+ * when it ended or said nothing in time. What came after the line is put back in front of the
+ * stream: a service that speaks first (SSH, SMTP, a file server) loses none of it.
+ */
 function firstLine(exec: ExecSession): Promise<string | null> {
-  const stderr = exec.stderr;
-  if (!stderr) return Promise.resolve(null);
+  const stdout = exec.stream;
+  exec.stderr?.resume();
   return new Promise((resolve) => {
-    let text = '';
-    const finish = (line: string | null) => {
+    let pending = Buffer.alloc(0);
+    const finish = (line: string | null, rest?: Buffer) => {
       clearTimeout(timer);
-      stderr.off('data', onData);
-      stderr.off('end', onEnd);
-      stderr.pause();
+      stdout.off('data', onData);
+      stdout.off('end', onEnd);
+      stdout.pause();
+      if (rest && rest.length > 0) stdout.unshift(rest);
       resolve(line);
     };
     const onData = (chunk: Buffer) => {
-      text += chunk.toString('utf8');
-      const newline = text.indexOf('\n');
-      if (newline >= 0) finish(text.slice(0, newline).trim());
-      else if (text.length > 4096) finish(text.slice(0, 200));
+      pending = Buffer.concat([pending, chunk]);
+      const newline = pending.indexOf(0x0a);
+      if (newline >= 0) {
+        const line = pending.subarray(0, newline).toString('utf8').trim();
+        finish(line.startsWith('error ') ? line.slice('error '.length) : line, pending.subarray(newline + 1));
+      } else if (pending.length > 4096) finish(pending.subarray(0, 200).toString('utf8'));
     };
-    const onEnd = () => finish(text.trim() || null);
+    const onEnd = () => finish(pending.toString('utf8').trim() || null);
     const timer = setTimeout(() => finish(null), CONNECT_WAIT_MS);
-    stderr.on('data', onData);
-    stderr.on('end', onEnd);
-    // The service may speak first (SSH, SMTP): its bytes wait in the stream until the channel is joined.
-    exec.stream.pause();
+    stdout.on('data', onData);
+    stdout.on('end', onEnd);
   });
 }

@@ -114,6 +114,8 @@ export interface ComputeNode {
   used: { cpuCores: number; memoryGb: number; dataDiskGb: number };
   reservations: { instanceId: string; gpus: { index: number; memoryGb: number }[]; vgpu: boolean; cpuCores: number; memoryGb: number; dataDiskGb: number }[];
   gpus: NodeGpu[];
+  /** What is unsafe in the node's settings, by code (e.g. `DOCKER_WITHOUT_TLS`); the message is the server's English words. */
+  warnings: { code: string; message: string }[];
   createdAt: string;
   updatedAt: string;
 }

@@ -396,6 +396,13 @@ const en: Messages = {
     deleteConfirm: 'Delete the node "{name}"?',
     empty: 'No nodes yet',
     savedTested: 'Saved; Docker: {status}',
+    warning: 'Warning',
+    warnings: {
+      DOCKER_WITHOUT_TLS: {
+        tag: 'No TLS',
+        text: 'The Docker API of this node is reached over plain TCP: anyone who can reach that port is root on the node. Use tcp://…:2376 with the CA, client certificate and client key, or a unix socket.',
+      },
+    },
   },
   users: {
     title: 'Users',

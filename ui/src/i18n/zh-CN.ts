@@ -394,6 +394,13 @@ const zhCN = {
     deleteConfirm: '确定删除节点「{name}」吗？',
     empty: '还没有算力节点',
     savedTested: '已保存，Docker 连接：{status}',
+    warning: '警告',
+    warnings: {
+      DOCKER_WITHOUT_TLS: {
+        tag: '未启用 TLS',
+        text: '该节点的 Docker API 通过 TCP 明文访问，能连到该端口的任何人都拥有节点的 root 权限。请使用 tcp://…:2376 并配置 CA、客户端证书和私钥，或使用 unix 套接字。',
+      },
+    },
   },
   users: {
     title: '用户管理',
