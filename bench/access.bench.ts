@@ -2,20 +2,24 @@
 // host, each next to a direct dockerode exec attach with a TTY, in one run against the local
 // dockerd. The platform runs in this process; every client runs in a child process (this same
 // file, forked), so the server's CPU and memory are its own and the clients do not share its
-// event loop, as a browser or an ssh client would not.
-import { fork, type ChildProcess } from 'node:child_process';
+// event loop, as a browser or an ssh client would not. Files and ports over the jump host (SFTP,
+// `ssh -L`) are timed with the real OpenSSH clients, separate processes of their own, next to a
+// direct dockerode exec that streams the same bytes.
+import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import Dockerode from 'dockerode';
 import { io } from 'socket.io-client';
-import ssh2, { type ClientChannel } from 'ssh2';
+import ssh2, { type ClientChannel, type SFTPWrapper } from 'ssh2';
 import { App } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
@@ -42,6 +46,15 @@ const BULK_MAX_BYTES = 50_000_000;
 const CALIBRATION_BYTES = 1_000_000;
 const IDLE_SESSIONS = 100;
 const IDLE_CONCURRENCY = 10;
+/** File rounds: each one a direct exec, OpenSSH sftp, ssh2's fastGet, a direct exec and a forward, back to back; the medians count. */
+const FILE_ROUNDS = 3;
+/** The slowest of them should need about this long for one file (the same file for all). */
+const FILE_TARGET_MS = 2_000;
+const FILE_CALIBRATION_BYTES = 20_000_000;
+const FILE_MAX_BYTES = 400_000_000;
+/** The file in the container, and the port of the service there that sends it to a client that asks. */
+const BENCH_FILE = '/data/bench.bin';
+const SERVICE_PORT = 7001;
 /** busybox ash's prompt as root: `/ # `. */
 const PROMPT = '# ';
 const SENTINEL = '__DONE__';
@@ -69,7 +82,18 @@ type Request =
   | { op: 'close' }
   | { op: 'idle-open'; count: number }
   | { op: 'idle-check' }
-  | { op: 'idle-close' };
+  | { op: 'idle-close' }
+  | { op: 'cat'; path: string }
+  | { op: 'sftp-open' }
+  | { op: 'fast-get'; remote: string; local: string }
+  | { op: 'sftp-close' }
+  | { op: 'read-port'; port: number };
+
+/** One timed transfer: how long it took and how many bytes arrived. */
+interface Transfer {
+  readonly ms: number;
+  readonly bytes: number;
+}
 
 // ————————————————————————————————— clients (the child process) —————————————————————————————————
 
@@ -238,10 +262,63 @@ async function bulk(term: Term, bytes: number): Promise<{ ms: number; bytes: num
   return result;
 }
 
+/**
+ * The baseline for files and ports: `docker exec <container> cat PATH` through dockerode, without
+ * a TTY, as the jump host's own execs are; stdout's bytes are counted as the engine's frames
+ * (8-byte header, payload) go by, without copying them.
+ */
+async function catDirect(target: Target, path: string): Promise<Transfer> {
+  const docker = new Dockerode({ socketPath: target.dockerSocket });
+  const started = performance.now();
+  const exec = await docker.getContainer(target.containerId).exec({ Cmd: ['cat', path], AttachStdout: true, AttachStderr: true, Tty: false });
+  const stream = (await exec.start({ hijack: true, stdin: false })) as unknown as Duplex;
+  let header = Buffer.alloc(0);
+  let left = 0;
+  let stdout = false;
+  let bytes = 0;
+  stream.on('data', (chunk: Buffer) => {
+    for (let offset = 0; offset < chunk.length;) {
+      if (left === 0) {
+        const take = Math.min(8 - header.length, chunk.length - offset);
+        header = Buffer.concat([header, chunk.subarray(offset, offset + take)]);
+        offset += take;
+        if (header.length < 8) break;
+        stdout = header[0] === 1;
+        left = header.readUInt32BE(4);
+        header = Buffer.alloc(0);
+        continue;
+      }
+      const take = Math.min(left, chunk.length - offset);
+      if (stdout) bytes += take;
+      left -= take;
+      offset += take;
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    stream.once('end', resolve);
+    stream.once('close', resolve);
+    stream.once('error', reject);
+  });
+  return { ms: performance.now() - started, bytes };
+}
+
+/** A forwarded port's service sends a file when asked: connect, ask with a line, read to the end, count. */
+function readPort(port: number): Promise<Transfer> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    let bytes = 0;
+    const socket = tcpConnect(port, '127.0.0.1', () => socket.write('\n'));
+    socket.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    socket.once('end', () => resolve({ ms: performance.now() - started, bytes }));
+    socket.once('error', reject);
+  });
+}
+
 async function clientProcess(): Promise<void> {
   const target = JSON.parse(process.env.TIANQI_ACCESS_BENCH_TARGET!) as Target;
   const terms = new Map<PathName, Term>();
   let idle: Term[] = [];
+  let files: { client: ssh2.Client; sftp: SFTPWrapper } | null = null;
 
   const handle = async (request: Request): Promise<unknown> => {
     switch (request.op) {
@@ -307,6 +384,27 @@ async function clientProcess(): Promise<void> {
         await Promise.all(closing.map((t) => t.close()));
         return closing.length;
       }
+      case 'cat':
+        return catDirect(target, request.path);
+      case 'sftp-open': {
+        const client = await sshConnect(target);
+        const sftp = await new Promise<SFTPWrapper>((resolve, reject) => client.sftp((err, s) => (err ? reject(err) : resolve(s))));
+        files = { client, sftp };
+        return null;
+      }
+      case 'fast-get': {
+        // ssh2's defaults: 64 reads of 32 KiB in flight.
+        const started = performance.now();
+        await new Promise<void>((resolve, reject) => files!.sftp.fastGet(request.remote, request.local, (err) => (err ? reject(err) : resolve())));
+        return { ms: performance.now() - started, bytes: statSync(request.local).size } satisfies Transfer;
+      }
+      case 'sftp-close':
+        files?.sftp.end();
+        files?.client.end();
+        files = null;
+        return null;
+      case 'read-port':
+        return readPort(request.port);
     }
   };
 
@@ -375,6 +473,230 @@ async function memory(gc: () => void): Promise<{ rss: number; heap: number }> {
     heap.push(usage.heapUsed + usage.external);
   }
   return { rss: Math.min(...rss), heap: Math.min(...heap) };
+}
+
+/** The options the OpenSSH clients share: no config, no agent, this run's key and known hosts only. */
+function opensshOptions(work: string, logLevel = 'ERROR'): string[] {
+  return [
+    '-F', '/dev/null', '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${join(work, 'known_hosts')}`, '-o', `LogLevel=${logLevel}`,
+    '-i', join(work, 'id_ed25519'), '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-o', 'BatchMode=yes',
+  ];
+}
+
+/**
+ * OpenSSH's `sftp -b -`, kept open between commands. Batch mode prints nothing when a `get` is
+ * over, so each command is followed by `pwd`, whose answer (stdout is line-buffered) says that
+ * the command before it is done; a failed command ends sftp, and with it the wait.
+ */
+class SftpBatch {
+  private stdout = '';
+  private stderr = '';
+  private answers = 0;
+  private wake: (() => void) | null = null;
+  private exited: string | null = null;
+
+  private constructor(private readonly child: ChildProcess) {
+    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      this.stdout = (this.stdout + text).slice(-4_096);
+      this.answers += text.split('Remote working directory:').length - 1;
+      this.wake?.();
+    });
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => (this.stderr = (this.stderr + text).slice(-4_096)));
+    child.once('exit', (code, signal) => {
+      this.exited = `sftp exited with ${code ?? signal}: ${this.stderr.trim() || this.stdout.slice(-300)}`;
+      this.wake?.();
+    });
+  }
+
+  /** Signs in with the key and waits for the first answer: the connection and the helper are ready. */
+  static async open(work: string, sshPort: number, login: string): Promise<SftpBatch> {
+    const batch = new SftpBatch(spawn('sftp', [...opensshOptions(work), '-P', String(sshPort), '-b', '-', `${login}@127.0.0.1`], { stdio: ['pipe', 'pipe', 'pipe'] }));
+    await batch.run('pwd');
+    return batch;
+  }
+
+  /** Runs one command and resolves with the milliseconds until it was done. */
+  async run(command: string, timeoutMs = 120_000): Promise<number> {
+    const until = this.answers + 1;
+    const started = performance.now();
+    this.child.stdin!.write(`${command}\npwd\n`);
+    const deadline = Date.now() + timeoutMs;
+    while (this.answers < until) {
+      if (this.exited) throw new Error(this.exited);
+      if (Date.now() > deadline) throw new Error(`sftp: no answer to ${command} within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1_000);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+    }
+    return performance.now() - started;
+  }
+
+  close(): void {
+    this.child.stdin!.end();
+    setTimeout(() => this.child.kill(), 2_000).unref();
+  }
+}
+
+/**
+ * `ssh -N -L 127.0.0.1:<local>:127.0.0.1:<remote>` in the background until `close`; resolves once
+ * the local port accepts. The probes reach the jump host as forwarded connections too: the
+ * service behind the port should send nothing to a client that sends nothing.
+ */
+async function openForward(work: string, sshPort: number, login: string, remotePort: number): Promise<{ local: number; stderr(): string; close(): void }> {
+  const local = await freePort();
+  // INFO: a forwarded connection the jump host refuses is told at that level.
+  const child = spawn('ssh', [...opensshOptions(work, 'INFO'), '-p', String(sshPort), '-N', '-o', 'ExitOnForwardFailure=yes',
+    '-L', `127.0.0.1:${local}:127.0.0.1:${remotePort}`, `${login}@127.0.0.1`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-4_096)));
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  for (const deadline = Date.now() + 30_000; ; await delay(100)) {
+    if (exited) throw new Error(`ssh -L exited: ${stderr.trim()}`);
+    if (Date.now() > deadline) {
+      child.kill();
+      throw new Error(`ssh -L: the local port did not open; ${stderr.trim()}`);
+    }
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = tcpConnect(local, '127.0.0.1', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+    if (open) return { local, stderr: () => stderr.trim(), close: () => child.kill() };
+  }
+}
+
+const execFileAsync = promisify(execFile);
+
+/**
+ * SFTP downloads and forwarded bulk reads of one file in the container, each next to a direct
+ * exec that streams the same file, in turns: a round is direct, OpenSSH sftp, ssh2's fastGet,
+ * direct again, and the forward, so that each path has a baseline right before it.
+ */
+async function filesAndPorts(
+  ask: <T>(request: Request) => Promise<T>,
+  options: { containerId: string; sshPort: number; login: string; token: string; call: ReturnType<typeof strictApi> },
+): Promise<Record<string, number>> {
+  const { containerId, sshPort, login, token, call } = options;
+  const work = mkdtempSync(join(tmpdir(), 'tianqi-bench-files-'));
+  const inContainer = (command: string) =>
+    execFileAsync('docker', ['exec', containerId, '/bin/sh', '-c', command], { env: { ...process.env, DOCKER_HOST: `unix://${dockerSocket}` } });
+  const closing: (() => void)[] = [];
+  try {
+    // sftp's batch mode signs in without prompts only: with a registered key.
+    await execFileAsync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'bench@access', '-f', join(work, 'id_ed25519')]);
+    await call('POST', '/users/me/ssh-keys', { name: 'bench', publicKey: readFileSync(join(work, 'id_ed25519.pub'), 'utf8') }, token);
+    const writeFile = (bytes: number) => inContainer(`head -c ${bytes} /dev/urandom > ${BENCH_FILE}`);
+    await writeFile(FILE_CALIBRATION_BYTES);
+
+    // busybox nc: a persistent listener that runs a shell on each connection, the socket as its
+    // stdin and stdout, which sends the file once the client has sent a line (a connection that
+    // ends first, like openForward's probes, gets nothing). It waits for its client as an HTTP
+    // server does: a service that sends a lot at once on connect can fill the exec stream's
+    // stdout before the engine hands on the helper's "ok" on stderr, and the jump host then
+    // refuses that connection after 15 s (port-forward.ts firstLine): 2 of 12 in a trial here.
+    await inContainer(`(nc -ll -p ${SERVICE_PORT} -e /bin/sh -c 'read -r _ && exec cat ${BENCH_FILE}' &) >/dev/null 2>&1`);
+    const forward = await openForward(work, sshPort, login, SERVICE_PORT);
+    closing.push(forward.close);
+    const sftp = await SftpBatch.open(work, sshPort, login);
+    closing.push(() => sftp.close());
+    await ask({ op: 'sftp-open' });
+    closing.push(() => void ask({ op: 'sftp-close' }).catch(() => undefined));
+
+    type FilePath = 'direct' | 'sftp' | 'fastGet' | 'forward';
+    const local = join(work, 'download.bin');
+    /** This process's CPU time per MB: the platform's, as the clients are other processes. */
+    const cpuMsPerMB: Record<FilePath, number[]> = { direct: [], sftp: [], fastGet: [], forward: [] };
+    const once = async (path: FilePath, bytes: number): Promise<number> => {
+      rmSync(local, { force: true });
+      const cpu = process.cpuUsage();
+      let run: Transfer;
+      switch (path) {
+        case 'direct':
+          run = await ask<Transfer>({ op: 'cat', path: BENCH_FILE });
+          break;
+        case 'sftp': {
+          const ms = await sftp.run(`get ${BENCH_FILE} ${local}`);
+          run = { ms, bytes: statSync(local).size };
+          break;
+        }
+        case 'fastGet':
+          run = await ask<Transfer>({ op: 'fast-get', remote: BENCH_FILE, local });
+          break;
+        case 'forward':
+          run = await ask<Transfer>({ op: 'read-port', port: forward.local });
+          break;
+      }
+      const used = process.cpuUsage(cpu);
+      if (run.bytes !== bytes) throw new Error(`${path}: ${run.bytes} bytes arrived of ${bytes}${path === 'forward' ? `; ssh says ${forward.stderr()}` : ''}`);
+      cpuMsPerMB[path].push((used.user + used.system) / 1000 / (bytes / 1e6));
+      return bytes / 1e6 / (run.ms / 1000);
+    };
+
+    // One run per path warms it up (the helper is copied in on first use) and tells how large a
+    // file the slowest one moves in about FILE_TARGET_MS.
+    const paths: FilePath[] = ['direct', 'sftp', 'fastGet', 'forward'];
+    let slowest = Infinity;
+    for (const path of paths) slowest = Math.min(slowest, await once(path, FILE_CALIBRATION_BYTES));
+    const fixed = Number(process.env.TIANQI_BENCH_ACCESS_FILE_BYTES);
+    const fileBytes = Number.isInteger(fixed) && fixed > 0
+      ? fixed
+      : Math.min(FILE_MAX_BYTES, Math.max(FILE_CALIBRATION_BYTES, Math.round((slowest * FILE_TARGET_MS) / 1000) * 1_000_000));
+    await writeFile(fileBytes);
+    for (const path of paths) cpuMsPerMB[path] = [];
+
+    const rates = { sftpDirect: [] as number[], sftp: [] as number[], fastGet: [] as number[], forwardDirect: [] as number[], forward: [] as number[] };
+    /** Each run's ratio to the direct run just before it. */
+    const ratios = { sftp: [] as number[], fastGet: [] as number[], forward: [] as number[] };
+    for (let i = 0; i < FILE_ROUNDS; i++) {
+      rates.sftpDirect.push(await once('direct', fileBytes));
+      rates.sftp.push(await once('sftp', fileBytes));
+      rates.fastGet.push(await once('fastGet', fileBytes));
+      rates.forwardDirect.push(await once('direct', fileBytes));
+      rates.forward.push(await once('forward', fileBytes));
+      ratios.sftp.push(rates.sftp.at(-1)! / rates.sftpDirect.at(-1)!);
+      ratios.fastGet.push(rates.fastGet.at(-1)! / rates.sftpDirect.at(-1)!);
+      ratios.forward.push(rates.forward.at(-1)! / rates.forwardDirect.at(-1)!);
+    }
+    const median = (values: number[]) => round(percentile(values, 50));
+    return {
+      // The file each path moved, in bytes (random, so nothing on the way compresses it).
+      filePayloadBytes: fileBytes,
+      // OpenSSH `sftp -b -` downloading the file through the jump host to a local file, the
+      // transfer only (signed in and ready before the clock starts), MB/s.
+      sftpDownloadMBps: median(rates.sftp),
+      // `docker exec cat FILE` through dockerode just before it, MB/s.
+      sftpDirectMBps: median(rates.sftpDirect),
+      // The median of each round's sftp over its direct run (target: 0.7 or more).
+      sftpRatio: median(ratios.sftp),
+      // ssh2's own client, `sftp.fastGet` with its defaults (64 reads of 32 KiB in flight), through
+      // the jump host to a local file, MB/s; and its ratio to the same direct run as sftp's.
+      sftpFastGetMBps: median(rates.fastGet),
+      sftpFastGetRatio: median(ratios.fastGet),
+      // The platform's CPU time per MB downloaded with OpenSSH sftp.
+      sftpServerCpuMsPerMB: median(cpuMsPerMB.sftp),
+      // A local TCP client (in the child) asking for the file and reading it to its end through
+      // `ssh -N -L` to a service in the container (busybox nc running `cat FILE` for each
+      // connection), the forwarded connection's set-up included, MB/s.
+      forwardMBps: median(rates.forward),
+      // `docker exec cat FILE` through dockerode just before it, MB/s.
+      forwardDirectMBps: median(rates.forwardDirect),
+      // The median of each round's forward over its direct run (target: 0.7 or more).
+      forwardRatio: median(ratios.forward),
+      // The platform's CPU time per MB forwarded.
+      forwardServerCpuMsPerMB: median(cpuMsPerMB.forward),
+    };
+  } finally {
+    for (const close of closing.reverse()) close();
+    rmSync(work, { recursive: true, force: true });
+  }
 }
 
 export async function accessBench(): Promise<Record<string, number>> {
@@ -473,6 +795,8 @@ export async function accessBench(): Promise<Record<string, number>> {
     }
     await ask({ op: 'close' });
 
+    const files = await filesAndPorts(ask, { containerId, sshPort, login: `${username}+${instanceName}`, token, call });
+
     const p50 = (path: PathName) => percentile(echo[path], 50);
     const mbps = (path: PathName) => percentile(rates[path], 50);
     return {
@@ -498,6 +822,7 @@ export async function accessBench(): Promise<Record<string, number>> {
       sshIdleSessionsUsable: usableIdle,
       sshIdleSessionKiB: round((after.rss - before.rss) / IDLE_SESSIONS / 1024),
       sshIdleSessionHeapKiB: round((after.heap - before.heap) / IDLE_SESSIONS / 1024),
+      ...files,
     };
   } finally {
     clients?.child.kill();
