@@ -86,6 +86,30 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
     expect(info.Config.Env).toContain('NVIDIA_VISIBLE_DEVICES=void');
     const data = info.Mounts.find((m) => m.Destination === '/data');
     expect(data).toMatchObject({ Type: 'volume', Name: `${created.body.containerName}-data` });
+    // the platform's container limits
+    expect(info.HostConfig).toMatchObject({ PidsLimit: 8192, SecurityOpt: ['no-new-privileges:true'], CapDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE'] });
+    expect(info.HostConfig.LogConfig).toEqual({ Type: 'json-file', Config: { 'max-size': '50m', 'max-file': '3' } });
+  });
+
+  it('applies a spec\'s exceptions to the container limits (a lab that needs sudo and many threads)', async () => {
+    const lab = await t.api<{ id: string; containerOverrides: unknown }>('POST', '/api/v1/specs', {
+      token: admin,
+      body: { name: 'cpu-sudo', cpuCores: 1, memoryGb: 1, containerOverrides: { pidsLimit: 65_536, noNewPrivileges: false } },
+    });
+    expect(lab.status).toBe(201);
+    expect(lab.body.containerOverrides).toEqual({ pidsLimit: 65_536, noNewPrivileges: false });
+    const bad = await t.api<{ error: { fields: Record<string, string> } }>('POST', '/api/v1/specs', {
+      token: admin, body: { name: 'cpu-bad', cpuCores: 1, memoryGb: 1, containerOverrides: { pidsLimit: -1, privileged: true } },
+    });
+    expect(bad.status).toBe(400);
+    const created = await create(alice, { name: 'sudo-box', imageId: image.id, specId: lab.body.id });
+    const running = await waitFor(() => get(created.body.id), (i) => i.status !== 'creating');
+    expect(running.status, running.statusReason).toBe('running');
+    const info = await docker.getContainer(running.containerId!).inspect();
+    expect(info.HostConfig.PidsLimit).toBe(65_536);
+    expect(info.HostConfig.SecurityOpt ?? []).toEqual([]);
+    expect(info.HostConfig.CapDrop).toEqual(['NET_RAW', 'MKNOD', 'AUDIT_WRITE']);
+    expect((await t.api('DELETE', `/api/v1/instances/${created.body.id}`, { token: alice })).status).toBe(204);
   });
 
   it('stops, starts and restarts; a kill from outside shows as exited within a second', async () => {

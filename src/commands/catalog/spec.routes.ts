@@ -24,6 +24,10 @@ const fields = {
   pricePerHour: number(SPEC_LIMITS.pricePerHour).meta({ description: 'at most 4 decimals' }),
   listed: z.boolean(),
   remark: text(2_000),
+  containerOverrides: z.strictObject({
+    pidsLimit: nonNegativeInt(4_194_304).optional().meta({ description: 'processes and threads at most; 0 = no limit' }),
+    noNewPrivileges: z.boolean().optional().meta({ description: 'false lets setuid programs (sudo) work' }),
+  }).optional().meta({ description: "exceptions to the platform's container limits (TIANQI_CONTAINER_*) for this spec's instances" }),
 };
 const CreateSpec = z.strictObject({
   name: fields.name,
@@ -38,6 +42,7 @@ const CreateSpec = z.strictObject({
   pricePerHour: fields.pricePerHour.default(0),
   listed: fields.listed.default(true),
   remark: fields.remark.default(''),
+  containerOverrides: fields.containerOverrides,
 });
 const UpdateSpec = z.strictObject(fields).partial();
 export const SpecSchema = z.object({ id: z.string(), ...fields, createdAt: z.string(), updatedAt: z.string() });

@@ -1,3 +1,4 @@
+import type { ContainerOverrides } from '../../domain/catalog/spec.decider.ts';
 import type { LiveInstance } from '../../domain/instance/instance.decider.ts';
 import { createHash } from 'node:crypto';
 import type { ContainerLimits, ContainerPlan, NetworkPlan } from '../../ports/container-runtime.port.ts';
@@ -22,6 +23,16 @@ export const HAMI_LIBRARY = `${HAMI_MOUNT}/libvgpu.so`;
  */
 export function shmSizeBytes(memoryGb: number): number {
   return Math.min(32 * GIB, Math.max(64 * MIB, Math.floor((memoryGb * GIB) / 2)));
+}
+
+/** The platform's limits with a spec's exceptions applied. Pure. */
+export function withOverrides(limits: ContainerLimits, overrides: ContainerOverrides | undefined): ContainerLimits {
+  if (!overrides) return limits;
+  return {
+    ...limits,
+    ...(overrides.pidsLimit !== undefined ? { pidsLimit: overrides.pidsLimit } : {}),
+    ...(overrides.noNewPrivileges !== undefined ? { noNewPrivileges: overrides.noNewPrivileges } : {}),
+  };
 }
 
 /** The prefix of every tenant bridge's name on the host: the node guard drops what comes from them to the node. */
@@ -103,7 +114,7 @@ export function buildContainerPlan(
     dataVolume: instance.dataVolume,
     gpuDeviceIds,
     binds,
-    limits,
+    limits: withOverrides(limits, spec.containerOverrides),
     network: tenantNetwork(instance.ownerId).name,
     ...(Object.keys(tmpfs).length > 0 ? { tmpfs } : {}),
   };

@@ -200,6 +200,7 @@ export class Instances {
             name: spec.name, gpuModel: spec.gpuModel, gpuCount: spec.gpuCount, gpuMemoryGb: spec.gpuMemoryGb, vgpu: request.vgpu,
             cpuCores: spec.cpuCores, memoryGb: spec.memoryGb, systemDiskGb: spec.systemDiskGb, dataDiskGb: spec.dataDiskGb,
             pricePerHour: spec.pricePerHour,
+            ...(spec.containerOverrides ? { containerOverrides: spec.containerOverrides } : {}),
           },
           remark: input.remark ?? '',
           requestedAt,

@@ -20,6 +20,16 @@ export interface SpecFields {
   readonly pricePerHour: number;
   readonly listed: boolean;
   readonly remark: string;
+  /** Where a lab needs other container limits than the platform's (TIANQI_CONTAINER_*) for this spec. */
+  readonly containerOverrides?: ContainerOverrides;
+}
+
+/** A spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
+export interface ContainerOverrides {
+  /** Processes and threads at most (0: none). */
+  readonly pidsLimit?: number;
+  /** false: setuid programs such as sudo work in this spec's containers. */
+  readonly noNewPrivileges?: boolean;
 }
 
 export const SPEC_LIMITS = {

@@ -1,6 +1,7 @@
 import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
 import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError } from '../shared/errors.ts';
+import type { ContainerOverrides } from '../catalog/spec.decider.ts';
 import type { AccessKind } from './access.ts';
 
 export type InstanceStatus = 'creating' | 'running' | 'exited' | 'failed';
@@ -18,6 +19,8 @@ export interface SpecSnapshot {
   readonly systemDiskGb: number;
   readonly dataDiskGb: number;
   readonly pricePerHour: number;
+  /** The spec's exceptions to the platform's container limits, as they were at the request. */
+  readonly containerOverrides?: ContainerOverrides;
 }
 
 export interface InstanceRequest {
