@@ -63,6 +63,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     for (let i = 0; i < 20; i += 1) {
       const socket = await logsSocket();
       socket.emit('follow', { instanceId: flood.id, tail: 1 });
+      await new Promise((r) => setTimeout(r, i * 3));
       socket.disconnect();
     }
     // and a follow asked for twice at once opens one stream
@@ -72,12 +73,24 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     await waitFor(async () => t.app.runtime.openStreams, (n) => n === before + 1, 5_000);
     twice.disconnect();
     await waitFor(async () => t.app.runtime.openStreams, (n) => n === before, 5_000);
+    // stats watches on /live the same way
+    for (let i = 0; i < 20; i += 1) {
+      const socket = io(`${t.url}/live`, { auth: { token: lab.tokens.alice }, transports: ['websocket'], reconnection: false, forceNew: true });
+      sockets.push(socket);
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      socket.emit('watch-stats', { instanceId: flood.id });
+      // gone at some point while the server looks the instance up
+      await new Promise((r) => setTimeout(r, i * 3));
+      socket.disconnect();
+    }
     await new Promise((r) => setTimeout(r, 1_000));
+    await waitFor(async () => t.app.runtime.openStreams, (n) => n === before, 5_000);
     expect(t.app.runtime.openStreams).toBe(before);
   });
 
   it(`keeps the server's memory bounded with 10 clients that never read ${FLOOD_SECONDS} s of \`yes\``, async () => {
     // What PID 1 prints is the container's log: write there, as a training script's output would be.
+    const baseline = t.app.runtime.openStreams;
     await start('yes "$(head -c 200 /dev/zero | tr \'\\0\' x)" > /proc/1/fd/1');
     const readers: Socket[] = [];
     for (let i = 0; i < 10; i += 1) {
@@ -112,7 +125,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     expect(peakRss - start_.rss).toBeLessThan(150 * MiB);
     expect(end.heapUsed - start_.heapUsed).toBeLessThan(100 * MiB);
     for (const socket of readers) socket.disconnect();
-    await waitFor(async () => t.app.runtime.openStreams, (n) => n === 0, 10_000);
+    await waitFor(async () => t.app.runtime.openStreams, (n) => n === baseline, 10_000);
     await start('killall yes');
   }, (FLOOD_SECONDS + 60) * 1_000);
 

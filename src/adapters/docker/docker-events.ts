@@ -334,6 +334,9 @@ export class LineSplitter {
  * JSON.parse. Aborting `signal` ends the request, before or after the answer. A refusal becomes
  * EngineRejectedError with Docker's own message; a failed connection is rejected as it came.
  */
+/** Streaming requests (events, logs, stats) open to engines now: what a leak would grow. */
+export const openEngineStreams = { count: 0 };
+
 export function openStream(
   docker: Dockerode,
   path: string,
@@ -344,8 +347,14 @@ export function openStream(
     docker.modem.dial(
       { path: `${path}?`, method: 'GET', options: query, isStream: true, abortSignal: signal, statusCodes: { 200: true } },
       (error, result) => {
-        if (error) reject(rejectionOf(error));
-        else resolve(result as IncomingMessage);
+        if (error) {
+          reject(rejectionOf(error));
+          return;
+        }
+        const response = result as IncomingMessage;
+        openEngineStreams.count += 1;
+        response.once('close', () => (openEngineStreams.count -= 1));
+        resolve(response);
       },
     );
   });

@@ -169,8 +169,6 @@ export function containerLogs(docker: Dockerode, containerId: string, options: L
           return;
         }
         stream = response;
-        openEngineStreams.count += 1;
-        response.once('close', () => (openEngineStreams.count -= 1));
         // The consumer's backpressure: a paused response stops reading, and the engine waits.
         flow = options.paused$?.subscribe((paused) => (paused ? response.pause() : response.resume()));
         const demuxer = new LogDemuxer(info.Config.Tty);
@@ -199,6 +197,3 @@ export function containerLogs(docker: Dockerode, containerId: string, options: L
     };
   });
 }
-
-/** Log streams open to engines now, for the runtime's `openStreams`. */
-export const openEngineStreams = { count: 0 };

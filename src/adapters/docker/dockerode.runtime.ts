@@ -23,9 +23,9 @@ import type {
 import { EngineRejectedError, EngineUnavailableError } from '../../ports/container-runtime.port.ts';
 import { putArchive, statPath } from './docker-archive.ts';
 import { ensureNetwork, ensureSystemContainer, removeNetworkIfUnused } from './docker-networks.ts';
-import { containerEvents } from './docker-events.ts';
+import { containerEvents, openEngineStreams } from './docker-events.ts';
 import { isExecutable, openExec } from './docker-exec.ts';
-import { containerLogs, openEngineStreams } from './docker-logs.ts';
+import { containerLogs } from './docker-logs.ts';
 import type { DockerPool } from './docker-pool.ts';
 import { containerStats } from './docker-stats.ts';
 import { NVIDIA_SMI_QUERY, parseGpuMemory } from './gpu-memory.ts';
@@ -181,7 +181,7 @@ export class DockerodeRuntime implements ContainerRuntime {
     );
   }
 
-  /** Log and stats streams open to the engines now (what a leak would grow). */
+  /** Event, log and stats streams open to the engines now (what a leak would grow). */
   get openStreams(): number {
     return openEngineStreams.count;
   }
