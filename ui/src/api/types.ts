@@ -55,6 +55,13 @@ export interface Spec {
   pricePerHour: number;
   listed: boolean;
   remark: string;
+  /** The spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
+  containerOverrides?: {
+    /** Processes and threads at most (0 = no limit; platform default 8192). */
+    pidsLimit?: number;
+    /** false: setuid programs such as sudo work in the spec's containers. */
+    noNewPrivileges?: boolean;
+  };
   createdAt: string;
   updatedAt: string;
 }
