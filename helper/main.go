@@ -5,7 +5,7 @@
 // node it also runs as the node guard, which keeps tenant containers off the node's own ports.
 //
 //	tianqi-helper sftp [start-dir]   SFTP version 3 on stdin/stdout
-//	tianqi-helper connect HOST PORT  a TCP connection on stdin/stdout; "ok" or the error on stderr first
+//	tianqi-helper connect HOST PORT  a TCP connection on stdin/stdout; first line on stdout "ok" or "error <why>"
 //	tianqi-helper which NAME         the path of NAME on $PATH, exit 1 when there is none
 //	tianqi-helper guard [--once] [--no-firewall] [--preload LIB]
 //	                                 the node guard: tenant bridges may not reach the node (nftables),

@@ -35,7 +35,7 @@ const Env = z.object({
   TIANQI_CONTAINER_LOG_MAX_SIZE_MB: z.coerce.number().int().min(1).max(10_240).optional(),
   TIANQI_CONTAINER_LOG_MAX_FILES: z.coerce.number().int().min(1).max(100).optional(),
   TIANQI_CONTAINER_NO_NEW_PRIVILEGES: z.enum(['0', '1']).optional(),
-  TIANQI_CONTAINER_CAP_DROP: z.string().regex(/^[A-Z_]*(,[A-Z_]+)*$/, 'comma-separated capability names, e.g. NET_RAW,MKNOD').optional(),
+  TIANQI_CONTAINER_CAP_DROP: z.string().regex(/^(none|[A-Z_]+(,[A-Z_]+)*)$/, 'comma-separated capability names, e.g. NET_RAW,MKNOD, or none').optional(),
   /** `0`: no node guard (tenant containers may reach the node's own ports). */
   TIANQI_NODE_GUARD: z.enum(['0', '1']).default('1'),
   /** Builds of tianqi-helper (`linux-<arch>/tianqi-helper`), made by scripts/build-helper.ts. */
@@ -112,7 +112,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       noNewPrivileges: e.TIANQI_CONTAINER_NO_NEW_PRIVILEGES === undefined ? DEFAULT_CONTAINER_LIMITS.noNewPrivileges : e.TIANQI_CONTAINER_NO_NEW_PRIVILEGES === '1',
       capDrop: e.TIANQI_CONTAINER_CAP_DROP === undefined
         ? DEFAULT_CONTAINER_LIMITS.capDrop
-        : e.TIANQI_CONTAINER_CAP_DROP.split(',').filter(Boolean),
+        : e.TIANQI_CONTAINER_CAP_DROP === 'none' ? [] : e.TIANQI_CONTAINER_CAP_DROP.split(','),
     },
     helperDir: resolve(e.TIANQI_HELPER_DIR ?? DEFAULT_HELPER_DIR),
   };
