@@ -32,6 +32,7 @@ export const InstanceSchema = z.object({
   spec: z.object({
     name: z.string(), gpuModel: z.string(), gpuCount: z.number(), gpuMemoryGb: z.number(), vgpu: z.boolean(), cpuCores: z.number(),
     memoryGb: z.number(), systemDiskGb: z.number(), dataDiskGb: z.number(), pricePerHour: z.number(),
+    containerOverrides: z.object({ pidsLimit: z.number().optional(), noNewPrivileges: z.boolean().optional() }).optional(),
   }),
   nodeId: z.string(),
   nodeName: z.string(),
