@@ -1,0 +1,107 @@
+import { describe, it } from 'vitest';
+import { deciderSpec } from '../shared/decider-spec.ts';
+import type { InstanceEvent, InstancePlacement, InstanceRequest } from './instance.decider.ts';
+import { instanceDecider } from './instance.decider.ts';
+
+const spec = deciderSpec(instanceDecider);
+
+const request: InstanceRequest = {
+  instanceId: 'i1', ownerId: 'u1', ownerName: 'alice', name: 'train', imageId: 'img', imageAddress: 'pytorch:2', specId: 's1',
+  spec: { name: 'a100-1', gpuModel: 'A100', gpuCount: 1, gpuMemoryGb: 80, vgpu: false, cpuCores: 8, memoryGb: 64, systemDiskGb: 0, dataDiskGb: 100, pricePerHour: 10 },
+  remark: '', requestedAt: '2026-01-01T00:00:00.000Z',
+};
+const placement: InstancePlacement = { nodeId: 'n1', nodeName: 'gpu-1', gpus: [{ index: 2, memoryGb: 80 }], containerName: 'train-i1-1', dataVolume: 'train-i1-1-data' };
+
+const requested: InstanceEvent = { type: 'InstanceRequested', data: request };
+const placed: InstanceEvent = { type: 'InstancePlaced', data: placement };
+const created: InstanceEvent = { type: 'ContainerCreated', data: { containerId: 'c1', storageOptApplied: false } };
+const running: InstanceEvent = { type: 'InstanceStateObserved', data: { status: 'running', reason: 'running', exitCode: null, oomKilled: false, source: 'provisioning' } };
+const exited: InstanceEvent = { type: 'InstanceStateObserved', data: { status: 'exited', reason: 'stopped', exitCode: 0, oomKilled: false, source: 'operation' } };
+const stopRequested: InstanceEvent = { type: 'InstanceOperationRequested', data: { operation: 'stop' } };
+const deleteRequested: InstanceEvent = { type: 'InstanceOperationRequested', data: { operation: 'delete' } };
+const deleted: InstanceEvent = { type: 'InstanceDeleted', data: { removed: ['container train-i1-1'], notRemoved: [] } };
+const vanished: InstanceEvent = { type: 'InstanceContainerVanished', data: { reason: 'the container is gone from the node' } };
+const failed: InstanceEvent = { type: 'InstanceProvisioningFailed', data: { reason: 'no such image' } };
+const live = [requested, placed, created, running];
+
+const session = { sessionId: 's1', via: 'ssh' as const, userId: 'u1', username: 'alice', clientAddress: '10.0.0.9', command: 'sftp', kind: 'sftp' as const };
+const sessionEnd = { sessionId: 's1', via: 'ssh' as const, durationMs: 1000, bytesIn: 10, bytesOut: 20, exitCode: 0, reason: 'the client left' };
+
+describe('instance decider', () => {
+  describe('request and provisioning', () => {
+    it('records a request with its placement, once', () => {
+      spec.given([]).when({ type: 'RequestInstance', data: { request, placement } }).then([requested, placed]);
+      spec.given([requested, placed]).when({ type: 'RequestInstance', data: { request, placement } }).thenThrows('INSTANCE_EXISTS');
+    });
+
+    it('records progress only while creating, and only when it says something new', () => {
+      spec.given([requested, placed]).when({ type: 'RecordProgress', data: { reason: 'pulling pytorch:2' } })
+        .then([{ type: 'InstanceProvisioningProgressed', data: { reason: 'pulling pytorch:2' } }]);
+      spec.given([requested, placed]).when({ type: 'RecordProgress', data: { reason: 'placed; preparing the container' } }).thenNothing();
+      spec.given(live).when({ type: 'RecordProgress', data: { reason: 'late' } }).thenNothing();
+    });
+
+    it('records the container once, and a failure only while creating', () => {
+      spec.given([requested, placed]).when({ type: 'RecordContainerCreated', data: { containerId: 'c1', storageOptApplied: false } }).then([created]);
+      spec.given([requested, placed, created]).when({ type: 'RecordContainerCreated', data: { containerId: 'c1', storageOptApplied: false } }).thenNothing();
+      spec.given([requested, placed]).when({ type: 'FailProvisioning', data: { reason: 'no such image' } }).then([failed]);
+      spec.given(live).when({ type: 'FailProvisioning', data: { reason: 'late' } }).thenNothing();
+    });
+
+    it('knows no instance that was never requested', () => {
+      spec.given([]).when({ type: 'RecordProgress', data: { reason: 'x' } }).thenThrows(404);
+      spec.given([]).when({ type: 'OpenTerminalSession', data: session }).thenThrows(404);
+    });
+  });
+
+  describe('observed state', () => {
+    it('records a change of state, not a repeat', () => {
+      spec.given(live).when({ type: 'ObserveState', data: exited.data as never }).then([exited]);
+      spec.given(live).when({ type: 'ObserveState', data: running.data as never }).thenNothing();
+    });
+
+    it('keeps a failed provisioning failed when the container is seen exited', () => {
+      spec.given([requested, placed, failed]).when({ type: 'ObserveState', data: exited.data as never }).thenNothing();
+    });
+
+    it('marks a vanished container once', () => {
+      spec.given(live).when({ type: 'MarkVanished', data: { reason: 'the container is gone from the node' } }).then([vanished]);
+      spec.given([...live, vanished]).when({ type: 'MarkVanished', data: { reason: 'the container is gone from the node' } }).thenNothing();
+    });
+  });
+
+  describe('operations', () => {
+    it('accepts a stop of a running instance and refuses what makes no sense', () => {
+      spec.given(live).when({ type: 'RequestOperation', data: { operation: 'stop' } }).then([stopRequested]);
+      spec.given([...live, exited]).when({ type: 'RequestOperation', data: { operation: 'stop' } }).thenThrows('NOT_RUNNING');
+      spec.given(live).when({ type: 'RequestOperation', data: { operation: 'start' } }).thenThrows('ALREADY_RUNNING');
+      spec.given([requested, placed]).when({ type: 'RequestOperation', data: { operation: 'start' } }).thenThrows('NO_CONTAINER');
+      spec.given([...live, deleteRequested]).when({ type: 'RequestOperation', data: { operation: 'restart' } }).thenThrows('INSTANCE_DELETING');
+    });
+
+    it('always accepts a delete, even of a failed instance without a container', () => {
+      spec.given([requested, placed, failed]).when({ type: 'RequestOperation', data: { operation: 'delete' } }).then([deleteRequested]);
+    });
+
+    it('completes only the pending operation', () => {
+      spec.given([...live, stopRequested]).when({ type: 'CompleteOperation', data: { operation: 'stop' } })
+        .then([{ type: 'InstanceOperationCompleted', data: { operation: 'stop' } }]);
+      spec.given(live).when({ type: 'CompleteOperation', data: { operation: 'stop' } }).thenNothing();
+    });
+
+    it('is gone for every command once deleted, but the audit trail closes its sessions', () => {
+      const gone = [...live, deleteRequested, deleted];
+      spec.given(gone).when({ type: 'RequestOperation', data: { operation: 'start' } }).thenThrows(404);
+      spec.given(gone).when({ type: 'OpenTerminalSession', data: session }).thenThrows(404);
+      spec.given(gone).when({ type: 'CloseTerminalSession', data: sessionEnd }).then([{ type: 'TerminalSessionClosed', data: sessionEnd }]);
+    });
+  });
+
+  describe('ways in (terminal, SSH, SFTP, forwards)', () => {
+    it('lets a running instance be entered, and nothing else', () => {
+      spec.given(live).when({ type: 'OpenTerminalSession', data: session }).then([{ type: 'TerminalSessionOpened', data: session }]);
+      spec.given([...live, exited]).when({ type: 'OpenTerminalSession', data: session }).thenThrows('NOT_RUNNING');
+      spec.given([requested, placed]).when({ type: 'OpenTerminalSession', data: session }).thenThrows('NOT_RUNNING');
+    });
+  });
+});
