@@ -18,6 +18,24 @@ const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 const helperBuilt = existsSync(join(loadConfig({}).helperDir, 'linux-amd64', 'tianqi-helper'));
 const MB = 1024 * 1024;
 
+/**
+ * Connects to a local port, sends `text` (ending its side when `end`; nothing for null), and
+ * resolves with everything received once the connection closes.
+ */
+function exchange(port: number, text: string | null, options: { end: boolean } = { end: true }): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = tcpConnect(port, '127.0.0.1', () => {
+      if (text === null) return;
+      if (options.end) socket.end(text);
+      else socket.write(text);
+    });
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+    socket.on('error', reject);
+  });
+}
+
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
 interface SessionRecord {
@@ -321,13 +339,7 @@ describeWithService(
         try {
           const expected = (await inBox('box', 'head -c 20971520 /www/big.bin | sha256sum')).split(' ')[0];
           for (let i = 0; i < 8; i += 1) {
-            const got = await new Promise<Buffer>((resolve, reject) => {
-              const chunks: Buffer[] = [];
-              const socket = tcpConnect(local, '127.0.0.1');
-              socket.on('data', (d) => chunks.push(d));
-              socket.on('close', () => resolve(Buffer.concat(chunks)));
-              socket.on('error', reject);
-            });
+            const got = await exchange(local, null);
             expect(got.length, `connection ${i}`).toBe(20 * MB);
             expect(createHash('sha256').update(got).digest('hex')).toBe(expected);
           }
@@ -351,22 +363,9 @@ describeWithService(
         const { local: local2, child: child2 } = await forward('alice', 'alice+box', '127.0.0.1:8888');
         try {
           // the client half-closes: the echo service sees its end, answers what it got and closes
-          const echoed = await new Promise<string>((resolve, reject) => {
-            const socket = tcpConnect(local, '127.0.0.1', () => socket.end('ping\n'));
-            let text = '';
-            socket.on('data', (d) => (text += d.toString()));
-            socket.on('close', () => resolve(text));
-            socket.on('error', reject);
-          });
-          expect(echoed).toBe('ping\n');
+          expect((await exchange(local, 'ping\n', { end: true })).toString()).toBe('ping\n');
           // the service closes (httpd answers once and closes): the client's socket closes with it
-          const answer = await new Promise<string>((resolve, reject) => {
-            const socket = tcpConnect(local2, '127.0.0.1', () => socket.write('GET /index.html HTTP/1.0\r\n\r\n'));
-            let text = '';
-            socket.on('data', (d) => (text += d.toString()));
-            socket.on('close', () => resolve(text));
-            socket.on('error', reject);
-          });
+          const answer = (await exchange(local2, 'GET /index.html HTTP/1.0\r\n\r\n', { end: false })).toString();
           expect(answer).toMatch(/^HTTP\/1\.[01] 200 OK[\s\S]*hello\n$/);
         } finally {
           child.kill();
@@ -420,14 +419,7 @@ describeWithService(
         const serverPort = /listeningOn==(\d+)==/.exec(launched.stdout)![1]!;
         const { local, child } = await forward('alice', 'alice+box', `127.0.0.1:${serverPort}`);
         try {
-          const echoed = await new Promise<string>((resolve, reject) => {
-            const socket = tcpConnect(local, '127.0.0.1', () => socket.end('vscode\n'));
-            let text = '';
-            socket.on('data', (d) => (text += d.toString()));
-            socket.on('close', () => resolve(text));
-            socket.on('error', reject);
-          });
-          expect(echoed).toBe('vscode\n');
+          expect((await exchange(local, 'vscode\n', { end: true })).toString()).toBe('vscode\n');
         } finally {
           child.kill();
         }

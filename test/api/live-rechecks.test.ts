@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { io, type Socket } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
 import ssh2, { type ClientChannel } from 'ssh2';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { AesGcmSecretBox } from '../../src/adapters/secrets/aes-gcm.secret-box.ts';
@@ -9,6 +9,7 @@ import { startTestApp, type TestApp } from '../support/app.ts';
 import { removeContainersOf, runningInstance, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
 import { freePort } from '../support/ports.ts';
 import { describeWithService } from '../support/services.ts';
+import { connected, newSocket } from '../support/sockets.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 
@@ -35,7 +36,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
   const boxes: Record<string, string> = {};
 
   const open = async (namespace: string, token: string): Promise<{ socket: Socket; seen: Seen }> => {
-    const socket = io(`${t.url}${namespace}`, { auth: { token }, transports: ['websocket'], reconnection: false, forceNew: true });
+    const socket = newSocket(t.url, namespace, token);
     sockets.push(socket);
     const seen: Seen = { errors: [], ends: [], instances: [], lines: [], disconnectedAt: null };
     socket.on('error', (e: { code: string }) => seen.errors.push(e));
@@ -43,10 +44,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     socket.on('instance', (i: { id: string; name: string }) => seen.instances.push(i));
     socket.on('line', (l: { instanceId: string }) => seen.lines.push(l));
     socket.on('disconnect', () => (seen.disconnectedAt ??= Date.now()));
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', () => resolve());
-      socket.once('connect_error', reject);
-    });
+    await connected(socket);
     return { socket, seen };
   };
   const patchUser = (name: string, body: Record<string, unknown>) =>

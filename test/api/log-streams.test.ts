@@ -1,9 +1,10 @@
-import { io, type Socket } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../support/app.ts';
 import { removeContainersOf, runningInstance, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
 import { freePort } from '../support/ports.ts';
 import { describeWithService } from '../support/services.ts';
+import { connected, newSocket } from '../support/sockets.ts';
 import ssh2 from 'ssh2';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
@@ -24,15 +25,12 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
   let flood: { id: string };
   const sockets: Socket[] = [];
 
-  const logsSocket = async () => {
-    const socket = io(`${t.url}/logs`, { auth: { token: lab.tokens.alice }, transports: ['websocket'], reconnection: false, forceNew: true });
+  const aliceSocket = (namespace: string) => {
+    const socket = newSocket(t.url, namespace, lab.tokens.alice!);
     sockets.push(socket);
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', () => resolve());
-      socket.once('connect_error', reject);
-    });
-    return socket;
+    return connected(socket);
   };
+  const logsSocket = () => aliceSocket('/logs');
   /** Runs `command` in the instance through the jump host and leaves it running. */
   const start = (command: string) => new Promise<void>((resolve, reject) => {
     const client = new ssh2.Client();
@@ -75,9 +73,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     await waitFor(async () => t.app.runtime.openStreams, (n) => n === before, 5_000);
     // stats watches on /live the same way
     for (let i = 0; i < 20; i += 1) {
-      const socket = io(`${t.url}/live`, { auth: { token: lab.tokens.alice }, transports: ['websocket'], reconnection: false, forceNew: true });
-      sockets.push(socket);
-      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const socket = await aliceSocket('/live');
       socket.emit('watch-stats', { instanceId: flood.id });
       // gone at some point while the server looks the instance up
       await new Promise((r) => setTimeout(r, i * 3));

@@ -242,16 +242,9 @@ export class ShellSession {
   }
 
   private async command(command: string): Promise<void> {
-    const name = this.caller.instanceName;
-    if (!name) {
-      this.refuse(`执行命令时请指定实例：ssh -p ${this.deps.ctx.config.sshPort} ${this.caller.actor.username}+<实例名>@<主机> '<命令>'`, 'no instance named');
-      return;
-    }
-    const instance = await this.find(name);
-    if (!instance) {
-      this.refuse(`找不到实例 ${name}。`, 'no such instance');
-      return;
-    }
+    const found = await this.namedInstance(`执行命令时请指定实例：ssh -p ${this.deps.ctx.config.sshPort} ${this.caller.actor.username}+<实例名>@<主机> '<命令>'`);
+    if (!found) return;
+    const { name, instance } = found;
     const tool = transferTool(command);
     const result = await this.attach(instance, {
       kind: 'command',
@@ -270,16 +263,9 @@ export class ShellSession {
 
   /** The SFTP subsystem: tianqi-helper's SFTP server in the container, on `user+instance` logins. */
   private async sftp(): Promise<void> {
-    const name = this.caller.instanceName;
-    if (!name) {
-      this.refuse(`传输文件时请指定实例：sftp -P ${this.deps.ctx.config.sshPort} ${this.caller.actor.username}+<实例名>@<主机>`, 'no instance named');
-      return;
-    }
-    const instance = await this.find(name);
-    if (!instance) {
-      this.refuse(`找不到实例 ${name}。`, 'no such instance');
-      return;
-    }
+    const found = await this.namedInstance(`传输文件时请指定实例：sftp -P ${this.deps.ctx.config.sshPort} ${this.caller.actor.username}+<实例名>@<主机>`);
+    if (!found) return;
+    const { name, instance } = found;
     const result = await this.attach(instance, {
       kind: 'sftp',
       command: 'sftp',
@@ -298,6 +284,21 @@ export class ShellSession {
       },
     });
     if (!result.attached && !this.ended) this.refuseNotAttached(name, result);
+  }
+
+  /** The instance of the `user+instance` login; refused (with `usage` when none is named) otherwise. */
+  private async namedInstance(usage: string): Promise<{ name: string; instance: InstanceView } | null> {
+    const name = this.caller.instanceName;
+    if (!name) {
+      this.refuse(usage, 'no instance named');
+      return null;
+    }
+    const instance = await this.find(name);
+    if (!instance) {
+      this.refuse(`找不到实例 ${name}。`, 'no such instance');
+      return null;
+    }
+    return { name, instance };
   }
 
   private refuseNotAttached(name: string, result: AttachResult & { attached: false }): void {

@@ -63,14 +63,15 @@ export function onNarrow(socket: Socket, narrow: () => void): void {
   (socket.data as GuardedData).narrow = narrow;
 }
 
-const ENDED: Readonly<Record<AccessEndingCode, string>> = {
-  ACCOUNT_DISABLED: 'The account was disabled.',
-  ACCOUNT_DELETED: 'The account was deleted.',
-  PASSWORD_CHANGED: 'The password was changed: sign in again.',
-  ROLE_CHANGED: 'You are no longer an admin.',
-  INSTANCE_STOPPED: 'The instance stopped.',
-  INSTANCE_FAILED: 'The instance failed.',
-  INSTANCE_DELETED: 'The instance was deleted.',
+/** What a socket client reads when the domain's rule ends its session, as a phrase. */
+export const ENDING_PHRASES: Readonly<Record<AccessEndingCode, string>> = {
+  ACCOUNT_DISABLED: 'the account was disabled',
+  ACCOUNT_DELETED: 'the account was deleted',
+  PASSWORD_CHANGED: 'the password was changed; sign in again',
+  ROLE_CHANGED: 'you are no longer an admin',
+  INSTANCE_STOPPED: 'the instance stopped',
+  INSTANCE_FAILED: 'the instance failed',
+  INSTANCE_DELETED: 'the instance was deleted',
 };
 
 /** When the token says it expires, in ms since the epoch (it was verified at the handshake). */
@@ -118,7 +119,7 @@ export function guardSockets(
         data.actor = { ...data.actor, role: 'user' };
         data.narrow?.();
       } else if (options.endOnEvents) {
-        emitError(socket, ending.code, ENDED[ending.code]);
+        emitError(socket, ending.code, `The session has ended: ${ENDING_PHRASES[ending.code]}.`);
         socket.disconnect();
       }
     }

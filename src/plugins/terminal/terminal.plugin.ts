@@ -2,25 +2,16 @@ import { filter } from 'rxjs';
 import { instanceStream } from '../../domain/instance/instance.decider.ts';
 import { userStream } from '../../domain/user/user.events.ts';
 import { AccessAudit } from '../../commands/instance/access-audit.ts';
-import { accessEnding, type AccessEndingCode } from '../../domain/instance/access.ts';
+import { accessEnding } from '../../domain/instance/access.ts';
 import type { RecordedEvent } from '../../ports/event-store.port.ts';
 import type { Plugin } from '../plugin-host.ts';
-import { actorOf, emitError, guardSockets, requireToken } from '../live/socket-auth.ts';
+import { ENDING_PHRASES, actorOf, emitError, guardSockets, requireToken } from '../live/socket-auth.ts';
 import type { Ending } from './terminal-session.ts';
 import { parseOpen, parseSize, TerminalSession } from './terminal-session.ts';
 
 const SHUTDOWN: Ending = { reason: 'server shutting down', error: { code: 'SERVER_SHUTDOWN', message: 'The server is shutting down.' } };
 const CLIENT_LEFT: Ending = { reason: 'the client disconnected' };
 
-const MESSAGES: Readonly<Record<AccessEndingCode, string>> = {
-  ACCOUNT_DISABLED: 'the account was disabled',
-  ACCOUNT_DELETED: 'the account was deleted',
-  PASSWORD_CHANGED: 'the password was changed; sign in again',
-  ROLE_CHANGED: 'you are no longer an admin',
-  INSTANCE_STOPPED: 'the instance stopped',
-  INSTANCE_FAILED: 'the instance failed',
-  INSTANCE_DELETED: 'the instance was deleted',
-};
 
 /**
  * The domain's rule (accessEnding) as the web terminal tells it: after these events no session
@@ -32,7 +23,7 @@ export function endingOf(event: RecordedEvent): (Ending & { foreignOnly?: boolea
   if (!ending) return null;
   return {
     reason: ending.reason,
-    error: { code: ending.code, message: `The terminal was closed: ${MESSAGES[ending.code]}.` },
+    error: { code: ending.code, message: `The terminal was closed: ${ENDING_PHRASES[ending.code]}.` },
     ...(ending.foreignOnly ? { foreignOnly: true } : {}),
   };
 }
