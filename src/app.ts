@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -20,6 +20,11 @@ import { usageRoutes } from './commands/usage/usage.routes.ts';
 import { usageProjection } from './projections/usage.projection.ts';
 import { instanceRoutes } from './commands/instance/instance.routes.ts';
 import { Instances } from './commands/instance/instances.ts';
+import { ContainerHelper } from './commands/instance/container-helper.ts';
+import { ServiceAccess, ServiceGrants } from './commands/instance/service-access.ts';
+import { ServiceDialer } from './commands/instance/service-dialer.ts';
+import { serviceRoutes } from './commands/instance/service.routes.ts';
+import { ServiceProxy } from './http/service-proxy.ts';
 import { provisionerPlugin } from './plugins/instances/provisioner.plugin.ts';
 import { reconcilerPlugin } from './plugins/instances/reconciler.plugin.ts';
 import { livePlugin } from './plugins/live/live.plugin.ts';
@@ -122,6 +127,9 @@ export class App {
   accounts!: Accounts;
   nodes!: Nodes;
   instances!: Instances;
+  /** 自定义服务: who may open which service of an instance, and how it is reached. */
+  services!: ServiceAccess;
+  private serviceProxy?: ServiceProxy;
   runtime!: DockerodeRuntime;
   /** tianqi-helper's builds (dist/helper or TIANQI_HELPER_DIR). */
   helperBuilds!: FileHelperBuilds;
@@ -182,6 +190,8 @@ export class App {
     this.helperBuilds = new FileHelperBuilds(config.helperDir);
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
     this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore);
+    const dialer = new ServiceDialer(this.runtime, new ContainerHelper(this.runtime, this.helperBuilds), config.services.route);
+    this.services = new ServiceAccess(this.instances, this.accounts, new ServiceGrants(secrets.deriveKey('services/hs256')), dialer, targetOf, config.services.domain);
 
     const app = createHttpApp({
       routes: [
@@ -190,6 +200,7 @@ export class App {
         ...specRoutes(this.bus, this.readStore),
         ...nodeRoutes(this.nodes, this.readStore),
         ...instanceRoutes(this.instances, this.runtime, targetOf, this.readStore, config.sshPort),
+        ...serviceRoutes(this.instances, this.services, config.trustProxy),
         ...auditRoutes(this.eventStore, this.readStore),
         ...webhookRoutes(this.bus, this.readStore, secrets),
         ...usageRoutes(this.readStore),
@@ -203,12 +214,35 @@ export class App {
       fallback: serveConsole(),
       metrics: { registry: this.metrics.registry, ...(config.metricsToken ? { token: config.metricsToken } : {}) },
     });
+    const proxy = new ServiceProxy({
+      access: this.services,
+      dial: (service) => dialer.dial(service),
+      ...(config.services.domain ? { domain: config.services.domain } : {}),
+      timeoutMs: config.services.timeoutMs,
+      trustProxy: config.trustProxy,
+      isPlatformToken: async (token) => (await this.accounts.authenticate(token)) !== null,
+      logger: logger.child({ component: 'service-proxy' }),
+    });
+    this.serviceProxy = proxy;
+    const api = app.callback();
+    // Services' requests go to the proxy before Koa: streamed as they come, never parsed here.
+    const server = createServer((req, res) => {
+      const address = proxy.match(req);
+      if (address) void proxy.handle(req, res, address);
+      else void api(req, res);
+    });
+    server.on('upgrade', (req, socket, head) => {
+      const address = proxy.match(req);
+      if (address) void proxy.upgrade(req, socket, head, address);
+      else if (!(req.url ?? '').startsWith('/socket.io/')) socket.destroy();
+    });
     this.server = await new Promise<Server>((resolve, reject) => {
-      const server = app.listen(config.httpPort, config.host, () => resolve(server)).on('error', reject);
+      server.listen(config.httpPort, config.host, () => resolve(server)).on('error', reject);
     });
     this.server.keepAliveTimeout = 65_000;
-    // No CORS: the console is served from this origin. 1 MB messages, like HTTP bodies.
-    this.io = new SocketServer(this.server, { serveClient: false, maxHttpBufferSize: 1024 * 1024 });
+    // No CORS: the console is served from this origin. 1 MB messages, like HTTP bodies. Upgrades
+    // that are not socket.io's are the service proxy's (above), not to be cut by engine.io.
+    this.io = new SocketServer(this.server, { serveClient: false, maxHttpBufferSize: 1024 * 1024, destroyUpgrade: false });
 
     // With in-memory read models every process is a lab of its own: its singletons simply run (a
     // lease would only add a way to stop them, after a pause longer than its TTL).
@@ -242,6 +276,7 @@ export class App {
     await this.pluginHost?.stop();
     this.following?.unsubscribe();
     this.io?.disconnectSockets(true);
+    this.serviceProxy?.close();
     if (server) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();

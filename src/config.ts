@@ -40,6 +40,12 @@ const Env = z.object({
   TIANQI_NODE_GUARD: z.enum(['0', '1']).default('1'),
   /** Builds of tianqi-helper (`linux-<arch>/tianqi-helper`), made by scripts/build-helper.ts. */
   TIANQI_HELPER_DIR: z.string().optional(),
+  /** Host name (and :port) under which each service gets an origin of its own: `<port>-<instance id>.<domain>` (wildcard DNS). */
+  TIANQI_SERVICE_DOMAIN: z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/, 'a host name such as svc.gpu.example.com (lower case), optionally with :port').optional(),
+  /** How the proxy reaches a service: `auto` dials the container directly on a node served by a local socket, else through the engine; `tunnel`: always through the engine. */
+  TIANQI_SERVICE_ROUTE: z.enum(['auto', 'tunnel']).default('auto'),
+  /** How long a service may take to start answering a proxied request before it is a 504. */
+  TIANQI_SERVICE_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
   TIANQI_REPLICA_ID: z.string().regex(/^[\w.:-]{1,100}$/, 'letters, digits and . _ : - only, at most 100').optional(),
 });
 
@@ -68,6 +74,8 @@ export interface Config {
   readonly containerLimits: ContainerLimits;
   /** Where the builds of tianqi-helper are, per architecture (SFTP and port forwarding). */
   readonly helperDir: string;
+  /** Service links (自定义服务): the proxy's settings. */
+  readonly services: { readonly domain?: string; readonly route: 'auto' | 'tunnel'; readonly timeoutMs: number };
 }
 
 /** dist/helper of this checkout, where scripts/build-helper.ts puts its builds. */
@@ -115,5 +123,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         : e.TIANQI_CONTAINER_CAP_DROP === 'none' ? [] : e.TIANQI_CONTAINER_CAP_DROP.split(','),
     },
     helperDir: resolve(e.TIANQI_HELPER_DIR ?? DEFAULT_HELPER_DIR),
+    services: {
+      ...(e.TIANQI_SERVICE_DOMAIN ? { domain: e.TIANQI_SERVICE_DOMAIN } : {}),
+      route: e.TIANQI_SERVICE_ROUTE,
+      timeoutMs: e.TIANQI_SERVICE_TIMEOUT_MS,
+    },
   };
 }

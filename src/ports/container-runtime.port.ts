@@ -85,6 +85,8 @@ export interface ContainerState {
   readonly labels: Readonly<Record<string, string>>;
   /** Named volumes the container mounts. */
   readonly volumes: readonly string[];
+  /** Its IP addresses on its networks (reachable from the node's host only); empty when stopped. */
+  readonly addresses?: readonly string[];
 }
 
 /** A container state change as the engine's `/events` stream reports it. */

@@ -1,4 +1,5 @@
 import type { InstanceEvent, InstanceStatus, Operation, SpecSnapshot } from '../domain/instance/instance.decider.ts';
+import type { InstanceServicePort } from '../domain/instance/service-ports.ts';
 import type { RecordedEvent } from '../ports/event-store.port.ts';
 import { documentProjection } from './projection-runner.ts';
 
@@ -21,6 +22,8 @@ export interface InstanceView {
   readonly pending: Operation | null;
   readonly gpuCards: readonly { index: number; memoryGb: number }[];
   readonly remark: string;
+  /** The image's service ports and the instance's own (absent on instances from before service ports). */
+  readonly servicePorts?: readonly InstanceServicePort[];
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -68,6 +71,10 @@ export const instancesProjection = documentProjection<InstanceView>({
         return { ...doc, pending: null, updatedAt: at };
       case 'InstanceDeleted':
         return null;
+      case 'ServicePortAdded':
+        return { ...doc, servicePorts: [...(doc.servicePorts ?? []), { ...event.data, source: 'instance' }], updatedAt: at };
+      case 'ServicePortRemoved':
+        return { ...doc, servicePorts: (doc.servicePorts ?? []).filter((p) => p.port !== event.data.port), updatedAt: at };
       default:
         return undefined;
     }

@@ -592,6 +592,7 @@ function stateOfInspect(info: Docker.ContainerInspectInfo): ContainerState {
     finishedAt: timeOf(info.State.FinishedAt),
     labels: info.Config.Labels ?? {},
     volumes: namedVolumes(info.Mounts),
+    addresses: networkAddresses(info.NetworkSettings?.Networks),
   };
 }
 
@@ -611,6 +612,7 @@ function stateOfListed(container: Docker.ContainerInfo): ContainerState {
     finishedAt: null,
     labels: container.Labels ?? {},
     volumes: namedVolumes(container.Mounts),
+    addresses: networkAddresses(container.NetworkSettings?.Networks),
   };
 }
 
@@ -636,4 +638,9 @@ function timeOf(text: string | undefined): string | null {
 
 function namedVolumes(mounts: readonly { Type: string; Name?: string | undefined }[] | null | undefined): string[] {
   return (mounts ?? []).flatMap((mount) => (mount.Type === 'volume' && mount.Name ? [mount.Name] : []));
+}
+
+/** The container's IPv4 addresses on its networks, as the node's host reaches them. */
+function networkAddresses(networks: Record<string, { IPAddress?: string }> | undefined): string[] {
+  return Object.values(networks ?? {}).flatMap((n) => (n.IPAddress ? [n.IPAddress] : []));
 }

@@ -66,3 +66,21 @@ export const catalogListQuery = z.strictObject({
 export function nameFilter(q: string | undefined): Record<string, unknown> {
   return q ? { nameLower: { $regex: q.toLowerCase().replace(/[.*+?^${}()|[\]\\]/g, '\\$&') } } : {};
 }
+
+/** A TCP port number a service listens on. */
+export const portNumber = z.number().int('must be a whole number').min(1, 'must be 1–65535').max(65_535, 'must be 1–65535');
+
+/** A declared service port: `{port: 8888, name: "JupyterLab", protocol: "http"}`. */
+export const servicePort = z.strictObject({
+  port: portNumber,
+  name: name.meta({ description: 'shown on the instance, e.g. JupyterLab, TensorBoard' }),
+  protocol: z.enum(['http', 'tcp']).default('http')
+    .meta({ description: 'http: opened in the browser through the signed-in proxy; tcp: reached with ssh -L or a public port' }),
+});
+
+/** A list of service ports, each port number once. */
+export const servicePorts = (max: number) =>
+  z.array(servicePort).max(max, `at most ${max} ports`).refine(
+    (ports) => new Set(ports.map((p) => p.port)).size === ports.length,
+    'each port may be declared once',
+  );

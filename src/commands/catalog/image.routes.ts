@@ -7,7 +7,8 @@ import type { ReadStore } from '../../ports/read-store.port.ts';
 import { IMAGES, type ImageView } from '../../projections/catalog.projection.ts';
 import type { CommandBus } from '../command-bus.ts';
 import { liveInstancesUsing } from './catalog-usage.ts';
-import { catalogListQuery, imageReference, name, nameFilter, text } from './fields.ts';
+import { MAX_IMAGE_SERVICE_PORTS } from '../../domain/instance/service-ports.ts';
+import { catalogListQuery, imageReference, name, nameFilter, servicePorts, text } from './fields.ts';
 
 const fields = {
   name,
@@ -17,6 +18,8 @@ const fields = {
   vgpuSupported: z.boolean().meta({ description: 'the image works with HAMi-core vGPU memory slicing' }),
   listed: z.boolean(),
   remark: text(2_000),
+  ports: servicePorts(MAX_IMAGE_SERVICE_PORTS)
+    .meta({ description: 'services the image runs (JupyterLab 8888, TensorBoard 6006…): links on each instance' }),
 };
 const CreateImage = z.strictObject({
   name: fields.name,
@@ -26,6 +29,7 @@ const CreateImage = z.strictObject({
   vgpuSupported: fields.vgpuSupported.default(false),
   listed: fields.listed.default(true),
   remark: fields.remark.default(''),
+  ports: fields.ports.default([]),
 });
 const UpdateImage = z.strictObject(fields).partial();
 export const ImageSchema = z.object({
@@ -36,8 +40,8 @@ export const ImageSchema = z.object({
 });
 
 export function toImageDto(view: ImageView): z.infer<typeof ImageSchema> {
-  const { id, name: n, address, description, source, vgpuSupported, listed, remark, createdAt, updatedAt } = view;
-  return { id, name: n, address, description, source, vgpuSupported, listed, remark, createdAt, updatedAt };
+  const { id, name: n, address, description, source, vgpuSupported, listed, remark, ports, createdAt, updatedAt } = view;
+  return { id, name: n, address, description, source, vgpuSupported, listed, remark, ports: (ports ?? []).map((p) => ({ ...p })), createdAt, updatedAt };
 }
 
 /** Images users may see: admins all, users listed ones only. */

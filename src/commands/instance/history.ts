@@ -58,6 +58,10 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
       const connections = event.data.connections !== undefined ? `; ${event.data.connections} connections` : '';
       return `${event.data.via === 'ssh' ? 'SSH' : 'web terminal'} session closed after ${Math.round(event.data.durationMs / 1000)} s: ${event.data.reason}; ${event.data.bytesIn} bytes in, ${event.data.bytesOut} bytes out${fileWords}${connections}`;
     }
+    case 'ServicePortAdded':
+      return `service port ${event.data.port} (${event.data.name}, ${event.data.protocol}) added`;
+    case 'ServicePortRemoved':
+      return `service port ${event.data.port} removed`;
     default:
       return recorded.type;
   }

@@ -7,7 +7,9 @@ import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, typ
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import type { InstanceView } from '../../projections/instances.projection.ts';
 import { USERS, type UserView } from '../../projections/users.projection.ts';
-import { text } from '../catalog/fields.ts';
+import { servicePorts, text } from '../catalog/fields.ts';
+import { MAX_OWN_SERVICE_PORTS } from '../../domain/instance/service-ports.ts';
+import { ServicePortSchema } from './service.routes.ts';
 import { describeInstanceEvent } from './history.ts';
 import { SshAccessSchema, sshAccess } from './ssh-access.ts';
 import { EngineRejectedAnswer, EngineUnavailableAnswer, type Instances } from './instances.ts';
@@ -19,6 +21,8 @@ const CreateInstance = z.strictObject({
   nodeId: z.string().max(64).optional().meta({ description: 'restrict placement to this node; omitted = the best node' }),
   remark: text(2_000).optional(),
   policy: z.enum(['binpack', 'spread']).optional().meta({ description: 'placement policy; binpack (default) keeps whole cards free' }),
+  servicePorts: servicePorts(MAX_OWN_SERVICE_PORTS).optional()
+    .meta({ description: 'service ports of its own, beside the image\'s (e.g. a Gradio app on 7860)' }),
 });
 const GpuCard = z.object({ index: z.number(), memoryGb: z.number() });
 export const InstanceSchema = z.object({
@@ -42,6 +46,7 @@ export const InstanceSchema = z.object({
   statusReason: z.string(),
   pending: z.enum(['start', 'stop', 'restart', 'delete']).nullable(),
   gpuCards: z.array(GpuCard),
+  servicePorts: z.array(ServicePortSchema),
   remark: z.string(),
   createdAt: z.string(),
   updatedAt: z.string(),
@@ -70,7 +75,7 @@ const StatsSchema = z.object({
 
 export function toInstanceDto(view: InstanceView): z.infer<typeof InstanceSchema> {
   const { _position: _, dataVolume: _v, ...dto } = view as InstanceView & { _position?: number };
-  return { ...dto, spec: { ...dto.spec }, gpuCards: dto.gpuCards.map((g) => ({ ...g })) };
+  return { ...dto, spec: { ...dto.spec }, gpuCards: dto.gpuCards.map((g) => ({ ...g })), servicePorts: (dto.servicePorts ?? []).map((p) => ({ ...p })) };
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   type Operation,
 } from '../../domain/instance/instance.decider.ts';
 import { candidates, place, type NodeLedger, type PlacementPolicy, type ResourceRequest } from '../../domain/instance/placement.ts';
+import { servicePortsOf, type ServicePort } from '../../domain/instance/service-ports.ts';
 import { ConflictError, DomainError, NotFoundError, ValidationError } from '../../domain/shared/errors.ts';
 import type { Actor } from '../user/accounts.ts';
 import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
@@ -42,6 +43,8 @@ export interface NewInstance {
   readonly nodeId?: string;
   readonly remark?: string;
   readonly policy?: PlacementPolicy;
+  /** Service ports of its own, beside the image's. */
+  readonly servicePorts?: readonly ServicePort[];
 }
 
 // Not `instance-…`: every consumer reads that prefix as an instance's own stream.
@@ -87,6 +90,7 @@ export function viewOf(state: LiveInstance, updatedAt: string): InstanceView & {
     pending: state.pending,
     gpuCards: state.gpus,
     remark: state.remark,
+    ...(state.servicePorts ? { servicePorts: state.servicePorts } : {}),
     createdAt: state.requestedAt,
     updatedAt,
     deleted: state.deleted,
@@ -168,6 +172,8 @@ export class Instances {
     if (input.nodeId && !(await this.store.collection<NodeView>(NODES).get(input.nodeId))) {
       throw new ValidationError({ nodeId: 'no such node' });
     }
+    const clash = (input.servicePorts ?? []).find((p) => (image.ports ?? []).some((q) => q.port === p.port));
+    if (clash) throw new ValidationError({ servicePorts: `port ${clash.port} is declared by the image already` });
     const instanceId = randomUUID();
     const requestedAt = context.now ?? new Date().toISOString();
     const nameStream = instanceNameStream(actor.id, input.name);
@@ -204,6 +210,7 @@ export class Instances {
           },
           remark: input.remark ?? '',
           requestedAt,
+          servicePorts: servicePortsOf(image.ports ?? [], input.servicePorts ?? []),
         },
         placement: {
           nodeId: reserved.nodeId,
@@ -387,6 +394,18 @@ export class Instances {
     if (state.status === 'none' || state.status === 'requested') throw new NotFoundError('Instance');
     if (actor.role !== 'admin' && state.ownerId !== actor.id) throw new NotFoundError('Instance');
     return viewOf(state, events.at(-1)!.metadata.time);
+  }
+
+  /** Declares a service port of the instance's own (owner or admin). */
+  async addServicePort(actor: Actor, instanceId: string, port: ServicePort, context: CommandContext): Promise<InstanceView> {
+    await this.visible(actor, instanceId);
+    await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'AddServicePort', data: port }, context);
+    return (await this.store.collection<InstanceView>(INSTANCES).get(instanceId))!;
+  }
+
+  async removeServicePort(actor: Actor, instanceId: string, port: number, context: CommandContext): Promise<void> {
+    await this.visible(actor, instanceId);
+    await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'RemoveServicePort', data: { port } }, context);
   }
 
   async history(instanceId: string): Promise<RecordedEvent[]> {

@@ -89,9 +89,13 @@ export class Accounts {
   /** The actor behind a bearer token, or null: bad signature, expired, user gone or disabled, password changed. */
   async authenticate(token: string): Promise<Actor | null> {
     const claims = this.tokens.verify(token, this.clock());
-    if (!claims) return null;
-    const user = await this.users.get(claims.sub);
-    if (!user || user.disabled || user.passwordChangedAt !== claims.pwd) return null;
+    return claims ? this.activeActor(claims.sub, claims.pwd) : null;
+  }
+
+  /** The actor a credential names, while the user exists, is enabled and has not changed the password since it was issued. */
+  async activeActor(userId: string, passwordChangedAt: string): Promise<Actor | null> {
+    const user = await this.users.get(userId);
+    if (!user || user.disabled || user.passwordChangedAt !== passwordChangedAt) return null;
     return { id: user.id, username: user.username, role: user.role };
   }
 

@@ -1,6 +1,7 @@
 import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
 import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError } from '../shared/errors.ts';
+import type { ServicePort } from '../instance/service-ports.ts';
 
 /** 镜像库: an image users can start instances from. */
 export interface ImageFields {
@@ -13,6 +14,8 @@ export interface ImageFields {
   readonly vgpuSupported: boolean;
   readonly listed: boolean;
   readonly remark: string;
+  /** Services its instances run (JupyterLab on 8888…): each one a link on the instance. Absent in older records. */
+  readonly ports?: readonly ServicePort[];
 }
 
 export type ImageEvent =

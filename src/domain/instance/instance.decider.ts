@@ -3,6 +3,7 @@ import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError } from '../shared/errors.ts';
 import type { ContainerOverrides } from '../catalog/spec.decider.ts';
 import type { AccessKind } from './access.ts';
+import { assertCanAdd, assertCanRemove, type InstanceServicePort, type ServicePort } from './service-ports.ts';
 
 export type InstanceStatus = 'creating' | 'running' | 'exited' | 'failed';
 export type Operation = 'start' | 'stop' | 'restart' | 'delete';
@@ -34,6 +35,8 @@ export interface InstanceRequest {
   readonly spec: SpecSnapshot;
   readonly remark: string;
   readonly requestedAt: string;
+  /** Its service ports: the image's at the request, and those given with the request. Absent in older records. */
+  readonly servicePorts?: readonly InstanceServicePort[];
 }
 
 export interface InstancePlacement {
@@ -64,7 +67,9 @@ export type InstanceEvent =
   | DomainEvent<'InstanceOperationCompleted', { operation: Operation }>
   | DomainEvent<'InstanceDeleted', { removed: string[]; notRemoved: { what: string; reason: string }[] }>
   | DomainEvent<'TerminalSessionOpened', TerminalSessionStart>
-  | DomainEvent<'TerminalSessionClosed', TerminalSessionEnd>;
+  | DomainEvent<'TerminalSessionClosed', TerminalSessionEnd>
+  | DomainEvent<'ServicePortAdded', ServicePort>
+  | DomainEvent<'ServicePortRemoved', { port: number }>;
 
 /** Audit of a way into the instance: a shell or command (web terminal, SSH), SFTP or a port forward (SSH). */
 export interface TerminalSessionStart {
@@ -123,7 +128,9 @@ export type InstanceCommand =
   | Command<'CompleteOperation', { operation: Operation }>
   | Command<'RecordDeleted', { removed: string[]; notRemoved: { what: string; reason: string }[] }>
   | Command<'OpenTerminalSession', TerminalSessionStart>
-  | Command<'CloseTerminalSession', TerminalSessionEnd>;
+  | Command<'CloseTerminalSession', TerminalSessionEnd>
+  | Command<'AddServicePort', ServicePort>
+  | Command<'RemoveServicePort', { port: number }>;
 
 export interface LiveInstance extends InstanceRequest, InstancePlacement {
   readonly status: InstanceStatus;
@@ -218,6 +225,12 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
         // Recorded even after the instance was deleted: the audit trail keeps every session.
         if (state.status === 'none' || state.status === 'requested') throw new NotFoundError('Instance');
         return [{ type: 'TerminalSessionClosed', data: command.data }];
+      case 'AddServicePort':
+        assertCanAdd(live(state).servicePorts ?? [], command.data);
+        return [{ type: 'ServicePortAdded', data: command.data }];
+      case 'RemoveServicePort':
+        assertCanRemove(live(state).servicePorts ?? [], command.data.port);
+        return [{ type: 'ServicePortRemoved', data: command.data }];
       default:
         return assertNever(command);
     }
@@ -259,6 +272,10 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
       case 'TerminalSessionOpened':
       case 'TerminalSessionClosed':
         return state;
+      case 'ServicePortAdded':
+        return { ...state, servicePorts: [...(state.servicePorts ?? []), { ...event.data, source: 'instance' }] };
+      case 'ServicePortRemoved':
+        return { ...state, servicePorts: (state.servicePorts ?? []).filter((p) => p.port !== event.data.port) };
       default:
         return assertNever(event);
     }

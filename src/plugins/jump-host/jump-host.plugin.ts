@@ -6,7 +6,7 @@ import { AccessAudit } from '../../commands/instance/access-audit.ts';
 import { accessEnding, type AccessEndingCode } from '../../domain/instance/access.ts';
 import type { RecordedEvent } from '../../ports/event-store.port.ts';
 import type { Plugin, PluginContext } from '../plugin-host.ts';
-import { ContainerHelper } from './container-helper.ts';
+import { ContainerHelper } from '../../commands/instance/container-helper.ts';
 import { loadOrCreateHostKey } from './host-key.ts';
 import { splitLogin } from './menu.ts';
 import { PortForwards } from './port-forward.ts';

@@ -1,15 +1,13 @@
 import type { ServerChannel, TcpipRequestInfo } from 'ssh2';
 import type { AccessRecord } from '../../commands/instance/access-audit.ts';
 import type { ExecSession } from '../../ports/container-runtime.port.ts';
-import { HelperUnavailableError } from './container-helper.ts';
+import { HelperUnavailableError } from '../../commands/instance/container-helper.ts';
 import { findInstance, type Caller, type SessionDeps } from './shell-session.ts';
 
 /** Forwarded connections one SSH connection may hold open at once (a browser opens a few dozen). */
 export const MAX_FORWARD_CHANNELS = 256;
 /** Forwarded connections being set up at once (each is an exec on the node's engine). */
 export const MAX_PENDING_FORWARDS = 16;
-/** How long the helper may take to report its connection: it dials with a 10 s timeout itself. */
-const CONNECT_WAIT_MS = 15_000;
 
 type Accept = () => ServerChannel;
 type Reject = () => void;
@@ -112,12 +110,9 @@ export class PortForwards {
     if (!audited) return refuse(`实例 ${name} 未在运行`, 'not running');
     if (this.ended) return refuse('连接已结束', 'ended');
 
-    const exec = await ctx.runtime.exec(target, instance.containerId, { cmd: [path, 'connect', info.destIP, String(info.destPort)], tty: false });
-    const status = await firstLine(exec);
-    if (status !== 'ok') {
-      exec.close();
-      return refuse(status === null ? '容器内的连接没有应答' : status, 'connect failed');
-    }
+    const connected = await helper.connect(target, instance.containerId, path, info.destIP, info.destPort);
+    if (!connected.ok) return refuse(connected.reason ?? '容器内的连接没有应答', 'connect failed');
+    const { exec } = connected;
     if (this.ended) {
       exec.close();
       return refuse('连接已结束', 'ended');
@@ -199,37 +194,4 @@ export class PortForwards {
     for (const wake of this.waiting.splice(0)) wake();
     this.terminate(reason);
   }
-}
-
-/**
- * The helper's first line on stdout: `ok`, or `error <why>` (then the reason is returned), null
- * when it ended or said nothing in time. What came after the line is put back in front of the
- * stream: a service that speaks first (SSH, SMTP, a file server) loses none of it.
- */
-function firstLine(exec: ExecSession): Promise<string | null> {
-  const stdout = exec.stream;
-  exec.stderr?.resume();
-  return new Promise((resolve) => {
-    let pending = Buffer.alloc(0);
-    const finish = (line: string | null, rest?: Buffer) => {
-      clearTimeout(timer);
-      stdout.off('data', onData);
-      stdout.off('end', onEnd);
-      stdout.pause();
-      if (rest && rest.length > 0) stdout.unshift(rest);
-      resolve(line);
-    };
-    const onData = (chunk: Buffer) => {
-      pending = Buffer.concat([pending, chunk]);
-      const newline = pending.indexOf(0x0a);
-      if (newline >= 0) {
-        const line = pending.subarray(0, newline).toString('utf8').trim();
-        finish(line.startsWith('error ') ? line.slice('error '.length) : line, pending.subarray(newline + 1));
-      } else if (pending.length > 4096) finish(pending.subarray(0, 200).toString('utf8'));
-    };
-    const onEnd = () => finish(pending.toString('utf8').trim() || null);
-    const timer = setTimeout(() => finish(null), CONNECT_WAIT_MS);
-    stdout.on('data', onData);
-    stdout.on('end', onEnd);
-  });
 }

@@ -8,7 +8,7 @@ import type { ExecSession, NodeTarget } from '../../ports/container-runtime.port
 import type { InstanceView } from '../../projections/instances.projection.ts';
 import type { PluginContext } from '../plugin-host.ts';
 import { LineEditor } from './line-editor.ts';
-import { HelperUnavailableError, type ContainerHelper } from './container-helper.ts';
+import { HelperUnavailableError, type ContainerHelper } from '../../commands/instance/container-helper.ts';
 import { GOODBYE, MENU_HEADER, MENU_PROMPT, NO_INSTANCES, menuLine, menuOrder, transferTool } from './menu.ts';
 import { SftpObserver } from './sftp-observer.ts';
 

@@ -1,0 +1,70 @@
+import { z } from 'zod';
+import { MAX_OWN_SERVICE_PORTS } from '../../domain/instance/service-ports.ts';
+import { reply, route, type RouteSpec } from '../../http/route.ts';
+import { servicePort } from '../catalog/fields.ts';
+import { ValidationError } from '../../domain/shared/errors.ts';
+import type { Instances } from './instances.ts';
+import type { ServiceAccess } from './service-access.ts';
+
+export const ServicePortSchema = z.object({
+  port: z.number(),
+  name: z.string(),
+  protocol: z.enum(['http', 'tcp']),
+  source: z.enum(['image', 'instance']).meta({ description: 'image: declared by the image (fixed); instance: added on the instance' }),
+});
+const ServiceSchema = ServicePortSchema.extend({
+  path: z.string().nullable().meta({ description: 'the path form /svc/<instance>/<port>/ on this origin (owner only); null for tcp' }),
+  hostUrl: z.string().nullable().meta({ description: 'the host form https://<port>-<instance>.<TIANQI_SERVICE_DOMAIN>/; null when not set up' }),
+  listening: z.boolean().nullable().meta({ description: 'whether something listens on the port now; null while the instance is not running' }),
+});
+/** The `:port` of a path: a port number, or 400 naming it. */
+function portOf(text: string | undefined): number {
+  const port = Number(text);
+  if (!/^[0-9]{1,5}$/.test(text ?? '') || port < 1 || port > 65_535) throw new ValidationError({ port: 'must be a port number 1–65535' });
+  return port;
+}
+
+/** The scheme the browser used, for absolute links (X-Forwarded-Proto only behind trusted proxies). */
+function schemeOf(headers: Record<string, string | string[] | undefined>, trustProxy: number): string {
+  const forwarded = trustProxy > 0 ? String(headers['x-forwarded-proto'] ?? '').split(',')[0]?.trim() : '';
+  return forwarded === 'https' ? 'https' : 'http';
+}
+
+/** 自定义服务: an instance's service ports, their status, and signed-in links to open them. */
+export function serviceRoutes(instances: Instances, access: ServiceAccess, trustProxy: number): RouteSpec[] {
+  return [
+    route({
+      method: 'get', path: '/instances/:id/services', tag: 'instances', access: 'user',
+      summary: 'The instance\'s services (its image\'s ports and its own), with links and whether each listens now',
+      response: z.array(ServiceSchema),
+      async handler({ actor, params, headers }) {
+        return access.list(actor, params.id!, schemeOf(headers, trustProxy));
+      },
+    }),
+    route({
+      method: 'post', path: '/instances/:id/services', tag: 'instances', access: 'user', status: 201,
+      summary: `Add a service port of the instance's own (at most ${MAX_OWN_SERVICE_PORTS}); 409 PORT_DECLARED when it is there already`,
+      body: servicePort, response: z.array(ServicePortSchema),
+      async handler({ actor, params, body, context }) {
+        const instance = await instances.addServicePort(actor, params.id!, body, context);
+        return reply(201, (instance.servicePorts ?? []).map((p) => ({ ...p })));
+      },
+    }),
+    route({
+      method: 'delete', path: '/instances/:id/services/:port', tag: 'instances', access: 'user', status: 204,
+      summary: 'Remove a service port the instance added (409 IMAGE_PORT for the image\'s own)',
+      async handler({ actor, params, context }) {
+        await instances.removeServicePort(actor, params.id!, portOf(params.port), context);
+        return reply(204);
+      },
+    }),
+    route({
+      method: 'post', path: '/instances/:id/services/:port/link', tag: 'instances', access: 'user',
+      summary: 'A link that opens the service signed in: its ticket is good for a minute and becomes a cookie for this service only',
+      response: z.object({ url: z.string(), form: z.enum(['path', 'host']), expiresAt: z.string() }),
+      async handler({ actor, params, headers }) {
+        return access.link(actor, params.id!, portOf(params.port), schemeOf(headers, trustProxy));
+      },
+    }),
+  ];
+}
