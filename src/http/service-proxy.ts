@@ -84,7 +84,7 @@ export class ServiceProxy {
       const headers = await this.requestHeaders(req, address, pass);
       headers.connection = 'Upgrade';
       headers.upgrade = req.headers.upgrade ?? 'websocket';
-      const outgoing = httpRequest({ method: req.method, path: req.url, headers, createConnection: () => upstream as Socket, agent: false });
+      const outgoing = httpRequest({ method: req.method, path: req.url, headers, createConnection: () => upstream as Socket });
       const timer = setTimeout(() => outgoing.destroy(new ServiceTimeoutError(this.options.timeoutMs)), this.options.timeoutMs);
       outgoing.on('upgrade', (answer, upstreamSocket, upstreamHead) => {
         clearTimeout(timer);
@@ -152,7 +152,11 @@ export class ServiceProxy {
   private async forward(req: IncomingMessage, res: ServerResponse, address: ServiceAddress, pass: ServicePass): Promise<void> {
     const headers = await this.requestHeaders(req, address, pass);
     const outgoing: ClientRequest = httpRequest({ method: req.method, path: req.url, headers, agent: this.agentFor(pass.upstream) });
-    const timer = setTimeout(() => outgoing.destroy(new ServiceTimeoutError(this.options.timeoutMs)), this.options.timeoutMs);
+    // The service's time to answer counts from the end of the request: a 1 GB upload takes what it takes.
+    let timer: NodeJS.Timeout | undefined;
+    outgoing.on('finish', () => {
+      timer = setTimeout(() => outgoing.destroy(new ServiceTimeoutError(this.options.timeoutMs)), this.options.timeoutMs);
+    });
     outgoing.on('response', (answer) => {
       clearTimeout(timer);
       res.writeHead(answer.statusCode ?? 502, answer.statusMessage, this.responseHeaders(answer, address, req));

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync, copyFileSync, mkdirSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** A tiny image made with `docker import` from Debian's static busybox: no registry needed. */
 export const TEST_IMAGE = 'tianqi-test/busybox:1';
@@ -35,15 +36,35 @@ export function ensureToolsImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET 
   return buildImage(socket, TOOLS_IMAGE, SERVICE_CMD, (root, busybox) => {
     busyboxTree(root, busybox);
     for (const program of ['scp', 'rsync', '/usr/bin/env']) {
-      const path = program.startsWith('/') ? program : execFileSync('sh', ['-c', `command -v ${program}`]).toString().trim();
-      const libraries = execFileSync('ldd', [path]).toString().match(/\/\S+/g) ?? [];
-      for (const file of [path, ...libraries]) {
-        mkdirSync(join(root, dirname(file)), { recursive: true });
-        copyFileSync(file, join(root, file));
-        chmodSync(join(root, file), 0o755);
-      }
+      copyWithLibraries(root, program.startsWith('/') ? program : execFileSync('sh', ['-c', `command -v ${program}`]).toString().trim());
     }
   });
+}
+
+/**
+ * The busybox tree plus this machine's node (with its libraries) running
+ * test/support/service/web-service.cjs: HTTP and a WebSocket echo on 0.0.0.0:8888 and on the
+ * container's loopback only at 127.0.0.1:6006, for the service proxy's tests and benchmark.
+ */
+export const WEB_SERVICE_IMAGE = 'tianqi-test/web-service:1';
+
+export function ensureWebServiceImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
+  return buildImage(socket, WEB_SERVICE_IMAGE, 'CMD ["/usr/bin/node","/srv/web-service.cjs"]', (root, busybox) => {
+    busyboxTree(root, busybox);
+    copyWithLibraries(root, process.execPath, '/usr/bin/node');
+    mkdirSync(join(root, 'srv'), { recursive: true });
+    copyFileSync(fileURLToPath(new URL('./service/web-service.cjs', import.meta.url)), join(root, 'srv/web-service.cjs'));
+  });
+}
+
+/** A program and the libraries ldd says it loads, at their own paths (the program at `as`). */
+function copyWithLibraries(root: string, path: string, as = path): void {
+  const libraries = execFileSync('ldd', [path]).toString().match(/\/\S+/g) ?? [];
+  for (const [from, to] of [[path, as], ...libraries.map((l) => [l, l])] as [string, string][]) {
+    mkdirSync(join(root, dirname(to)), { recursive: true });
+    copyFileSync(from, join(root, to));
+    chmodSync(join(root, to), 0o755);
+  }
 }
 
 /** Builds TEST_IMAGE on the engine behind `socket` unless it is there already. */
@@ -80,7 +101,7 @@ function buildImage(socket: string, image: string, cmd: string, fill: (root: str
   const root = mkdtempSync(join(tmpdir(), 'tianqi-rootfs-'));
   try {
     fill(root, busybox);
-    const tar = execFileSync('tar', ['-C', root, '-c', '.'], { maxBuffer: 64 * 1024 * 1024 });
+    const tar = execFileSync('tar', ['-C', root, '-c', '.'], { maxBuffer: 512 * 1024 * 1024 });
     docker(['import', '--change', cmd, '--change', 'ENV PATH=/bin:/usr/bin', '-', image], tar);
     return image;
   } finally {

@@ -147,10 +147,14 @@ export class ServiceAccess {
    * A link that opens the service signed in: its one-time ticket (a minute) becomes the proxy's
    * cookie for that service only. Admins opening someone else's service get the host form only.
    */
-  async link(actor: Actor, instanceId: string, port: number, scheme: string): Promise<{ url: string; form: 'path' | 'host'; expiresAt: string }> {
+  async link(actor: Actor, instanceId: string, port: number, scheme: string, wanted?: 'path' | 'host'): Promise<{ url: string; form: 'path' | 'host'; expiresAt: string }> {
     const instance = await this.instances.visible(actor, instanceId);
     const service = httpService(instance, port);
-    const form = this.formFor(actor, instance);
+    const form = wanted ?? this.formFor(actor, instance);
+    if (form === 'host' && !this.domain) throw new ConflictError('NO_SERVICE_DOMAIN', 'The host form needs TIANQI_SERVICE_DOMAIN, which is not set on this platform.');
+    if (form === 'path' && actor.id !== instance.ownerId) {
+      throw new ForbiddenError('Admins open other users\' services in the host form only, where the service cannot reach the console\'s sign-in.', 'HOST_FORM_ONLY');
+    }
     const user = await this.accounts.get(actor.id);
     const ticket = this.grants.issue('t', actor.id, user.passwordChangedAt, { instanceId, port: service.port });
     const base = form === 'host' ? this.hostUrl(scheme, instanceId, port)! : `${SERVICE_PATH_PREFIX}/${instanceId}/${port}/`;

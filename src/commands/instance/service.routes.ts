@@ -61,9 +61,13 @@ export function serviceRoutes(instances: Instances, access: ServiceAccess, trust
     route({
       method: 'post', path: '/instances/:id/services/:port/link', tag: 'instances', access: 'user',
       summary: 'A link that opens the service signed in: its ticket is good for a minute and becomes a cookie for this service only',
+      query: z.strictObject({
+        form: z.enum(['path', 'host']).optional()
+          .meta({ description: 'default: host where TIANQI_SERVICE_DOMAIN is set, else path; path is for the owner only' }),
+      }),
       response: z.object({ url: z.string(), form: z.enum(['path', 'host']), expiresAt: z.string() }),
-      async handler({ actor, params, headers }) {
-        return access.link(actor, params.id!, portOf(params.port), schemeOf(headers, trustProxy));
+      async handler({ actor, params, headers, query }) {
+        return access.link(actor, params.id!, portOf(params.port), schemeOf(headers, trustProxy), query.form);
       },
     }),
   ];
