@@ -6,12 +6,14 @@ import { accessBench } from './access.bench.ts';
 import { coreBench } from './core.bench.ts';
 import { instancesBench } from './instances.bench.ts';
 import { loadBench } from './load.bench.ts';
+import { servicesBench } from './services.bench.ts';
 
 const suites: Record<string, () => Promise<Record<string, number>>> = {
   core: coreBench,
   instances: instancesBench,
   load: loadBench,
   access: accessBench,
+  services: servicesBench,
 };
 
 const requested = process.argv.slice(2).filter((a) => a !== '--');

@@ -221,7 +221,7 @@ export class ServiceProxy {
     let entry = this.agents.get(key);
     if (!entry) {
       const dial = this.options.dial;
-      const agent = new Agent({ keepAlive: true, maxSockets: AGENT_SOCKETS, maxFreeSockets: 16, timeout: AGENT_IDLE_MS });
+      const agent = new Agent({ keepAlive: true, maxSockets: AGENT_SOCKETS, maxFreeSockets: 16 });
       // Each new upstream connection is dialled the platform's way (direct or through the engine).
       agent.createConnection = ((_options: unknown, done: (err: Error | null, socket?: Duplex) => void) => {
         dial(upstream).then((socket) => done(null, socket), (err: Error) => done(err));

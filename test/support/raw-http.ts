@@ -46,10 +46,11 @@ export class RawWebSocket {
   /** Opens `path` with these headers; rejects with the status line and body when it is not a 101. */
   static open(port: number, path: string, headers: Record<string, string> = {}): Promise<RawWebSocket> {
     return new Promise((resolve, reject) => {
-      const socket = connect(port, '127.0.0.1');
+      // `dial`: the address to connect to (127.0.0.1 unless given), not sent as a header.
+      const socket = connect(port, headers.dial ?? '127.0.0.1');
       const key = randomBytes(16).toString('base64');
       const lines = [`GET ${path} HTTP/1.1`, `Host: ${headers.host ?? `127.0.0.1:${port}`}`, 'Upgrade: websocket', 'Connection: Upgrade', `Sec-WebSocket-Key: ${key}`, 'Sec-WebSocket-Version: 13'];
-      for (const [name, value] of Object.entries(headers)) if (name.toLowerCase() !== 'host') lines.push(`${name}: ${value}`);
+      for (const [name, value] of Object.entries(headers)) if (!['host', 'dial'].includes(name.toLowerCase())) lines.push(`${name}: ${value}`);
       socket.write(`${lines.join('\r\n')}\r\n\r\n`);
       let head = Buffer.alloc(0);
       const onData = (data: Buffer) => {

@@ -1,0 +1,102 @@
+// The service proxy (自定义服务) next to a direct connection to the same container port, in one
+// run against the local dockerd: bulk HTTP download with curl (a process of its own, as a browser
+// is) and WebSocket echo round trips (one client in this process, one message at a time, the same
+// client code both ways). The direct baseline is the container's bridge address, which only this
+// host reaches; the proxy's path to it on a local engine is the same TCP connection, plus the
+// proxy. A service on the container's loopback only goes through the engine (tianqi-helper over
+// an exec stream, the way every remote node is reached): its figure is reported beside them.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import Dockerode from 'dockerode';
+import { startTestApp } from '../test/support/app.ts';
+import { removeContainersOf, setUpLab, waitFor } from '../test/support/fixtures.ts';
+import { RawWebSocket } from '../test/support/raw-http.ts';
+import { ensureWebServiceImage } from '../test/support/test-image.ts';
+import { percentile } from './stats.ts';
+
+const dockerSocket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock';
+const run = promisify(execFile);
+const round = (n: number) => Math.round(n * 100) / 100;
+const median = (values: number[]) => percentile(values, 50);
+
+const BULK_BYTES = 200 * 1024 * 1024;
+const ROUNDS = 5;
+const ECHOES = 500;
+const WARM_UP = 50;
+
+/** MB/s of one curl download of `url` to /dev/null. */
+async function download(url: string, headers: string[] = []): Promise<number> {
+  const { stdout } = await run('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', ...headers.flatMap((h) => ['-H', h]), url]);
+  const [size, seconds] = stdout.trim().split(' ').map(Number);
+  if (size !== BULK_BYTES) throw new Error(`downloaded ${size} of ${BULK_BYTES} bytes from ${url}`);
+  return size! / 1e6 / seconds!;
+}
+
+/** Median and p99 of one-message round trips, in ms. */
+async function echoes(open: () => Promise<RawWebSocket>): Promise<{ p50: number; p99: number }> {
+  const ws = await open();
+  const times: number[] = [];
+  for (let i = 0; i < WARM_UP + ECHOES; i++) {
+    const started = performance.now();
+    ws.send(`{"seq":${i},"msg_type":"status"}`);
+    await ws.next();
+    if (i >= WARM_UP) times.push(performance.now() - started);
+  }
+  ws.close();
+  return { p50: percentile(times, 50), p99: percentile(times, 99) };
+}
+
+export async function servicesBench(): Promise<Record<string, number>> {
+  const t = await startTestApp({ TIANQI_LOG_LEVEL: 'warn', TIANQI_POLL_INTERVAL_MS: '60000' });
+  try {
+    const lab = await setUpLab(t, dockerSocket, ['alice']);
+    const token = lab.tokens.alice!;
+    const image = await t.api<{ id: string }>('POST', '/api/v1/images', {
+      token: lab.admin, body: { name: 'notebook', address: ensureWebServiceImage(dockerSocket), ports: [{ port: 8888, name: 'JupyterLab' }, { port: 6006, name: 'TensorBoard' }] },
+    });
+    const created = await t.api<{ id: string }>('POST', '/api/v1/instances', { token, body: { name: 'bench', imageId: image.body.id, specId: lab.specId } });
+    const id = created.body.id;
+    const ready = await waitFor(() => t.api<{ status: string; containerId: string | null }>('GET', `/api/v1/instances/${id}`, { token }).then((r) => r.body),
+      (i) => i.status === 'running' && i.containerId !== null, 60_000);
+    await waitFor(() => t.api<{ listening: boolean }[]>('GET', `/api/v1/instances/${id}/services`, { token }).then((r) => r.body), (s) => s.every((x) => x.listening), 30_000);
+    const info = await new Dockerode({ socketPath: dockerSocket }).getContainer(ready.containerId!).inspect();
+    const address = Object.values(info.NetworkSettings.Networks)[0]!.IPAddress;
+    const auth = `authorization: Bearer ${token}`;
+    const proxied = (port: number, path: string) => `${t.url}/svc/${id}/${port}${path}`;
+
+    const direct: number[] = [];
+    const proxy: number[] = [];
+    const tunnel: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      direct.push(await download(`http://${address}:8888/bytes?n=${BULK_BYTES}`));
+      proxy.push(await download(proxied(8888, `/bytes?n=${BULK_BYTES}`), [auth]));
+      tunnel.push(await download(proxied(6006, `/bytes?n=${BULK_BYTES}`), [auth]));
+    }
+    const wsDirect = await echoes(() => openAt(address));
+    const wsProxy = await echoes(() => RawWebSocket.open(t.app.httpPort, `/svc/${id}/8888/ws`, { authorization: `Bearer ${token}` }));
+    const wsTunnel = await echoes(() => RawWebSocket.open(t.app.httpPort, `/svc/${id}/6006/ws`, { authorization: `Bearer ${token}` }));
+    await removeContainersOf(t, dockerSocket);
+    const d = median(direct);
+    const p = median(proxy);
+    const k = median(tunnel);
+    return {
+      httpDirectMBps: round(d),
+      httpProxyMBps: round(p),
+      httpProxyOfDirect: round(p / d),
+      httpTunnelMBps: round(k),
+      httpTunnelOfDirect: round(k / d),
+      wsDirectP50Ms: round(wsDirect.p50),
+      wsProxyP50Ms: round(wsProxy.p50),
+      wsProxyP99Ms: round(wsProxy.p99),
+      wsDirectOfProxyLatency: round(wsDirect.p50 / wsProxy.p50),
+      wsTunnelP50Ms: round(wsTunnel.p50),
+    };
+  } finally {
+    await t.stop();
+  }
+}
+
+/** The WebSocket client dials 127.0.0.1: for the container's own address, a client that dials it. */
+function openAt(address: string): Promise<RawWebSocket> {
+  return RawWebSocket.open(8888, '/ws', { host: `${address}:8888`, dial: address });
+}
