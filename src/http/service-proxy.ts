@@ -88,7 +88,9 @@ export class ServiceProxy {
       const timer = setTimeout(() => outgoing.destroy(new ServiceTimeoutError(this.options.timeoutMs)), this.options.timeoutMs);
       outgoing.on('upgrade', (answer, upstreamSocket, upstreamHead) => {
         clearTimeout(timer);
-        socket.write(statusLine(answer) + headerLines(this.responseHeaders(answer, address, req)) + '\r\n');
+        // Upgrade and Connection are hop-by-hop, and this hop switches protocols too.
+        const switched = { ...this.responseHeaders(answer, address, req), connection: 'Upgrade', upgrade: String(answer.headers.upgrade ?? 'websocket') };
+        socket.write(statusLine(answer) + headerLines(switched) + '\r\n');
         if (upstreamHead.length > 0) socket.write(upstreamHead);
         if (head.length > 0) upstreamSocket.write(head);
         upstreamSocket.pipe(socket).pipe(upstreamSocket);

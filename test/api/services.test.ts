@@ -94,7 +94,7 @@ describeWithService(
         ]);
         const jupyter = services.body[0]!;
         expect(jupyter.path).toBe(`/svc/${boxes.alice}/8888/`);
-        expect(jupyter.hostUrl).toBe(`http://8888-${boxes.alice}.${DOMAIN}/`);
+        expect(jupyter.hostUrl).toBe(`http://8888-${boxes.alice}.${DOMAIN}:${port}/`);
         expect(services.body[2]!.path).toBeNull();
         const instance = await t.api<{ servicePorts: unknown[] }>('GET', `/api/v1/instances/${boxes.alice}`, { token: lab.tokens.alice });
         expect(instance.body.servicePorts).toHaveLength(4);
@@ -185,7 +185,7 @@ describeWithService(
         // an admin is sent to the host form, where the service has an origin of its own
         const admin = await signIn(lab.admin, boxes.alice!, 8888, `8888-${boxes.alice}.${DOMAIN}:${port}`);
         expect(admin.link.form).toBe('host');
-        expect(admin.link.url).toMatch(new RegExp(`^http://8888-${boxes.alice}\\.svc\\.localhost/\\?tianqi_ticket=`));
+        expect(admin.link.url).toMatch(new RegExp(`^http://8888-${boxes.alice}\\.svc\\.localhost:${port}/\\?tianqi_ticket=`));
         expect(String(admin.answer.headers['set-cookie'])).toMatch(/Path=\/;/);
         const echo = json<Echo>(await through('/tree', admin.cookie, { host: `8888-${boxes.alice}.${DOMAIN}:${port}` }));
         expect([echo.port, echo.url, echo.headers['x-tianqi-user']]).toEqual([8888, '/tree', 'admin']);
@@ -254,6 +254,14 @@ describeWithService(
         const echoed: Buffer[] = [await ws.next()];
         expect(Buffer.concat(echoed).equals(big)).toBe(true);
         ws.close();
+        const admin = await signIn(lab.admin, boxes.alice!, 8888, `8888-${boxes.alice}.${DOMAIN}:${port}`);
+        const hosted = await RawWebSocket.open(port, '/api/kernels/1/channels', {
+          host: `8888-${boxes.alice}.${DOMAIN}:${port}`, cookie: admin.cookie, origin: `http://8888-${boxes.alice}.${DOMAIN}:${port}`,
+          'sec-websocket-extensions': 'permessage-deflate; client_max_window_bits', 'user-agent': 'Mozilla/5.0', pragma: 'no-cache', 'cache-control': 'no-cache',
+        });
+        hosted.send('host form');
+        expect((await hosted.next()).toString()).toBe('host form');
+        hosted.close();
         const loopback = await RawWebSocket.open(port, `/svc/${boxes.alice}/6006/ws`, { authorization: `Bearer ${lab.tokens.alice}` });
         loopback.send('tensorboard');
         expect((await loopback.next()).toString()).toBe('tensorboard');

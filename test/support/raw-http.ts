@@ -63,8 +63,11 @@ export class RawWebSocket {
           socket.destroy();
           return reject(new Error(`${text.split('\r\n')[0]} ${head.subarray(end + 4).toString('utf8')}`));
         }
-        const expected = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC11B65`).digest('base64');
-        if (!text.toLowerCase().includes(`sec-websocket-accept: ${expected.toLowerCase()}`)) return reject(new Error(`bad accept in ${text}`));
+        const expected = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+        const lower = text.toLowerCase();
+        if (!lower.includes('\r\nupgrade: websocket') || !lower.includes('\r\nconnection: upgrade')) return reject(new Error(`no Upgrade/Connection in ${text}`));
+        const accept = /\r\nsec-websocket-accept:\s*(\S+)/i.exec(text)?.[1];
+        if (accept !== expected) return reject(new Error(`bad accept in ${text}`));
         const ws = new RawWebSocket(socket);
         const rest = head.subarray(end + 4);
         if (rest.length > 0) ws.take(rest);

@@ -95,6 +95,12 @@ export class ServiceGrants {
   }
 }
 
+/** How the browser reached the console: absolute links to services use the same scheme (and port). */
+export interface LinkOrigin {
+  readonly scheme: string;
+  readonly port?: string;
+}
+
 /** What the proxy may do with a request: who asks, for which service, and where that is. */
 export interface ServicePass {
   readonly actor: Actor;
@@ -131,14 +137,14 @@ export class ServiceAccess {
   ) {}
 
   /** The instance's services, each with its links and whether it listens now. */
-  async list(actor: Actor, instanceId: string, scheme: string): Promise<ServiceLinkView[]> {
+  async list(actor: Actor, instanceId: string, origin: LinkOrigin): Promise<ServiceLinkView[]> {
     const instance = await this.instances.visible(actor, instanceId);
     const ports = instance.servicePorts ?? [];
     const target = instance.status === 'running' && instance.containerId ? await this.targetOf(instance.nodeId).catch(() => null) : null;
     return Promise.all(ports.map(async (service) => ({
       ...service,
       path: service.protocol === 'http' ? `${SERVICE_PATH_PREFIX}/${instance.id}/${service.port}/` : null,
-      hostUrl: service.protocol === 'http' ? this.hostUrl(scheme, instance.id, service.port) : null,
+      hostUrl: service.protocol === 'http' ? this.hostUrl(origin, instance.id, service.port) : null,
       listening: target ? await this.dialer.listening({ target, containerId: instance.containerId!, port: service.port }).catch(() => false) : null,
     })));
   }
@@ -147,7 +153,7 @@ export class ServiceAccess {
    * A link that opens the service signed in: its one-time ticket (a minute) becomes the proxy's
    * cookie for that service only. Admins opening someone else's service get the host form only.
    */
-  async link(actor: Actor, instanceId: string, port: number, scheme: string, wanted?: 'path' | 'host'): Promise<{ url: string; form: 'path' | 'host'; expiresAt: string }> {
+  async link(actor: Actor, instanceId: string, port: number, origin: LinkOrigin, wanted?: 'path' | 'host'): Promise<{ url: string; form: 'path' | 'host'; expiresAt: string }> {
     const instance = await this.instances.visible(actor, instanceId);
     const service = httpService(instance, port);
     const form = wanted ?? this.formFor(actor, instance);
@@ -157,7 +163,7 @@ export class ServiceAccess {
     }
     const user = await this.accounts.get(actor.id);
     const ticket = this.grants.issue('t', actor.id, user.passwordChangedAt, { instanceId, port: service.port });
-    const base = form === 'host' ? this.hostUrl(scheme, instanceId, port)! : `${SERVICE_PATH_PREFIX}/${instanceId}/${port}/`;
+    const base = form === 'host' ? this.hostUrl(origin, instanceId, port)! : `${SERVICE_PATH_PREFIX}/${instanceId}/${port}/`;
     return { url: `${base}?${TICKET_PARAMETER}=${ticket.value}`, form, expiresAt: new Date(ticket.expiresAt).toISOString() };
   }
 
@@ -212,8 +218,11 @@ export class ServiceAccess {
     throw new ForbiddenError('Admins open other users\' services in the host form only, and TIANQI_SERVICE_DOMAIN is not set on this platform.', 'HOST_FORM_ONLY');
   }
 
-  private hostUrl(scheme: string, instanceId: string, port: number): string | null {
-    return this.domain ? `${scheme}://${port}-${instanceId}.${this.domain}/` : null;
+  /** `<port>-<instance>.<domain>`, on the domain's port, or else the port the console was reached on. */
+  private hostUrl(origin: LinkOrigin, instanceId: string, port: number): string | null {
+    if (!this.domain) return null;
+    const listen = /:\d+$/.test(this.domain) || !origin.port ? '' : `:${origin.port}`;
+    return `${origin.scheme}://${port}-${instanceId}.${this.domain}${listen}/`;
   }
 }
 

@@ -4,7 +4,7 @@ import { reply, route, type RouteSpec } from '../../http/route.ts';
 import { servicePort } from '../catalog/fields.ts';
 import { ValidationError } from '../../domain/shared/errors.ts';
 import type { Instances } from './instances.ts';
-import type { ServiceAccess } from './service-access.ts';
+import type { LinkOrigin, ServiceAccess } from './service-access.ts';
 
 export const ServicePortSchema = z.object({
   port: z.number(),
@@ -24,10 +24,11 @@ function portOf(text: string | undefined): number {
   return port;
 }
 
-/** The scheme the browser used, for absolute links (X-Forwarded-Proto only behind trusted proxies). */
-function schemeOf(headers: Record<string, string | string[] | undefined>, trustProxy: number): string {
+/** How the browser reached us, for absolute links (X-Forwarded-Proto only behind trusted proxies). */
+function originOf(headers: Record<string, string | string[] | undefined>, trustProxy: number): LinkOrigin {
   const forwarded = trustProxy > 0 ? String(headers['x-forwarded-proto'] ?? '').split(',')[0]?.trim() : '';
-  return forwarded === 'https' ? 'https' : 'http';
+  const port = /:([0-9]{1,5})$/.exec(String(headers.host ?? ''))?.[1];
+  return { scheme: forwarded === 'https' ? 'https' : 'http', ...(port && trustProxy === 0 ? { port } : {}) };
 }
 
 /** 自定义服务: an instance's service ports, their status, and signed-in links to open them. */
@@ -38,7 +39,7 @@ export function serviceRoutes(instances: Instances, access: ServiceAccess, trust
       summary: 'The instance\'s services (its image\'s ports and its own), with links and whether each listens now',
       response: z.array(ServiceSchema),
       async handler({ actor, params, headers }) {
-        return access.list(actor, params.id!, schemeOf(headers, trustProxy));
+        return access.list(actor, params.id!, originOf(headers, trustProxy));
       },
     }),
     route({
@@ -67,7 +68,7 @@ export function serviceRoutes(instances: Instances, access: ServiceAccess, trust
       }),
       response: z.object({ url: z.string(), form: z.enum(['path', 'host']), expiresAt: z.string() }),
       async handler({ actor, params, headers, query }) {
-        return access.link(actor, params.id!, portOf(params.port), schemeOf(headers, trustProxy), query.form);
+        return access.link(actor, params.id!, portOf(params.port), originOf(headers, trustProxy), query.form);
       },
     }),
   ];

@@ -48,7 +48,7 @@ function handler(req, res) {
 /** The WebSocket handshake (RFC 6455) and an echo of each text or binary frame, unmasked back. */
 function upgrade(req, socket) {
   const key = req.headers['sec-websocket-key'];
-  const accept = crypto.createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC11B65').digest('base64');
+  const accept = crypto.createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
   socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
   let pending = Buffer.alloc(0);
   socket.on('data', (data) => {

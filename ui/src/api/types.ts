@@ -259,3 +259,20 @@ export interface UsageReport {
   totalSeconds: number;
   totalCost: number;
 }
+
+/** 自定义服务: a port a service listens on in the instance. */
+export interface ServicePort {
+  port: number;
+  name: string;
+  protocol: 'http' | 'tcp';
+  source: 'image' | 'instance';
+}
+
+export interface ServiceLink extends ServicePort {
+  /** `/svc/<instance>/<port>/` on this origin (owner only); null for tcp. */
+  path: string | null;
+  /** `http(s)://<port>-<instance>.<domain>/` where the platform has a service domain. */
+  hostUrl: string | null;
+  /** null while the instance is not running. */
+  listening: boolean | null;
+}
