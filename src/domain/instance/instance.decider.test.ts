@@ -104,4 +104,29 @@ describe('instance decider', () => {
       spec.given([requested, placed]).when({ type: 'OpenTerminalSession', data: session }).thenThrows('NOT_RUNNING');
     });
   });
+
+  describe('service ports', () => {
+    const withImagePorts: InstanceEvent = { type: 'InstanceRequested', data: { ...request, servicePorts: [{ port: 8888, name: 'JupyterLab', protocol: 'http', source: 'image' }] } };
+    const ported = [withImagePorts, placed, created, running];
+    const gradio = { port: 7860, name: 'Gradio', protocol: 'http' as const };
+
+    it('adds a port of the instance\'s own, once, up to eight, and removes only its own', () => {
+      spec.given(ported).when({ type: 'AddServicePort', data: gradio }).then([{ type: 'ServicePortAdded', data: gradio }]);
+      spec.given([...ported, { type: 'ServicePortAdded', data: gradio }]).when({ type: 'AddServicePort', data: gradio }).thenThrows('PORT_DECLARED');
+      spec.given(ported).when({ type: 'AddServicePort', data: { ...gradio, port: 8888 } }).thenThrows('PORT_DECLARED');
+      const eight: InstanceEvent[] = Array.from({ length: 8 }, (_, i) => ({ type: 'ServicePortAdded', data: { port: 9000 + i, name: `app ${i}`, protocol: 'http' } }));
+      spec.given([...ported, ...eight]).when({ type: 'AddServicePort', data: gradio }).thenThrows('TOO_MANY_PORTS');
+      spec.given([...ported, ...eight, { type: 'ServicePortRemoved', data: { port: 9000 } }]).when({ type: 'AddServicePort', data: gradio })
+        .then([{ type: 'ServicePortAdded', data: gradio }]);
+      spec.given([...ported, { type: 'ServicePortAdded', data: gradio }]).when({ type: 'RemoveServicePort', data: { port: 7860 } })
+        .then([{ type: 'ServicePortRemoved', data: { port: 7860 } }]);
+      spec.given(ported).when({ type: 'RemoveServicePort', data: { port: 8888 } }).thenThrows('IMAGE_PORT');
+      spec.given(ported).when({ type: 'RemoveServicePort', data: { port: 7860 } }).thenThrows('SERVICE_NOT_FOUND');
+    });
+
+    it('works on instances recorded before service ports, and not on deleted ones', () => {
+      spec.given(live).when({ type: 'AddServicePort', data: gradio }).then([{ type: 'ServicePortAdded', data: gradio }]);
+      spec.given([...live, deleteRequested, deleted]).when({ type: 'AddServicePort', data: gradio }).thenThrows('NOT_FOUND');
+    });
+  });
 });
