@@ -41,6 +41,11 @@ export interface RouteSpec<
   readonly response?: z.ZodType;
   /** Status of a successful answer (200 unless given). */
   readonly status?: number;
+  /**
+   * Runs before the body and query are validated: whether the thing the path names is the
+   * caller's. A stranger's instance is then 404 whatever they send, not a 400 about their body.
+   */
+  readonly guard?: (request: { actor: A extends 'public' ? Actor | undefined : Actor; params: Record<string, string> }) => Promise<unknown>;
   handler(
     request: RouteRequest<B extends z.ZodType ? z.output<B> : undefined, Q extends z.ZodType ? z.output<Q> : undefined, A>,
   ): Promise<RouteResponse | unknown>;

@@ -91,6 +91,7 @@ export function createHttpApp(deps: HttpDependencies): Koa {
         throw new UnauthorizedError(token ? 'The token is invalid or expired, or the account is disabled.' : 'Sign in first.');
       }
       if (spec.access === 'admin') assertAdmin(actor!);
+      if (spec.guard) await spec.guard({ actor: actor ?? undefined, params: ctx.params } as never);
       const raw = spec.method === 'get' || spec.method === 'delete' ? undefined : await readJsonBody(ctx);
       const body = spec.body ? spec.body.parse(raw ?? {}) : undefined;
       if (!spec.body && raw !== undefined && !(typeof raw === 'object' && raw !== null && Object.keys(raw).length === 0)) {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { MAX_OWN_SERVICE_PORTS } from '../../domain/instance/service-ports.ts';
-import { reply, route, type RouteSpec } from '../../http/route.ts';
+import { reply, route, type Actor, type RouteSpec } from '../../http/route.ts';
 import { servicePort } from '../catalog/fields.ts';
 import { ValidationError } from '../../domain/shared/errors.ts';
 import type { Instances } from './instances.ts';
@@ -33,6 +33,8 @@ function originOf(headers: Record<string, string | string[] | undefined>, trustP
 
 /** 自定义服务: an instance's service ports, their status, and signed-in links to open them. */
 export function serviceRoutes(instances: Instances, access: ServiceAccess, trustProxy: number): RouteSpec[] {
+  // Another user's instance is a 404 before anything about the body or the port is said.
+  const guard = ({ actor, params }: { actor: Actor; params: Record<string, string> }) => instances.visible(actor, params.id!);
   return [
     route({
       method: 'get', path: '/instances/:id/services', tag: 'instances', access: 'user',
@@ -45,7 +47,7 @@ export function serviceRoutes(instances: Instances, access: ServiceAccess, trust
     route({
       method: 'post', path: '/instances/:id/services', tag: 'instances', access: 'user', status: 201,
       summary: `Add a service port of the instance's own (at most ${MAX_OWN_SERVICE_PORTS}); 409 PORT_DECLARED when it is there already`,
-      body: servicePort, response: z.array(ServicePortSchema),
+      body: servicePort, response: z.array(ServicePortSchema), guard,
       async handler({ actor, params, body, context }) {
         const instance = await instances.addServicePort(actor, params.id!, body, context);
         return reply(201, (instance.servicePorts ?? []).map((p) => ({ ...p })));
@@ -53,7 +55,7 @@ export function serviceRoutes(instances: Instances, access: ServiceAccess, trust
     }),
     route({
       method: 'delete', path: '/instances/:id/services/:port', tag: 'instances', access: 'user', status: 204,
-      summary: 'Remove a service port the instance added (409 IMAGE_PORT for the image\'s own)',
+      summary: 'Remove a service port the instance added (409 IMAGE_PORT for the image\'s own)', guard,
       async handler({ actor, params, context }) {
         await instances.removeServicePort(actor, params.id!, portOf(params.port), context);
         return reply(204);
@@ -66,7 +68,7 @@ export function serviceRoutes(instances: Instances, access: ServiceAccess, trust
         form: z.enum(['path', 'host']).optional()
           .meta({ description: 'default: host where TIANQI_SERVICE_DOMAIN is set, else path; path is for the owner only' }),
       }),
-      response: z.object({ url: z.string(), form: z.enum(['path', 'host']), expiresAt: z.string() }),
+      response: z.object({ url: z.string(), form: z.enum(['path', 'host']), expiresAt: z.string() }), guard,
       async handler({ actor, params, headers, query }) {
         return access.link(actor, params.id!, portOf(params.port), originOf(headers, trustProxy), query.form);
       },
