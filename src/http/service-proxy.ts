@@ -68,7 +68,7 @@ export class ServiceProxy {
       }
       const ticket = new URLSearchParams(queryOf(req.url)).get(TICKET_PARAMETER);
       if (ticket !== null) return await this.exchange(req, res, address, ticket);
-      const pass = await this.options.access.authorize(address, await this.credentials(req, address));
+      const pass = await this.options.access.authorize(address, credentialsOf(req));
       await this.forward(req, res, address, pass);
     } catch (err) {
       this.fail(req, res, err);
@@ -79,7 +79,7 @@ export class ServiceProxy {
   async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, address: ServiceAddress): Promise<void> {
     socket.on('error', () => socket.destroy());
     try {
-      const pass = await this.options.access.authorize(address, await this.credentials(req, address));
+      const pass = await this.options.access.authorize(address, credentialsOf(req));
       const upstream = await this.options.dial(pass.upstream);
       const headers = await this.requestHeaders(req, address, pass);
       headers.connection = 'Upgrade';
@@ -145,12 +145,6 @@ export class ServiceProxy {
     redirect(res, location, 303);
   }
 
-  private async credentials(req: IncomingMessage, _address: ServiceAddress): Promise<{ cookie?: string; bearer?: string }> {
-    const cookie = cookieValue(req.headers.cookie, SERVICE_COOKIE);
-    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
-    return { ...(cookie ? { cookie } : {}), ...(bearer ? { bearer } : {}) };
-  }
-
   private async forward(req: IncomingMessage, res: ServerResponse, address: ServiceAddress, pass: ServicePass): Promise<void> {
     const headers = await this.requestHeaders(req, address, pass);
     const outgoing: ClientRequest = httpRequest({ method: req.method, path: req.url, headers, agent: this.agentFor(pass.upstream) });
@@ -190,8 +184,9 @@ export class ServiceProxy {
     const cookies = withoutCookie(req.headers.cookie, SERVICE_COOKIE);
     if (cookies) headers.cookie = cookies;
     else delete headers.cookie;
-    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
-    if (bearer && (await this.options.isPlatformToken(bearer))) delete headers.authorization;
+    // The token that let the caller in is the platform's; with a cookie, a bearer header may be the service's own.
+    const bearer = credentialsOf(req).bearer;
+    if (bearer && (pass.via === 'bearer' || (await this.options.isPlatformToken(bearer)))) delete headers.authorization;
     headers['x-forwarded-for'] = this.clientAddress(req);
     headers['x-forwarded-proto'] = this.scheme(req);
     if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
@@ -347,6 +342,13 @@ function queryOf(url: string | undefined): string {
   const raw = url ?? '';
   const q = raw.indexOf('?');
   return q === -1 ? '' : raw.slice(q);
+}
+
+/** The proxy's cookie and a bearer token, where the request has them. */
+function credentialsOf(req: IncomingMessage): { cookie?: string; bearer?: string } {
+  const cookie = cookieValue(req.headers.cookie, SERVICE_COOKIE);
+  const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
+  return { ...(cookie ? { cookie } : {}), ...(bearer ? { bearer } : {}) };
 }
 
 export function cookieValue(header: string | undefined, name: string): string | undefined {

@@ -107,6 +107,8 @@ export interface ServicePass {
   readonly instance: InstanceView;
   readonly service: InstanceServicePort;
   readonly upstream: ServiceTarget;
+  /** Which credential let the caller in: a platform bearer token is then not passed on. */
+  readonly via: 'cookie' | 'bearer';
 }
 
 /** A service of an instance as the API shows it. */
@@ -150,17 +152,16 @@ export class ServiceAccess {
   }
 
   /**
-   * A link that opens the service signed in: its one-time ticket (a minute) becomes the proxy's
+   * A link that opens the service signed in: its ticket (good for a minute) becomes the proxy's
    * cookie for that service only. Admins opening someone else's service get the host form only.
    */
   async link(actor: Actor, instanceId: string, port: number, origin: LinkOrigin, wanted?: 'path' | 'host'): Promise<{ url: string; form: 'path' | 'host'; expiresAt: string }> {
     const instance = await this.instances.visible(actor, instanceId);
     const service = httpService(instance, port);
-    const form = wanted ?? this.formFor(actor, instance);
+    // The host form where there is one (each service its own origin), else the path form.
+    const form = wanted ?? (this.domain ? 'host' : 'path');
     if (form === 'host' && !this.domain) throw new ConflictError('NO_SERVICE_DOMAIN', 'The host form needs TIANQI_SERVICE_DOMAIN, which is not set on this platform.');
-    if (form === 'path' && actor.id !== instance.ownerId) {
-      throw new ForbiddenError('Admins open other users\' services in the host form only, where the service cannot reach the console\'s sign-in.', 'HOST_FORM_ONLY');
-    }
+    if (form === 'path') this.assertPathForm(actor, instance);
     const user = await this.accounts.get(actor.id);
     const ticket = this.grants.issue('t', actor.id, user.passwordChangedAt, { instanceId, port: service.port });
     const base = form === 'host' ? this.hostUrl(origin, instanceId, port)! : `${SERVICE_PATH_PREFIX}/${instanceId}/${port}/`;
@@ -181,7 +182,7 @@ export class ServiceAccess {
    * theirs or not declared, 403 for an admin in the path form, 409 while the instance is not running.
    */
   async authorize(address: ServiceAddress, credentials: { cookie?: string; bearer?: string }): Promise<ServicePass> {
-    const actor = await this.actorOf(address, credentials);
+    const { actor, via } = await this.actorOf(address, credentials);
     if (!actor) {
       throw new UnauthorizedError(credentials.cookie || credentials.bearer
         ? 'This link has expired, or the account is disabled. Open the service again from the console.'
@@ -189,33 +190,30 @@ export class ServiceAccess {
     }
     const instance = await this.instances.visible(actor, address.instanceId);
     const service = httpService(instance, address.port);
-    if (address.form === 'path' && actor.id !== instance.ownerId) {
-      throw new ForbiddenError('Admins open other users\' services in the host form only (TIANQI_SERVICE_DOMAIN), where the service cannot reach the console\'s sign-in.', 'HOST_FORM_ONLY');
-    }
+    if (address.form === 'path') this.assertPathForm(actor, instance);
     if (instance.status !== 'running' || !instance.containerId) {
       throw new ConflictError('NOT_RUNNING', `The instance is not running (${instance.status}): start it to reach its services.`);
     }
-    return { actor, instance, service, upstream: { target: await this.targetOf(instance.nodeId), containerId: instance.containerId, port: address.port } };
+    return { actor, instance, service, via, upstream: { target: await this.targetOf(instance.nodeId), containerId: instance.containerId, port: address.port } };
   }
 
-  private async actorOf(address: ServiceAddress, credentials: { cookie?: string; bearer?: string }): Promise<Actor | null> {
+  private async actorOf(address: ServiceAddress, credentials: { cookie?: string; bearer?: string }): Promise<{ actor: Actor | null; via: 'cookie' | 'bearer' }> {
     if (credentials.cookie) {
       const claims = this.grants.verify('c', credentials.cookie, address);
       const actor = claims ? await this.accounts.activeActor(claims.sub, claims.pwd) : null;
-      if (actor) return actor;
+      if (actor) return { actor, via: 'cookie' };
     }
-    return credentials.bearer ? this.accounts.authenticate(credentials.bearer) : null;
+    return { actor: credentials.bearer ? await this.accounts.authenticate(credentials.bearer) : null, via: 'bearer' };
   }
 
   /**
-   * Links use the host form where there is one (each service its own origin); without it, the
-   * path form, for the owner only: an admin opening someone else's service would share the
-   * console's origin with it.
+   * The path form shares the console's origin, so it is the owner's only: an admin opening
+   * someone else's service there would hand that service the console's sign-in.
    */
-  private formFor(actor: Actor, instance: InstanceView): 'path' | 'host' {
-    if (this.domain) return 'host';
-    if (actor.id === instance.ownerId) return 'path';
-    throw new ForbiddenError('Admins open other users\' services in the host form only, and TIANQI_SERVICE_DOMAIN is not set on this platform.', 'HOST_FORM_ONLY');
+  private assertPathForm(actor: Actor, instance: InstanceView): void {
+    if (actor.id === instance.ownerId) return;
+    throw new ForbiddenError(`Admins open other users' services in the host form only, where the service cannot reach the console's sign-in${
+      this.domain ? '' : '; TIANQI_SERVICE_DOMAIN is not set on this platform'}.`, 'HOST_FORM_ONLY');
   }
 
   /** `<port>-<instance>.<domain>`, on the domain's port, or else the port the console was reached on. */
