@@ -28,6 +28,6 @@ COPY --from=helper /dist ./dist/helper
 RUN node --import tsx scripts/build-ui.ts
 RUN mkdir -p /var/lib/tianqi && chown node:node /var/lib/tianqi
 USER node
-EXPOSE 8080 2026
+EXPOSE 8080 2026 28000-28199
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD node -e "fetch('http://127.0.0.1:8080/api/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 CMD ["node", "--import", "tsx", "src/main.ts"]

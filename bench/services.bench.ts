@@ -62,7 +62,13 @@ export async function servicesBench(): Promise<Record<string, number>> {
     const info = await new Dockerode({ socketPath: dockerSocket }).getContainer(ready.containerId!).inspect();
     const address = Object.values(info.NetworkSettings.Networks)[0]!.IPAddress;
     const auth = `authorization: Bearer ${token}`;
-    const proxied = (port: number, path: string) => `${t.url}/svc/${id}/${port}${path}`;
+    // Each service on a port of its own (the port form, the default), as the console opens it.
+    const portOf = async (servicePort: number) => {
+      const link = await t.api<{ url: string }>('POST', `/api/v1/instances/${id}/services/${servicePort}/link?form=port`, { token });
+      return Number(new URL(link.body.url).port);
+    };
+    const ports: Record<number, number> = { 8888: await portOf(8888), 6006: await portOf(6006) };
+    const proxied = (port: number, path: string) => `http://127.0.0.1:${ports[port]}${path}`;
 
     const direct: number[] = [];
     const proxy: number[] = [];
@@ -73,8 +79,8 @@ export async function servicesBench(): Promise<Record<string, number>> {
       tunnel.push(await download(proxied(6006, `/bytes?n=${BULK_BYTES}`), [auth]));
     }
     const wsDirect = await echoes(() => openAt(address));
-    const wsProxy = await echoes(() => RawWebSocket.open(t.app.httpPort, `/svc/${id}/8888/ws`, { authorization: `Bearer ${token}` }));
-    const wsTunnel = await echoes(() => RawWebSocket.open(t.app.httpPort, `/svc/${id}/6006/ws`, { authorization: `Bearer ${token}` }));
+    const wsProxy = await echoes(() => RawWebSocket.open(ports[8888]!, '/ws', { authorization: `Bearer ${token}` }));
+    const wsTunnel = await echoes(() => RawWebSocket.open(ports[6006]!, '/ws', { authorization: `Bearer ${token}` }));
     await removeContainersOf(t, dockerSocket);
     const d = median(direct);
     const p = median(proxy);

@@ -33,6 +33,7 @@ import { jumpHostPlugin } from './plugins/jump-host/jump-host.plugin.ts';
 import { terminalPlugin } from './plugins/terminal/terminal.plugin.ts';
 import { Server as SocketServer } from 'socket.io';
 import { instancesProjection } from './projections/instances.projection.ts';
+import { serviceOriginsProjection } from './projections/service-origins.projection.ts';
 import { imageRoutes } from './commands/catalog/image.routes.ts';
 import { nodeRoutes } from './commands/catalog/node.routes.ts';
 import { Nodes } from './commands/catalog/nodes.ts';
@@ -60,7 +61,7 @@ import { webhooksPlugin } from './plugins/webhooks/webhooks.plugin.ts';
 
 export const VERSION = '0.1.0';
 
-export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection];
+export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection, serviceOriginsProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
 export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin, terminalPlugin];
@@ -130,6 +131,8 @@ export class App {
   /** 自定义服务: who may open which service of an instance, and how it is reached. */
   services!: ServiceAccess;
   private serviceProxy?: ServiceProxy;
+  /** The port form's listeners: how many listen, and the ports another process holds. */
+  serviceListeners?: { listening: number; skipped: number[] };
   runtime!: DockerodeRuntime;
   /** tianqi-helper's builds (dist/helper or TIANQI_HELPER_DIR). */
   helperBuilds!: FileHelperBuilds;
@@ -191,7 +194,10 @@ export class App {
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
     this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore);
     const dialer = new ServiceDialer(this.runtime, new ContainerHelper(this.runtime, this.helperBuilds), config.services.route);
-    this.services = new ServiceAccess(this.instances, this.accounts, new ServiceGrants(secrets.deriveKey('services/hs256')), dialer, targetOf, config.services.domain);
+    this.services = new ServiceAccess(this.instances, this.accounts, new ServiceGrants(secrets.deriveKey('services/hs256')), dialer, targetOf, this.bus, this.readStore, {
+      ...(config.services.domain ? { domain: config.services.domain } : {}),
+      ports: config.services.ports,
+    });
 
     const app = createHttpApp({
       routes: [
@@ -220,7 +226,7 @@ export class App {
       ...(config.services.domain ? { domain: config.services.domain } : {}),
       timeoutMs: config.services.timeoutMs,
       trustProxy: config.trustProxy,
-      isPlatformToken: async (token) => (await this.accounts.authenticate(token)) !== null,
+      isPlatformToken: (token) => this.accounts.isPlatformToken(token),
       logger: logger.child({ component: 'service-proxy' }),
     });
     this.serviceProxy = proxy;
@@ -234,12 +240,13 @@ export class App {
     server.on('upgrade', (req, socket, head) => {
       const address = proxy.match(req);
       if (address) void proxy.upgrade(req, socket, head, address);
-      else if (!(req.url ?? '').startsWith('/socket.io/')) socket.destroy();
+      else if (!(req.url ?? '').startsWith('/socket.io/')) socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
     });
     this.server = await new Promise<Server>((resolve, reject) => {
       server.listen(config.httpPort, config.host, () => resolve(server)).on('error', reject);
     });
     this.server.keepAliveTimeout = 65_000;
+    if (config.services.ports) this.serviceListeners = await proxy.listen(config.services.ports, config.host);
     // No CORS: the console is served from this origin. 1 MB messages, like HTTP bodies. Upgrades
     // that are not socket.io's are the service proxy's (above), not to be cut by engine.io.
     this.io = new SocketServer(this.server, { serveClient: false, maxHttpBufferSize: 1024 * 1024, destroyUpgrade: false });
@@ -250,6 +257,7 @@ export class App {
     const head = await this.eventStore.headPosition();
     const events$ = this.eventStore.subscribe(head).pipe(share());
     this.following = this.metrics.follow(events$);
+    proxy.follow(events$);
     await this.pluginHost.start({
       events$,
       eventStore: this.eventStore,

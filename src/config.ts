@@ -7,6 +7,9 @@ import type { ContainerLimits } from './ports/container-runtime.port.ts';
 
 const port = z.coerce.number().int().min(0).max(65_535);
 
+/** 200 ports below Linux's ephemeral range (32768–60999), clear of the HTTP (8080) and SSH (2026) defaults. */
+export const DEFAULT_SERVICE_PORTS = '28000-28199';
+
 const Env = z.object({
   TIANQI_DATA_DIR: z.string().default('./data'),
   TIANQI_HTTP_PORT: port.default(8080),
@@ -42,6 +45,15 @@ const Env = z.object({
   TIANQI_HELPER_DIR: z.string().optional(),
   /** Host name (and :port) under which each service gets an origin of its own: `<port>-<instance id>.<domain>` (wildcard DNS). */
   TIANQI_SERVICE_DOMAIN: z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/, 'a host name such as svc.gpu.example.com (lower case), optionally with :port').optional(),
+  /**
+   * The port form of service links: each open service gets a port of this range on the platform's
+   * host (`first-last`), an origin of its own; `off` where only the host form is wanted.
+   */
+  TIANQI_SERVICE_PORTS: z.string().regex(/^(off|[0-9]{1,5}-[0-9]{1,5})$/, 'a range such as 28000-28199, or off').default(DEFAULT_SERVICE_PORTS)
+    .refine((v) => v === 'off' || (() => {
+      const [min, max] = v.split('-').map(Number) as [number, number];
+      return min >= 1024 && max <= 65_535 && min <= max && max - min < 10_000;
+    })(), 'the range must lie within 1024–65535, first ≤ last, at most 10000 ports'),
   /** How the proxy reaches a service: `auto` dials the container directly on a node served by a local socket, else through the engine; `tunnel`: always through the engine. */
   TIANQI_SERVICE_ROUTE: z.enum(['auto', 'tunnel']).default('auto'),
   /** How long a service may take to start answering a proxied request before it is a 504. */
@@ -75,7 +87,13 @@ export interface Config {
   /** Where the builds of tianqi-helper are, per architecture (SFTP and port forwarding). */
   readonly helperDir: string;
   /** Service links (自定义服务): the proxy's settings. */
-  readonly services: { readonly domain?: string; readonly route: 'auto' | 'tunnel'; readonly timeoutMs: number };
+  readonly services: {
+    readonly domain?: string;
+    /** The port form's range; null: off. */
+    readonly ports: { readonly min: number; readonly max: number } | null;
+    readonly route: 'auto' | 'tunnel';
+    readonly timeoutMs: number;
+  };
 }
 
 /** dist/helper of this checkout, where scripts/build-helper.ts puts its builds. */
@@ -125,8 +143,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     helperDir: resolve(e.TIANQI_HELPER_DIR ?? DEFAULT_HELPER_DIR),
     services: {
       ...(e.TIANQI_SERVICE_DOMAIN ? { domain: e.TIANQI_SERVICE_DOMAIN } : {}),
+      ports: servicePorts(e.TIANQI_SERVICE_PORTS, e.TIANQI_HTTP_PORT, e.TIANQI_SSH_PORT),
       route: e.TIANQI_SERVICE_ROUTE,
       timeoutMs: e.TIANQI_SERVICE_TIMEOUT_MS,
     },
   };
+}
+
+
+function servicePorts(setting: string, httpPort: number, sshPort: number): { min: number; max: number } | null {
+  if (setting === 'off') return null;
+  const [min, max] = setting.split('-').map(Number) as [number, number];
+  for (const [name, port] of [['TIANQI_HTTP_PORT', httpPort], ['TIANQI_SSH_PORT', sshPort]] as const) {
+    if (port >= min && port <= max) throw new ConfigError(`TIANQI_SERVICE_PORTS ${setting} must leave out ${name} ${port}`);
+  }
+  return { min, max };
 }

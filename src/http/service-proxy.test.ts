@@ -1,37 +1,38 @@
 import { describe, expect, it } from 'vitest';
 import type { ServiceAddress } from '../commands/instance/service-access.ts';
-import { cookieValue, rewriteLocation, scopeCookie, withoutCookie } from './service-proxy.ts';
+import { cookieValues, rewriteLocation, scopeCookie, serviceCookies } from './service-proxy.ts';
 
-const path: ServiceAddress = { instanceId: 'i', port: 8888, form: 'path', prefix: '/svc/i/8888' };
-const host: ServiceAddress = { instanceId: 'i', port: 8888, form: 'host', prefix: '' };
+const port: ServiceAddress = { instanceId: 'i', port: 8888, form: 'port', listenPort: 28003, generation: 'g' };
+const host: ServiceAddress = { instanceId: 'i', port: 8888, form: 'host' };
 
 describe('the service proxy\'s header rules', () => {
-  it('holds a service\'s cookies to its prefix, host-only, and never under the proxy\'s name', () => {
-    expect(scopeCookie('a=1; Path=/; Domain=.example.com; Secure', path)).toBe('a=1; Path=/svc/i/8888/; Secure');
-    expect(scopeCookie('a=1', path)).toBe('a=1; Path=/svc/i/8888/');
-    expect(scopeCookie('a=1; Path=/svc/i/8888/lab', path)).toBe('a=1; Path=/svc/i/8888/lab');
-    expect(scopeCookie('a=1; Path=/api', path)).toBe('a=1; Path=/svc/i/8888/api');
-    expect(scopeCookie('a=1; Path=relative', path)).toBe('a=1; Path=/svc/i/8888/');
-    expect(scopeCookie('a=1; Domain=console.example.com; Path=/x', host)).toBe('a=1; Path=/x');
-    expect(scopeCookie('tianqi_service=x; Path=/', path)).toBeNull();
-    expect(scopeCookie('=x', path)).toBeNull();
+  it('keeps a service\'s cookies host-only and never under a platform name; in the port form HttpOnly ones are held for that port', () => {
+    expect(scopeCookie('a=1; Path=/; Domain=.example.com; Secure', host)).toBe('a=1; Path=/; Secure');
+    expect(scopeCookie('a=1; Path=/lab; HttpOnly', host)).toBe('a=1; Path=/lab; HttpOnly');
+    expect(scopeCookie('sid=1; Path=/; HttpOnly; SameSite=Lax', port)).toBe('__tq28003_sid=1; Path=/; HttpOnly; SameSite=Lax');
+    expect(scopeCookie('_xsrf=2; Path=/', port)).toBe('_xsrf=2; Path=/');
+    for (const planted of ['tianqi_service=x; Path=/', 'TIANQI_service_28003=x', 'tianqi_origin_28003=g', '__tq28004_sid=x; HttpOnly', 'novalue', '=x']) {
+      expect(scopeCookie(planted, port), planted).toBeNull();
+    }
   });
 
-  it('keeps redirects to the service itself under its prefix and lets others go', () => {
-    expect(rewriteLocation('http://127.0.0.1:8888/lab?a=1#h', path, 'gpu.example.com')).toBe('/svc/i/8888/lab?a=1#h');
-    expect(rewriteLocation('http://localhost:8888/', path, undefined)).toBe('/svc/i/8888/');
-    expect(rewriteLocation('/login', path, undefined)).toBe('/svc/i/8888/login');
-    expect(rewriteLocation('/svc/i/8888/tree', path, undefined)).toBe('/svc/i/8888/tree');
-    expect(rewriteLocation('http://gpu.example.com/x', path, 'gpu.example.com')).toBe('/svc/i/8888/x');
-    expect(rewriteLocation('https://example.org/a', path, 'gpu.example.com')).toBe('https://example.org/a');
-    expect(rewriteLocation('http://0.0.0.0:8888/a', host, undefined)).toBe('/a');
+  it('sends a service its own cookies only: no platform cookie, its held ones under their names, none held for another port', () => {
+    expect(serviceCookies('a=1; tianqi_service_28003=x; tianqi_origin_28003=g; Tianqi_other=1; b=2', port)).toBe('a=1; b=2');
+    expect(serviceCookies('__tq28003_sid=s; __tq28004_sid=other; _xsrf=t', port)).toBe('sid=s; _xsrf=t');
+    expect(serviceCookies('__tq28003_sid=s; a=1', host)).toBe('a=1');
+    expect(serviceCookies(undefined, port)).toBe('');
   });
 
-  it('takes the proxy\'s cookie out of what the service sees', () => {
-    expect(withoutCookie('a=1; tianqi_service=x; b=2', 'tianqi_service')).toBe('a=1; b=2');
-    expect(withoutCookie('tianqi_service=x', 'tianqi_service')).toBe('');
-    expect(withoutCookie(undefined, 'tianqi_service')).toBe('');
-    expect(cookieValue('a=1; tianqi_service=abc.def', 'tianqi_service')).toBe('abc.def');
-    expect(cookieValue('xtianqi_service=1', 'tianqi_service')).toBeUndefined();
+  it('reads every value a Cookie header has under one name', () => {
+    expect(cookieValues('a=1; tianqi_service=abc.def; tianqi_service=planted', 'tianqi_service')).toEqual(['abc.def', 'planted']);
+    expect(cookieValues('xtianqi_service=1', 'tianqi_service')).toEqual([]);
+  });
+
+  it('keeps redirects to the service itself on its origin and lets others go', () => {
+    expect(rewriteLocation('http://127.0.0.1:8888/lab?a=1#h', 'gpu.example.com:28003')).toBe('/lab?a=1#h');
+    expect(rewriteLocation('http://localhost:8888/', undefined)).toBe('/');
+    expect(rewriteLocation('/login', undefined)).toBe('/login');
+    expect(rewriteLocation('http://gpu.example.com:28003/x', 'gpu.example.com:28003')).toBe('/x');
+    expect(rewriteLocation('https://example.org/elsewhere', 'gpu.example.com:28003')).toBe('https://example.org/elsewhere');
   });
 });

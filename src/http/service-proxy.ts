@@ -1,16 +1,19 @@
-import { Agent, request as httpRequest, type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent, createServer, request as httpRequest, type ClientRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import type { Observable, Subscription } from 'rxjs';
 import {
   hostAddress,
-  pathAddress,
-  SERVICE_COOKIE,
+  PLATFORM_COOKIE_PREFIX,
+  serviceCookieName,
   TICKET_PARAMETER,
   type ServiceAccess,
   type ServiceAddress,
   type ServicePass,
 } from '../commands/instance/service-access.ts';
+import { accessEnding } from '../domain/instance/access.ts';
+import type { RecordedEvent } from '../ports/event-store.port.ts';
 import { ServiceUnreachableError, type ServiceTarget } from '../commands/instance/service-dialer.ts';
 import { toErrorResponse } from './errors.ts';
 
@@ -23,52 +26,126 @@ export interface ServiceProxyOptions {
   readonly timeoutMs: number;
   /** TIANQI_TRUST_PROXY: proxies in front, for the client's address and scheme. */
   readonly trustProxy: number;
-  /** Whether a bearer token is one of the platform's (it is then not passed on to the service). */
-  readonly isPlatformToken: (token: string) => Promise<boolean>;
+  /** Whether a bearer token is one of the platform's, valid or not (it is then never passed on to the service). */
+  readonly isPlatformToken: (token: string) => boolean;
   readonly logger: Logger;
 }
 
 /** Headers of one hop only (RFC 9110 §7.6.1), never passed on. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
-/** What a container's service may not tell the browser: that it is the platform's HTTP server, or who signs in. */
-const DROPPED_RESPONSE_HEADERS = new Set(['strict-transport-security', 'clear-site-data']);
+/**
+ * What a container's service may not tell the browser: that its origin is the platform's (HSTS
+ * would pin the platform's host), to wipe what the browser keeps, or to let a service worker rule
+ * beyond its own scripts' path.
+ */
+const DROPPED_RESPONSE_HEADERS = new Set(['strict-transport-security', 'clear-site-data', 'service-worker-allowed']);
+/** A port form's marker: which assignment of the port this browser has seen (a year; a new one clears the origin's storage). */
+const ORIGIN_MARKER = `${PLATFORM_COOKIE_PREFIX}origin`;
+/** In the port form every service shares the host's cookie jar (cookies ignore ports): HttpOnly cookies are kept apart under this prefix. */
+const HELD_COOKIE = (listenPort: number) => `__tq${listenPort}_`;
 /** Upstream connections kept open per service between requests. */
 const AGENT_SOCKETS = 64;
 const AGENT_IDLE_MS = 30_000;
 
 /**
- * The signed-in reverse proxy in front of instances' services (自定义服务), on the platform's
- * HTTP port before the API: `/svc/<instance>/<port>/…` (the path is passed on whole: the service
- * is told its base path, as Jupyter's base_url or TensorBoard's --path_prefix) and, with
- * TIANQI_SERVICE_DOMAIN, `<port>-<instance>.<domain>` (an origin of its own, for apps that must
- * sit at `/`). HTTP is streamed both ways (no body is held in memory), WebSockets are joined
- * after the upgrade. The proxy's cookie and the platform's token never reach the service; the
- * service's cookies are held to its own prefix.
+ * The signed-in reverse proxy in front of instances' services (自定义服务). Every service is
+ * served on an origin of its own, never the console's: `<port>-<instance>.<TIANQI_SERVICE_DOMAIN>`
+ * on the platform's HTTP port, or a port of TIANQI_SERVICE_PORTS given to it (one listener per
+ * port, `listen`). Any web app works at `/`. HTTP is streamed both ways (no body is held in
+ * memory), WebSockets are joined after the upgrade. No platform cookie and no platform token
+ * ever reaches a service. Open connections end when the account or the instance no longer allows
+ * them (`follow`), or when their credential expires.
  */
 export class ServiceProxy {
   private readonly agents = new Map<string, { agent: Agent; used: number }>();
   private readonly sweeper: NodeJS.Timeout;
-  /** Joined WebSockets: the HTTP server no longer tracks them, so closing the proxy ends them. */
-  private readonly joined = new Set<Duplex>();
+  /** Open WebSockets and answers being streamed, each with who opened it: re-checked on account and instance events. */
+  private readonly open = new Set<OpenConnection>();
+  private readonly listeners: Server[] = [];
+  private following?: Subscription;
 
   constructor(private readonly options: ServiceProxyOptions) {
     this.sweeper = setInterval(() => this.sweep(), AGENT_IDLE_MS).unref();
   }
 
-  /** The service a request is for, or null: the request is the API's or the console's. */
+  /** The service a request on the platform's HTTP port is for (host form), or null: the request is the API's or the console's. */
   match(req: IncomingMessage): ServiceAddress | null {
-    return hostAddress(req.headers.host, this.options.domain) ?? pathAddress(pathOf(req.url));
+    return hostAddress(req.headers.host, this.options.domain);
+  }
+
+  /**
+   * The port form: a listener on each port of the range (on `host`), each answering for the
+   * service that holds its port now. A port another process holds is skipped with a warning
+   * (another replica on this host serves it); how many listen is returned.
+   */
+  async listen(range: { min: number; max: number }, host: string): Promise<{ listening: number; skipped: number[] }> {
+    const skipped: number[] = [];
+    const ports = Array.from({ length: range.max - range.min + 1 }, (_, i) => range.min + i);
+    await Promise.all(ports.map((listenPort) => new Promise<void>((resolve) => {
+      const server = createServer((req, res) => void this.atPort(listenPort, req, res));
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgradeAtPort(listenPort, req, socket, head));
+      server.keepAliveTimeout = 65_000;
+      server.once('error', () => {
+        skipped.push(listenPort);
+        resolve();
+      });
+      server.listen(listenPort, host, () => {
+        this.listeners.push(server);
+        resolve();
+      });
+    })));
+    if (skipped.length > 0) {
+      this.options.logger.warn({ skipped: skipped.length, first: Math.min(...skipped) }, 'some service ports (TIANQI_SERVICE_PORTS) are taken by another process: services given those ports are served there, or not at all');
+    }
+    return { listening: this.listeners.length, skipped: skipped.sort((a, b) => a - b) };
+  }
+
+  /** Ends open connections the moment an account or instance event may have taken their right away (checked again, not assumed). */
+  follow(events$: Observable<RecordedEvent>): void {
+    this.following = events$.subscribe((event) => {
+      if (this.open.size === 0) return;
+      const affects = (c: OpenConnection) => {
+        if (event.stream === `user-${c.pass.actor.id}`) return true;
+        if (event.stream === `instance-${c.address.instanceId}`) return true;
+        return false;
+      };
+      const ending = accessEnding(event) ?? (event.type === 'ServicePortRemoved' ? { code: 'PORT_REMOVED' } : null);
+      if (!ending) return;
+      for (const connection of this.open) if (affects(connection)) void this.recheck(connection);
+    });
+  }
+
+  private async recheck(connection: OpenConnection): Promise<void> {
+    const allowed = await this.options.access.stillAllowed(connection.pass, connection.address).catch(() => false);
+    if (!allowed) connection.end();
+  }
+
+  /** A request on a port of the port form. */
+  private async atPort(listenPort: number, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const address = await this.options.access.atPort(listenPort);
+      if (!address) throw new NoServiceHereError();
+      await this.handle(req, res, address);
+    } catch (err) {
+      this.fail(req, res, err);
+    }
+  }
+
+  private async upgradeAtPort(listenPort: number, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const address = await this.options.access.atPort(listenPort).catch(() => null);
+    if (!address) {
+      socket.on('error', () => socket.destroy());
+      rejectUpgrade(socket, new NoServiceHereError());
+      return;
+    }
+    await this.upgrade(req, socket, head, address);
   }
 
   async handle(req: IncomingMessage, res: ServerResponse, address: ServiceAddress): Promise<void> {
     try {
-      if (address.form === 'path' && pathOf(req.url) === address.prefix) {
-        // `/svc/<id>/8888` → `/svc/<id>/8888/`: relative links then resolve under the service.
-        return redirect(res, `${address.prefix}/${queryOf(req.url)}`, 308);
-      }
       const ticket = new URLSearchParams(queryOf(req.url)).get(TICKET_PARAMETER);
       if (ticket !== null) return await this.exchange(req, res, address, ticket);
-      const pass = await this.options.access.authorize(address, credentialsOf(req));
+      const pass = await this.options.access.authorize(address, credentialsOf(req, address));
       await this.forward(req, res, address, pass);
     } catch (err) {
       this.fail(req, res, err);
@@ -79,9 +156,9 @@ export class ServiceProxy {
   async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, address: ServiceAddress): Promise<void> {
     socket.on('error', () => socket.destroy());
     try {
-      const pass = await this.options.access.authorize(address, credentialsOf(req));
+      const pass = await this.options.access.authorize(address, credentialsOf(req, address));
       const upstream = await this.options.dial(pass.upstream);
-      const headers = await this.requestHeaders(req, address, pass);
+      const headers = this.requestHeaders(req, address, pass);
       headers.connection = 'Upgrade';
       headers.upgrade = req.headers.upgrade ?? 'websocket';
       const outgoing = httpRequest({ method: req.method, path: req.url, headers, createConnection: () => upstream as Socket });
@@ -94,12 +171,12 @@ export class ServiceProxy {
         if (upstreamHead.length > 0) socket.write(upstreamHead);
         if (head.length > 0) upstreamSocket.write(head);
         upstreamSocket.pipe(socket).pipe(upstreamSocket);
-        this.joined.add(socket);
         const close = () => {
-          this.joined.delete(socket);
+          untrack();
           upstreamSocket.destroy();
           socket.destroy();
         };
+        const untrack = this.track(pass, address, close);
         upstreamSocket.on('error', close).on('close', close);
         socket.on('close', close);
       });
@@ -121,14 +198,19 @@ export class ServiceProxy {
 
   close(): void {
     clearInterval(this.sweeper);
-    for (const socket of this.joined) socket.destroy();
+    this.following?.unsubscribe();
+    for (const server of this.listeners.splice(0)) {
+      server.close();
+      server.closeAllConnections();
+    }
+    for (const connection of [...this.open]) connection.end();
     for (const { agent } of this.agents.values()) agent.destroy();
     this.agents.clear();
   }
 
   /** A link's ticket becomes the service's cookie; the address bar loses the ticket. */
   private async exchange(req: IncomingMessage, res: ServerResponse, address: ServiceAddress, ticket: string): Promise<void> {
-    const grant = await this.options.access.redeem(address, ticket);
+    const grant = await this.options.access.redeem(address, ticket, this.clientAddress(req));
     const params = new URLSearchParams(queryOf(req.url));
     params.delete(TICKET_PARAMETER);
     const rest = params.toString();
@@ -139,14 +221,23 @@ export class ServiceProxy {
       return;
     }
     const secure = this.scheme(req) === 'https' ? '; Secure' : '';
-    const path = address.form === 'path' ? `${address.prefix}/` : '/';
-    res.setHeader('Set-Cookie', `${SERVICE_COOKIE}=${grant.value}; Path=${path}; Max-Age=${grant.maxAgeSeconds}; HttpOnly; SameSite=Lax${secure}`);
+    const cookies = [`${serviceCookieName(address)}=${grant.value}; Path=/; Max-Age=${grant.maxAgeSeconds}; HttpOnly; SameSite=Lax${secure}`];
+    if (address.form === 'port') {
+      // The port served another service before (perhaps another tenant's): what that one left in
+      // this browser for the origin (storage, service workers, caches) goes before this one opens.
+      const marker = `${ORIGIN_MARKER}_${address.listenPort}`;
+      if (!cookieValues(req.headers.cookie, marker).includes(address.generation)) {
+        res.setHeader('Clear-Site-Data', '"cache", "storage"');
+        cookies.push(`${marker}=${address.generation}; Path=/; Max-Age=${365 * 24 * 3600}; HttpOnly; SameSite=Lax${secure}`);
+      }
+    }
+    res.setHeader('Set-Cookie', cookies);
     res.setHeader('Cache-Control', 'no-store');
     redirect(res, location, 303);
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse, address: ServiceAddress, pass: ServicePass): Promise<void> {
-    const headers = await this.requestHeaders(req, address, pass);
+    const headers = this.requestHeaders(req, address, pass);
     const outgoing: ClientRequest = httpRequest({ method: req.method, path: req.url, headers, agent: this.agentFor(pass.upstream) });
     // The service's time to answer counts from the end of the request: a 1 GB upload takes what it takes.
     let timer: NodeJS.Timeout | undefined;
@@ -156,6 +247,12 @@ export class ServiceProxy {
     outgoing.on('response', (answer) => {
       clearTimeout(timer);
       res.writeHead(answer.statusCode ?? 502, answer.statusMessage, this.responseHeaders(answer, address, req));
+      // A long answer (a log stream, server-sent events) ends with the right to it, as a WebSocket does.
+      const untrack = this.track(pass, address, () => {
+        outgoing.destroy();
+        res.destroy();
+      });
+      res.on('close', untrack);
       answer.pipe(res);
       // A service that dies mid-answer: the browser sees a cut connection, not a truncated page as whole.
       answer.on('error', () => res.destroy());
@@ -175,22 +272,21 @@ export class ServiceProxy {
     req.pipe(outgoing);
   }
 
-  private async requestHeaders(req: IncomingMessage, address: ServiceAddress, pass: ServicePass): Promise<Record<string, string | string[]>> {
+  private requestHeaders(req: IncomingMessage, address: ServiceAddress, pass: ServicePass): Record<string, string | string[]> {
     const headers: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(req.headers)) {
-      if (value === undefined || HOP_BY_HOP.has(name) || name.startsWith('x-forwarded-') || name === 'forwarded') continue;
+      if (value === undefined || HOP_BY_HOP.has(name) || name.startsWith('x-forwarded-') || name === 'forwarded' || name.startsWith('x-tianqi-')) continue;
       headers[name] = value;
     }
-    const cookies = withoutCookie(req.headers.cookie, SERVICE_COOKIE);
+    const cookies = serviceCookies(req.headers.cookie, address);
     if (cookies) headers.cookie = cookies;
     else delete headers.cookie;
-    // The token that let the caller in is the platform's; with a cookie, a bearer header may be the service's own.
-    const bearer = credentialsOf(req).bearer;
-    if (bearer && (pass.via === 'bearer' || (await this.options.isPlatformToken(bearer)))) delete headers.authorization;
+    // Any token the platform signed (valid, expired, of a disabled user) is the platform's; another bearer is the service's own.
+    const bearer = credentialsOf(req, address).bearer;
+    if (bearer && (pass.via === 'bearer' || this.options.isPlatformToken(bearer))) delete headers.authorization;
     headers['x-forwarded-for'] = this.clientAddress(req);
     headers['x-forwarded-proto'] = this.scheme(req);
     if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
-    if (address.prefix) headers['x-forwarded-prefix'] = address.prefix;
     headers['x-tianqi-user'] = pass.actor.username;
     return headers;
   }
@@ -209,8 +305,31 @@ export class ServiceProxy {
       else delete headers['set-cookie'];
     }
     const location = answer.headers.location;
-    if (location) headers.location = rewriteLocation(location, address, req.headers.host);
+    if (location) headers.location = rewriteLocation(location, req.headers.host);
     return headers;
+  }
+
+  /** Tracks an open connection until `end` or the returned untrack; it ends by itself when its credential expires. */
+  private track(pass: ServicePass, address: ServiceAddress, end: () => void): () => void {
+    const expiry = setTimeout(() => connection.end(), Math.max(0, Math.min(pass.expiresAt - Date.now(), 2 ** 31 - 1))).unref();
+    const untrack = () => {
+      clearTimeout(expiry);
+      this.open.delete(connection);
+    };
+    const connection: OpenConnection = {
+      pass, address,
+      end: () => {
+        untrack();
+        end();
+      },
+    };
+    this.open.add(connection);
+    return untrack;
+  }
+
+  /** How many connections are open now (WebSockets and streaming answers). */
+  get openConnections(): number {
+    return this.open.size;
   }
 
   private agentFor(upstream: ServiceTarget): Agent {
@@ -285,6 +404,15 @@ class ServiceTimeoutError extends Error {
 
 class ServiceLinkError extends Error {}
 
+/** A port of the range that no service holds now. */
+class NoServiceHereError extends Error {}
+
+interface OpenConnection {
+  readonly pass: ServicePass;
+  readonly address: ServiceAddress;
+  readonly end: () => void;
+}
+
 function answerOf(err: unknown): { status: number; body: { error: { code: string; message: string } }; unexpected: boolean } {
   if (err instanceof ServiceTimeoutError) return { status: 504, body: { error: { code: 'SERVICE_TIMEOUT', message: err.message } }, unexpected: false };
   if (err instanceof ServiceUnreachableError) {
@@ -293,6 +421,9 @@ function answerOf(err: unknown): { status: number; body: { error: { code: string
       body: { error: { code: 'SERVICE_UNREACHABLE', message: `Nothing answers on port ${err.port} in the instance (${err.message}). Is the service running and listening on that port?` } },
       unexpected: false,
     };
+  }
+  if (err instanceof NoServiceHereError) {
+    return { status: 404, body: { error: { code: 'NOT_FOUND', message: 'No service is on this port now. Open the service again from the console.' } }, unexpected: false };
   }
   if (err instanceof ServiceLinkError) {
     return { status: 401, body: { error: { code: 'LINK_EXPIRED', message: 'This link is used up or expired. Open the service again from the console.' } }, unexpected: false };
@@ -344,57 +475,71 @@ function queryOf(url: string | undefined): string {
   return q === -1 ? '' : raw.slice(q);
 }
 
-/** The proxy's cookie and a bearer token, where the request has them. */
-function credentialsOf(req: IncomingMessage): { cookie?: string; bearer?: string } {
-  const cookie = cookieValue(req.headers.cookie, SERVICE_COOKIE);
+/** Every value of the proxy's cookie for this service, and a bearer token, where the request has them. */
+function credentialsOf(req: IncomingMessage, address: ServiceAddress): { cookies: string[]; bearer?: string } {
+  const cookies = cookieValues(req.headers.cookie, serviceCookieName(address));
   const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
-  return { ...(cookie ? { cookie } : {}), ...(bearer ? { bearer } : {}) };
+  return { cookies, ...(bearer ? { bearer } : {}) };
 }
 
-export function cookieValue(header: string | undefined, name: string): string | undefined {
+function cookiePairs(header: string | undefined): { name: string; pair: string; value: string }[] {
+  const pairs: { name: string; pair: string; value: string }[] = [];
   for (const part of (header ?? '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+    const pair = part.trim();
+    const eq = pair.indexOf('=');
+    if (!pair) continue;
+    pairs.push(eq === -1 ? { name: '', pair, value: pair } : { name: pair.slice(0, eq).trim(), pair, value: pair.slice(eq + 1).trim() });
   }
-  return undefined;
+  return pairs;
 }
 
-export function withoutCookie(header: string | undefined, name: string): string {
-  return (header ?? '').split(';').map((p) => p.trim()).filter((p) => p && p.slice(0, p.indexOf('=')).trim() !== name).join('; ');
+/** Every value a Cookie header carries under this name (a browser sends one per path and domain that matched). */
+export function cookieValues(header: string | undefined, name: string): string[] {
+  return cookiePairs(header).filter((c) => c.name === name).map((c) => c.value);
 }
 
 /**
- * A service's Set-Cookie, held to the service: no Domain (host-only), the Path under the
- * service's prefix, and never the proxy's own cookie name. Null drops the cookie.
+ * The cookies a service is sent: never the platform's (`tianqi_…`, whoever set them); in the port
+ * form, HttpOnly cookies this service set (held under `__tq<port>_`) under their own names again,
+ * and none held for another service.
+ */
+export function serviceCookies(header: string | undefined, address: ServiceAddress): string {
+  const own = address.form === 'port' ? HELD_COOKIE(address.listenPort) : null;
+  const kept: string[] = [];
+  for (const { name, pair } of cookiePairs(header)) {
+    if (name.toLowerCase().startsWith(PLATFORM_COOKIE_PREFIX)) continue;
+    if (/^__tq[0-9]+_/.test(name)) {
+      if (own && name.startsWith(own)) kept.push(pair.slice(own.length));
+      continue;
+    }
+    kept.push(pair);
+  }
+  return kept.join('; ');
+}
+
+/**
+ * A service's Set-Cookie, held to the service: no Domain (host-only), never a platform cookie's
+ * name or a held name; in the port form, where all services of a host share one cookie jar, an
+ * HttpOnly cookie (no script reads it) is held under `__tq<port>_` so that no other service is
+ * sent it. Null drops the cookie.
  */
 export function scopeCookie(cookie: string, address: ServiceAddress): string | null {
   const [pair, ...attributes] = cookie.split(';');
-  const name = pair!.slice(0, pair!.indexOf('=')).trim();
-  if (!name || name === SERVICE_COOKIE) return null;
-  let path = '/';
-  const kept: string[] = [];
-  for (const attribute of attributes) {
-    const key = attribute.split('=')[0]!.trim().toLowerCase();
-    if (key === 'domain') continue;
-    if (key === 'path') {
-      path = attribute.slice(attribute.indexOf('=') + 1).trim() || '/';
-      continue;
-    }
-    kept.push(attribute.trim());
-  }
-  if (!path.startsWith('/')) path = '/';
-  if (address.prefix && !(path === address.prefix || path.startsWith(`${address.prefix}/`))) {
-    path = `${address.prefix}${path === '/' ? '/' : path}`;
-  }
-  return [pair!.trim(), `Path=${path}`, ...kept].join('; ');
+  const eq = pair!.indexOf('=');
+  const name = eq === -1 ? '' : pair!.slice(0, eq).trim();
+  if (!name || name.toLowerCase().startsWith(PLATFORM_COOKIE_PREFIX) || /^__tq[0-9]+_/i.test(name)) return null;
+  const kept = attributes.map((a) => a.trim()).filter((a) => a && a.split('=')[0]!.trim().toLowerCase() !== 'domain');
+  const httpOnly = kept.some((a) => a.toLowerCase() === 'httponly');
+  const renamed = address.form === 'port' && httpOnly ? `${HELD_COOKIE(address.listenPort)}${pair!.trim()}` : pair!.trim();
+  return [renamed, ...kept].join('; ');
 }
 
 /**
- * A redirect the service sends to itself (its own loopback, the platform's host, a path) stays
- * under its prefix here; one to another host is passed on as it is: the browser leaves the
- * platform, which is the service's choice.
+ * A redirect the service sends to itself (its own loopback, the host it was reached on, a path)
+ * stays on its origin here; one to another host is passed on as it is: the browser leaves, which
+ * is the service's choice.
  */
-export function rewriteLocation(location: string, address: ServiceAddress, requestHost: string | undefined): string {
+export function rewriteLocation(location: string, requestHost: string | undefined): string {
   let url: URL;
   try {
     url = new URL(location, 'http://service.invalid');
@@ -403,9 +548,7 @@ export function rewriteLocation(location: string, address: ServiceAddress, reque
   }
   const own = url.host === 'service.invalid' || url.host === requestHost || ['localhost', '127.0.0.1', '0.0.0.0', '[::1]'].includes(url.hostname);
   if (!own) return location;
-  let path = url.pathname;
-  if (address.prefix && !(path === address.prefix || path.startsWith(`${address.prefix}/`))) path = `${address.prefix}${path}`;
-  return `${path}${url.search}${url.hash}`;
+  return `${url.pathname}${url.search}${url.hash}`;
 }
 
 function errorPage(status: number, message: string): string {

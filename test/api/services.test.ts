@@ -15,10 +15,11 @@ const helperBuilt = existsSync(join(loadConfig({}).helperDir, 'linux-amd64', 'ti
 const MB = 1024 * 1024;
 const DOMAIN = 'svc.localhost';
 
-interface Service { port: number; name: string; protocol: string; source: string; path: string | null; hostUrl: string | null; listening: boolean | null }
+interface Service { port: number; name: string; protocol: string; source: string; url: string | null; listening: boolean | null }
 interface Echo { port: number; method: string; url: string; headers: Record<string, string> }
 
-const cookieOf = (answer: RawAnswer) => String(answer.headers['set-cookie']?.[0] ?? '').split(';')[0]!;
+const cookiesOf = (answer: RawAnswer) => ([] as string[]).concat(answer.headers['set-cookie'] ?? []);
+const code = (a: RawAnswer) => [a.status, json<{ error: { code: string } }>(a).error.code];
 
 describeWithService(
   'Docker engine and a tianqi-helper build',
@@ -42,16 +43,27 @@ describeWithService(
       (i) => i.status !== 'creating' && (i.status !== 'running' || i.containerId !== null),
       60_000,
     );
-    /** A signed-in cookie for a service, the way the console's button gets one: link, then its ticket. */
-    const signIn = async (token: string, id: string, servicePort: number, host?: string) => {
-      const link = await t.api<{ url: string; form: string }>('POST', `/api/v1/instances/${id}/services/${servicePort}/link${host ? '' : '?form=path'}`, { token });
+    /** Where a service is reached on the wire: the port to dial and the Host header to send. */
+    interface Place { port: number; host: string }
+    const hostForm = (id: string, servicePort: number): Place => ({ port, host: `${servicePort}-${id}.${DOMAIN}:${port}` });
+    /** A link as the console's button gets one. */
+    const linkFor = async (token: string, id: string, servicePort: number, form: 'host' | 'port') => {
+      const link = await t.api<{ url: string; form: string }>('POST', `/api/v1/instances/${id}/services/${servicePort}/link?form=${form}`, { token });
       expect(link.status, JSON.stringify(link.body)).toBe(200);
-      const url = new URL(link.body.url, t.url);
-      const answer = await raw(port, 'GET', `${url.pathname}${url.search}`, { headers: host ? { host } : {} });
-      expect(answer.status).toBe(303);
-      return { cookie: cookieOf(answer), answer, link: link.body };
+      const url = new URL(link.body.url);
+      const place: Place = form === 'port' ? { port: Number(url.port), host: url.host } : { port, host: url.host };
+      return { url, place, link: link.body };
     };
-    const through = (path: string, cookie: string, headers: Record<string, string> = {}) => raw(port, 'GET', path, { headers: { cookie, ...headers } });
+    /** A signed-in cookie for a service, the way a browser gets one: link, then its ticket. */
+    const signIn = async (token: string, id: string, servicePort: number, form: 'host' | 'port' = 'port') => {
+      const { url, place, link } = await linkFor(token, id, servicePort, form);
+      const answer = await raw(place.port, 'GET', `${url.pathname}${url.search}`, { headers: { host: place.host } });
+      expect(answer.status, answer.body.toString()).toBe(303);
+      const cookie = cookiesOf(answer).map((c) => c.split(';')[0]!).filter((c) => c.startsWith('tianqi_service')).join('; ');
+      return { cookie, answer, link, place, url };
+    };
+    const through = (place: Place, path: string, cookie: string, headers: Record<string, string> = {}) =>
+      raw(place.port, 'GET', path, { headers: { host: place.host, cookie, ...headers } });
 
     beforeAll(async () => {
       t = await startTestApp({ TIANQI_SERVICE_DOMAIN: DOMAIN, TIANQI_SERVICE_TIMEOUT_MS: '2000', TIANQI_POLL_INTERVAL_MS: '60000' });
@@ -83,7 +95,7 @@ describeWithService(
     });
 
     describe('declared ports', () => {
-      it('shows the image\'s ports and the instance\'s own, with links and whether each listens', async () => {
+      it('shows the image\'s ports and the instance\'s own, with where each is served and whether each listens', async () => {
         const services = await t.api<Service[]>('GET', `/api/v1/instances/${boxes.alice}/services`, { token: lab.tokens.alice });
         expect(services.status).toBe(200);
         expect(services.body.map((s) => [s.port, s.name, s.protocol, s.source, s.listening])).toEqual([
@@ -92,10 +104,8 @@ describeWithService(
           [5432, 'Postgres', 'tcp', 'image', false],
           [7860, 'Gradio', 'http', 'instance', false],
         ]);
-        const jupyter = services.body[0]!;
-        expect(jupyter.path).toBe(`/svc/${boxes.alice}/8888/`);
-        expect(jupyter.hostUrl).toBe(`http://8888-${boxes.alice}.${DOMAIN}:${port}/`);
-        expect(services.body[2]!.path).toBeNull();
+        expect(services.body[0]!.url).toBe(`http://8888-${boxes.alice}.${DOMAIN}:${port}/`);
+        expect(services.body[2]!.url).toBeNull();
         const instance = await t.api<{ servicePorts: unknown[] }>('GET', `/api/v1/instances/${boxes.alice}`, { token: lab.tokens.alice });
         expect(instance.body.servicePorts).toHaveLength(4);
       });
@@ -120,7 +130,10 @@ describeWithService(
         }
         const tooMany = await t.api<{ error: { code: string } }>('POST', `/api/v1/instances/${id}/services`, { token: lab.tokens.alice, body: { port: 9007, name: 'x' } });
         expect([tooMany.status, tooMany.body.error.code]).toEqual([409, 'TOO_MANY_PORTS']);
+        // a port that was opened holds a platform port until it is removed
+        const opened = await linkFor(lab.tokens.alice!, id, 9000, 'port');
         for (let p = 9000; p <= 9006; p++) expect((await t.api('DELETE', `/api/v1/instances/${id}/services/${p}`, { token: lab.tokens.alice })).status).toBe(204);
+        expect(code(await raw(opened.place.port, 'GET', '/', { headers: { authorization: `Bearer ${lab.tokens.alice}` } }))).toEqual([404, 'NOT_FOUND']);
         const history = await t.api<{ summary: string }[]>('GET', `/api/v1/instances/${id}/history`, { token: lab.tokens.alice });
         expect(history.body.map((h) => h.summary)).toContain('service port 9000 (vLLM, http) added');
         expect(history.body.map((h) => h.summary)).toContain('service port 9000 removed');
@@ -134,97 +147,163 @@ describeWithService(
     });
 
     describe('the proxy', () => {
-      it('opens a service from a link: the ticket becomes a cookie for that service only, and neither it nor the token reaches the service', async () => {
-        const { cookie, answer } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
-        expect(answer.headers.location).toBe(`/svc/${boxes.alice}/8888/`);
-        const set = String(answer.headers['set-cookie']);
-        expect(set).toContain(`Path=/svc/${boxes.alice}/8888/`);
+      it('serves no service on the console\'s origin: the old path form reaches nothing of the tenant\'s', async () => {
+        for (const path of [`/svc/${boxes.alice}/8888/`, `/svc/${boxes.alice}/8888/sw.js`, `/svc/${boxes.alice}/8888/api/kernels`]) {
+          const answer = await raw(port, 'GET', path, { headers: { authorization: `Bearer ${lab.tokens.alice}` } });
+          expect(answer.body.toString(), path).not.toContain('x-tianqi-user');
+          expect(answer.body.toString(), path).not.toContain('fetch');
+          expect(answer.headers['service-worker-allowed']).toBeUndefined();
+        }
+        await expect(RawWebSocket.open(port, `/svc/${boxes.alice}/8888/ws`, { authorization: `Bearer ${lab.tokens.alice}` })).rejects.toThrow(/404/);
+      });
+
+      it('opens a service at / on a port of its own: the ticket is good once and becomes a cookie for that service only; no platform credential reaches it', async () => {
+        const { cookie, answer, link, place } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
+        expect(link.form).toBe('port');
+        expect(link.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\?tianqi_ticket=/);
+        const { min, max } = t.app.config.services.ports!;
+        expect(place.port).toBeGreaterThanOrEqual(min);
+        expect(place.port).toBeLessThanOrEqual(max);
+        expect(answer.headers.location).toBe('/');
+        const set = cookiesOf(answer).find((c) => c.startsWith(`tianqi_service_${place.port}=`))!;
+        expect(set).toMatch(/; Path=\/;/);
         expect(set).toMatch(/HttpOnly/);
         expect(set).toMatch(/SameSite=Lax/);
-        const echo = json<Echo>(await through(`/svc/${boxes.alice}/8888/lab/tree?file=a.ipynb`, `${cookie}; theme=dark`, { authorization: `Bearer ${lab.tokens.alice}` }));
+        expect(set).not.toMatch(/Domain/i);
+        // the first time this browser meets this port's service, what an earlier one left there goes
+        expect(answer.headers['clear-site-data']).toBe('"cache", "storage"');
+        const marker = cookiesOf(answer).find((c) => c.startsWith(`tianqi_origin_${place.port}=`))!.split(';')[0]!;
+        // a second redemption of the same ticket, by anyone, is refused
+        const again = await raw(place.port, 'GET', `/?tianqi_ticket=${link.url.split('tianqi_ticket=')[1]}`, { headers: { host: place.host } });
+        expect(code(again)).toEqual([401, 'LINK_EXPIRED']);
+        // a later link for the same service: the same port, and no wiping of what it keeps
+        const later = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
+        expect(later.place.port).toBe(place.port);
+        const next = await linkFor(lab.tokens.alice!, boxes.alice!, 8888, 'port');
+        const kept = await raw(place.port, 'GET', `/?${next.url.search.slice(1)}`, { headers: { host: place.host, cookie: marker } });
+        expect(kept.headers['clear-site-data']).toBeUndefined();
+        const echo = json<Echo>(await through(place, '/lab/tree?file=a.ipynb', `${cookie}; theme=dark; ${marker}; tianqi_anything=1`, {
+          authorization: `Bearer ${lab.tokens.alice}`, 'x-tianqi-user': 'admin',
+        }));
         expect(echo.port).toBe(8888);
-        // the whole path, as a service with a base path expects it
-        expect(echo.url).toBe(`/svc/${boxes.alice}/8888/lab/tree?file=a.ipynb`);
+        // the service sits at / of its origin: no prefix passed on
+        expect(echo.url).toBe('/lab/tree?file=a.ipynb');
         expect(echo.headers.cookie).toBe('theme=dark');
         expect(echo.headers.authorization).toBeUndefined();
-        expect(echo.headers['x-forwarded-prefix']).toBe(`/svc/${boxes.alice}/8888`);
+        expect(echo.headers['x-forwarded-prefix']).toBeUndefined();
         expect(echo.headers['x-tianqi-user']).toBe('alice');
-        // the same cookie does not open another port of the same instance
-        expect((await through(`/svc/${boxes.alice}/6006/`, cookie)).status).toBe(401);
-        // the base path without its slash moves to it
-        const bare = await through(`/svc/${boxes.alice}/8888`, cookie);
-        expect([bare.status, bare.headers.location]).toEqual([308, `/svc/${boxes.alice}/8888/`]);
+        // another service of the same instance has a port of its own; the cookie does not open it
+        const tensorboard = await linkFor(lab.tokens.alice!, boxes.alice!, 6006, 'port');
+        expect(tensorboard.place.port).not.toBe(place.port);
+        expect((await raw(tensorboard.place.port, 'GET', '/', { headers: { cookie } })).status).toBe(401);
+      });
+
+      it('binds a ticket to its form and service: a port-form ticket opens nothing in the host form, nor on another port', async () => {
+        const portLink = await linkFor(lab.tokens.alice!, boxes.alice!, 8888, 'port');
+        const ticket = portLink.url.searchParams.get('tianqi_ticket')!;
+        const host = hostForm(boxes.alice!, 8888);
+        expect(code(await raw(port, 'GET', `/?tianqi_ticket=${ticket}`, { headers: { host: host.host } }))).toEqual([401, 'LINK_EXPIRED']);
+        const other = await linkFor(lab.tokens.alice!, boxes.alice!, 6006, 'port');
+        expect(code(await raw(other.place.port, 'GET', `/?tianqi_ticket=${ticket}`))).toEqual([401, 'LINK_EXPIRED']);
+        const hostLink = await linkFor(lab.tokens.alice!, boxes.alice!, 8888, 'host');
+        expect(code(await raw(portLink.place.port, 'GET', `/?tianqi_ticket=${hostLink.url.searchParams.get('tianqi_ticket')}`))).toEqual([401, 'LINK_EXPIRED']);
+        // the port-form ticket was not used up by those tries
+        expect((await raw(portLink.place.port, 'GET', `/?tianqi_ticket=${ticket}`)).status).toBe(303);
       });
 
       it('reaches a service on the container\'s loopback only (through the engine) and a platform token works for scripts', async () => {
-        const echo = json<Echo>(await raw(port, 'GET', `/svc/${boxes.alice}/6006/data/plugins`, { headers: { authorization: `Bearer ${lab.tokens.alice}` } }));
+        const { place } = await linkFor(lab.tokens.alice!, boxes.alice!, 6006, 'port');
+        const echo = json<Echo>(await raw(place.port, 'GET', '/data/plugins', { headers: { authorization: `Bearer ${lab.tokens.alice}` } }));
         expect(echo.port).toBe(6006);
         expect(echo.headers.authorization).toBeUndefined();
       });
 
-      it('lets only the owner through; admins only in the host form; other users\' cookies and tokens get nothing', async () => {
+      it('never passes on a platform token, whatever its state: expired, of a disabled user, with a cookie beside it', async () => {
+        const { cookie, place } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
+        const tokens = (t.app.accounts as unknown as { tokens: { issue(u: string, p: string, now: number): string } }).tokens;
+        const me = await t.api<{ id: string; passwordChangedAt: string }>('GET', '/api/v1/auth/me', { token: lab.tokens.alice });
+        const expired = tokens.issue(me.body.id, me.body.passwordChangedAt ?? '', Date.now() - 13 * 3600_000);
+        for (const bearer of [expired, lab.tokens.bob!, lab.admin]) {
+          const echo = json<Echo>(await through(place, '/', cookie, { authorization: `Bearer ${bearer}` }));
+          expect(echo.headers.authorization).toBeUndefined();
+        }
+        // the service's own bearer tokens pass
+        expect(json<Echo>(await through(place, '/', cookie, { authorization: 'Bearer service-own-token' })).headers.authorization).toBe('Bearer service-own-token');
+      });
+
+      it('lets the owner and admins through, each on an origin of its own; other users\' cookies and tokens get nothing', async () => {
         const alice = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
         const bob = await signIn(lab.tokens.bob!, boxes.bob!, 8888);
-        // bob's token and bob's cookie on alice's instance; alice's cookie moved to bob's
-        expect((await raw(port, 'GET', `/svc/${boxes.alice}/8888/`, { headers: { authorization: `Bearer ${lab.tokens.bob}` } })).status).toBe(404);
-        expect((await through(`/svc/${boxes.alice}/8888/`, bob.cookie)).status).toBe(401);
-        expect((await through(`/svc/${boxes.bob}/8888/`, alice.cookie)).status).toBe(401);
-        const linkForBob = await t.api('POST', `/api/v1/instances/${boxes.bob}/services/8888/link`, { token: lab.tokens.alice });
-        expect(linkForBob.status).toBe(404);
-        const adminPathLink = await t.api<{ error: { code: string } }>('POST', `/api/v1/instances/${boxes.alice}/services/8888/link?form=path`, { token: lab.admin });
-        expect([adminPathLink.status, adminPathLink.body.error.code]).toEqual([403, 'HOST_FORM_ONLY']);
+        expect(bob.place.port).not.toBe(alice.place.port);
+        // bob's token and bob's cookie on alice's service; alice's cookie moved to bob's
+        expect((await raw(alice.place.port, 'GET', '/', { headers: { authorization: `Bearer ${lab.tokens.bob}` } })).status).toBe(404);
+        expect((await through(alice.place, '/', bob.cookie.replace(`_${bob.place.port}=`, `_${alice.place.port}=`))).status).toBe(401);
+        expect((await through(bob.place, '/', alice.cookie.replace(`_${alice.place.port}=`, `_${bob.place.port}=`))).status).toBe(401);
+        expect((await t.api('POST', `/api/v1/instances/${boxes.bob}/services/8888/link`, { token: lab.tokens.alice })).status).toBe(404);
         // no credentials: a JSON error for scripts, a page for browsers
-        const none = await raw(port, 'GET', `/svc/${boxes.alice}/8888/`);
-        expect([none.status, json<{ error: { code: string } }>(none).error.code]).toEqual([401, 'UNAUTHORIZED']);
-        const page = await raw(port, 'GET', `/svc/${boxes.alice}/8888/`, { headers: { accept: 'text/html' } });
+        const none = await raw(alice.place.port, 'GET', '/');
+        expect(code(none)).toEqual([401, 'UNAUTHORIZED']);
+        const page = await raw(alice.place.port, 'GET', '/', { headers: { accept: 'text/html' } });
         expect(page.status).toBe(401);
         expect(page.body.toString()).toContain('请从控制台打开此服务');
-        // a forged or stale ticket
-        const forged = await raw(port, 'GET', `/svc/${boxes.alice}/8888/?tianqi_ticket=${alice.cookie.split('=')[1]}`);
-        expect([forged.status, json<{ error: { code: string } }>(forged).error.code]).toEqual([401, 'LINK_EXPIRED']);
-        // an admin is sent to the host form, where the service has an origin of its own
-        const admin = await signIn(lab.admin, boxes.alice!, 8888, `8888-${boxes.alice}.${DOMAIN}:${port}`);
-        expect(admin.link.form).toBe('host');
+        // a forged ticket (a cookie's value) is no ticket
+        const forged = await raw(alice.place.port, 'GET', `/?tianqi_ticket=${alice.cookie.split('=')[1]}`);
+        expect(code(forged)).toEqual([401, 'LINK_EXPIRED']);
+        // an admin, in either form
+        const admin = await signIn(lab.admin, boxes.alice!, 8888, 'host');
         expect(admin.link.url).toMatch(new RegExp(`^http://8888-${boxes.alice}\\.svc\\.localhost:${port}/\\?tianqi_ticket=`));
-        expect(String(admin.answer.headers['set-cookie'])).toMatch(/Path=\/;/);
-        const echo = json<Echo>(await through('/tree', admin.cookie, { host: `8888-${boxes.alice}.${DOMAIN}:${port}` }));
+        const echo = json<Echo>(await through(admin.place, '/tree', admin.cookie));
         expect([echo.port, echo.url, echo.headers['x-tianqi-user']]).toEqual([8888, '/tree', 'admin']);
-        const inPath = await raw(port, 'GET', `/svc/${boxes.alice}/8888/`, { headers: { authorization: `Bearer ${lab.admin}` } });
-        expect([inPath.status, json<{ error: { code: string } }>(inPath).error.code]).toEqual([403, 'HOST_FORM_ONLY']);
+        const adminPort = await signIn(lab.admin, boxes.alice!, 8888, 'port');
+        expect(json<Echo>(await through(adminPort.place, '/', adminPort.cookie)).headers['x-tianqi-user']).toBe('admin');
         // the host form's cookie is no good for another service's host
-        expect((await through('/', admin.cookie, { host: `6006-${boxes.alice}.${DOMAIN}` })).status).toBe(401);
+        expect((await through(hostForm(boxes.alice!, 6006), '/', admin.cookie)).status).toBe(401);
       });
 
-      it('holds the service\'s cookies to its own prefix and keeps its redirects to itself here', async () => {
-        const { cookie } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
-        const prefix = `/svc/${boxes.alice}/8888`;
-        const cookies = (await through(`${prefix}/cookies`, cookie)).headers['set-cookie'];
-        expect(cookies).toEqual([`app=1; Path=${prefix}/; HttpOnly`, `deep=2; Path=${prefix}/lab`]);
-        expect((await through(`${prefix}/redirect-self`, cookie)).headers.location).toBe(`${prefix}/lab?x=1`);
-        expect((await through(`${prefix}/redirect-root`, cookie)).headers.location).toBe(`${prefix}/login`);
-        expect((await through(`${prefix}/redirect-away`, cookie)).headers.location).toBe('https://example.org/elsewhere');
+      it('holds each service\'s cookies to it: no Domain, no platform cookie planted, HttpOnly ones kept from other services', async () => {
+        const { cookie, place } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
+        const set = cookiesOf(await through(place, '/cookies', cookie));
+        expect(set).toEqual([`__tq${place.port}_app=1; Path=/; HttpOnly`, 'deep=2; Path=/lab', '_xsrf=x1; Path=/']);
+        // the service sees its own HttpOnly cookie under its own name, and none held for another port
+        const echo = json<Echo>(await through(place, '/', `${cookie}; __tq${place.port}_app=1; __tq1_sid=other; _xsrf=x1`));
+        expect(echo.headers.cookie).toBe('app=1; _xsrf=x1');
+        // a planted proxy cookie beside the real one does not lock the user out
+        expect((await through(place, '/', `tianqi_service_${place.port}=planted; ${cookie}; tianqi_service_${place.port}=junk.x`)).status).toBe(200);
+        // what a service may not tell the browser
+        const sw = await through(place, '/sw.js', cookie);
+        expect(sw.status).toBe(200);
+        expect(sw.headers['service-worker-allowed']).toBeUndefined();
+        expect(sw.headers['clear-site-data']).toBeUndefined();
+        expect(sw.headers['strict-transport-security']).toBeUndefined();
+        expect((await through(place, '/redirect-self', cookie)).headers.location).toBe('/lab?x=1');
+        expect((await through(place, '/redirect-root', cookie)).headers.location).toBe('/login');
+        expect((await through(place, '/redirect-away', cookie)).headers.location).toBe('https://example.org/elsewhere');
       });
 
-      it('answers clearly for an undeclared port, a tcp port, nothing listening, a hang, a reset and a stopped instance', async () => {
-        const { cookie } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
-        const code = (a: RawAnswer) => [a.status, json<{ error: { code: string } }>(a).error.code];
+      it('answers clearly for an undeclared port, a tcp port, nothing listening, a hang, a reset, and a platform port no service holds', async () => {
+        const { cookie, place } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
         const token = { authorization: `Bearer ${lab.tokens.alice}` };
-        expect(code(await raw(port, 'GET', `/svc/${boxes.alice}/9999/`, { headers: token }))).toEqual([404, 'SERVICE_NOT_FOUND']);
-        expect(code(await raw(port, 'GET', `/svc/${boxes.alice}/5432/`, { headers: token }))).toEqual([409, 'NOT_HTTP']);
-        expect(code(await raw(port, 'GET', `/svc/${boxes.alice}/7860/`, { headers: token }))).toEqual([502, 'SERVICE_UNREACHABLE']);
-        expect(code(await through(`/svc/${boxes.alice}/8888/reset`, cookie))).toEqual([502, 'SERVICE_UNREACHABLE']);
+        const host = (p: number) => ({ ...token, host: `${p}-${boxes.alice}.${DOMAIN}` });
+        expect(code(await raw(port, 'GET', '/', { headers: host(9999) }))).toEqual([404, 'NOT_FOUND']);
+        expect(code(await raw(port, 'GET', '/', { headers: host(5432) }))).toEqual([409, 'NOT_HTTP']);
+        const gradio = await linkFor(lab.tokens.alice!, boxes.alice!, 7860, 'port');
+        expect(code(await raw(gradio.place.port, 'GET', '/', { headers: token }))).toEqual([502, 'SERVICE_UNREACHABLE']);
+        expect(code(await through(place, '/reset', cookie))).toEqual([502, 'SERVICE_UNREACHABLE']);
         const started = Date.now();
-        expect(code(await through(`/svc/${boxes.alice}/8888/hang`, cookie))).toEqual([504, 'SERVICE_TIMEOUT']);
+        expect(code(await through(place, '/hang', cookie))).toEqual([504, 'SERVICE_TIMEOUT']);
         expect(Date.now() - started).toBeLessThan(10_000);
-        // not an instance id at all, or a port beyond 65535: not the proxy's, the console's 404 or page
-        expect((await raw(port, 'GET', `/svc/${boxes.alice}/70000/`, { headers: token })).headers['content-type']).not.toMatch(/json/);
+        const { min, max } = t.app.config.services.ports!;
+        const origins = t.app.readStore.collection('service_origins');
+        let free: number | undefined;
+        for (let p = min; p <= max && free === undefined; p++) if (!(await origins.get(String(p)))) free = p;
+        expect(code(await raw(free!, 'GET', '/', { headers: token }))).toEqual([404, 'NOT_FOUND']);
         // after all of that the service still answers
-        expect(json<Echo>(await through(`/svc/${boxes.alice}/8888/`, cookie)).port).toBe(8888);
+        expect(json<Echo>(await through(place, '/', cookie)).port).toBe(8888);
       });
 
       it('streams 100 MB down and a 1 GB upload up byte-exact, without holding either in memory', async () => {
-        const { cookie } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
-        const down = await through(`/svc/${boxes.alice}/8888/bytes?n=${100 * MB}`, cookie);
+        const { cookie, place } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
+        const down = await through(place, `/bytes?n=${100 * MB}`, cookie);
         expect(down.status).toBe(200);
         expect(down.body.length).toBe(100 * MB);
         const chunk = Buffer.alloc(4 * MB, 7);
@@ -238,58 +317,40 @@ describeWithService(
             yield chunk;
           }
         })());
-        const up = await raw(port, 'POST', `/svc/${boxes.alice}/8888/upload`, { headers: { cookie, 'content-type': 'application/octet-stream' }, body, timeoutMs: 120_000 });
+        const up = await raw(place.port, 'POST', '/upload', { headers: { cookie, 'content-type': 'application/octet-stream' }, body, timeoutMs: 120_000 });
         expect(up.status).toBe(200);
         expect(json(up)).toEqual({ bytes: 1024 * MB, sha256: hash.digest('hex') });
         expect(peak - before).toBeLessThan(256 * MB);
       }, 180_000);
 
-      it('joins WebSockets (Jupyter kernels, Gradio queues) on a direct and a loopback-only port, signed in only', async () => {
-        const { cookie } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
-        const ws = await RawWebSocket.open(port, `/svc/${boxes.alice}/8888/api/kernels/1/channels`, { cookie, origin: `http://127.0.0.1:${port}` });
+      it('joins WebSockets (Jupyter kernels, Gradio queues) in both forms, on a direct and a loopback-only port, signed in only', async () => {
+        const { cookie, place } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
+        const ws = await RawWebSocket.open(place.port, '/api/kernels/1/channels', { cookie, origin: `http://127.0.0.1:${place.port}` });
         ws.send('{"msg_type":"execute_request","code":"print(显存)"}');
         expect((await ws.next()).toString()).toBe('{"msg_type":"execute_request","code":"print(显存)"}');
         const big = Buffer.alloc(300_000, 3);
         ws.send(big);
-        const echoed: Buffer[] = [await ws.next()];
-        expect(Buffer.concat(echoed).equals(big)).toBe(true);
+        expect((await ws.next()).equals(big)).toBe(true);
         ws.close();
-        const admin = await signIn(lab.admin, boxes.alice!, 8888, `8888-${boxes.alice}.${DOMAIN}:${port}`);
+        const admin = await signIn(lab.admin, boxes.alice!, 8888, 'host');
         const hosted = await RawWebSocket.open(port, '/api/kernels/1/channels', {
-          host: `8888-${boxes.alice}.${DOMAIN}:${port}`, cookie: admin.cookie, origin: `http://8888-${boxes.alice}.${DOMAIN}:${port}`,
+          host: admin.place.host, cookie: admin.cookie, origin: `http://${admin.place.host}`,
           'sec-websocket-extensions': 'permessage-deflate; client_max_window_bits', 'user-agent': 'Mozilla/5.0', pragma: 'no-cache', 'cache-control': 'no-cache',
         });
         hosted.send('host form');
         expect((await hosted.next()).toString()).toBe('host form');
         hosted.close();
-        const loopback = await RawWebSocket.open(port, `/svc/${boxes.alice}/6006/ws`, { authorization: `Bearer ${lab.tokens.alice}` });
+        const tb = await linkFor(lab.tokens.alice!, boxes.alice!, 6006, 'port');
+        const loopback = await RawWebSocket.open(tb.place.port, '/ws', { authorization: `Bearer ${lab.tokens.alice}` });
         loopback.send('tensorboard');
         expect((await loopback.next()).toString()).toBe('tensorboard');
         loopback.close();
-        await expect(RawWebSocket.open(port, `/svc/${boxes.alice}/8888/ws`)).rejects.toThrow(/401/);
-        await expect(RawWebSocket.open(port, `/svc/${boxes.alice}/8888/ws`, { authorization: `Bearer ${lab.tokens.bob}` })).rejects.toThrow(/404/);
+        await expect(RawWebSocket.open(place.port, '/ws')).rejects.toThrow(/401/);
+        await expect(RawWebSocket.open(place.port, '/ws', { authorization: `Bearer ${lab.tokens.bob}` })).rejects.toThrow(/404/);
         // socket.io still has its own upgrades
-        const other = await raw(port, 'GET', '/socket.io/?EIO=4&transport=polling');
-        expect(other.status).toBe(200);
+        expect((await raw(port, 'GET', '/socket.io/?EIO=4&transport=polling')).status).toBe(200);
       });
-
-      it('refuses the next request once the user is disabled or the instance stops', async () => {
-        const extra = await t.api<{ id: string }>('POST', '/api/v1/users', { token: lab.admin, body: { username: 'carol', password: 'carol-password' } });
-        const carol = await t.login('carol', 'carol-password');
-        lab.tokens.carol = carol;
-        const id = await create('carol', 'short');
-        expect((await running('carol', id)).status).toBe('running');
-        await waitFor(() => t.api<Service[]>('GET', `/api/v1/instances/${id}/services`, { token: carol }).then((r) => r.body), (s) => s[0]!.listening === true, 30_000);
-        const { cookie } = await signIn(carol, id, 8888);
-        expect((await through(`/svc/${id}/8888/`, cookie)).status).toBe(200);
-        expect((await t.api('POST', `/api/v1/instances/${id}/stop`, { token: carol })).status).toBe(200);
-        const stopped = await through(`/svc/${id}/8888/`, cookie);
-        expect([stopped.status, json<{ error: { code: string } }>(stopped).error.code]).toEqual([409, 'NOT_RUNNING']);
-        expect((await t.api('POST', `/api/v1/instances/${id}/start`, { token: carol })).status).toBe(200);
-        await waitFor(() => through(`/svc/${id}/8888/`, cookie), (a) => a.status === 200, 30_000);
-        expect((await t.api('PATCH', `/api/v1/users/${extra.body.id}`, { token: lab.admin, body: { disabled: true } })).status).toBe(200);
-        expect((await through(`/svc/${id}/8888/`, cookie)).status).toBe(401);
-      }, 120_000);
     });
   },
 );
+

@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import { App, type AppOptions } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
+import { freePortRange } from './ports.ts';
 
 export const ADMIN_PASSWORD = 'admin-password-1';
 
@@ -31,6 +32,8 @@ export async function startTestApp(env: Record<string, string> = {}, options: Ap
     TIANQI_ADMIN_PASSWORD: ADMIN_PASSWORD,
     TIANQI_MASTER_KEY: randomBytes(32).toString('base64'),
     TIANQI_LOG_LEVEL: 'info',
+    // Each app its own few service ports (the port form of service links).
+    TIANQI_SERVICE_PORTS: env.TIANQI_SERVICE_PORTS ?? await freePortRange(8),
     ...env,
   });
   const logs: string[] = [];

@@ -46,7 +46,7 @@ export function ensureToolsImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET 
  * test/support/service/web-service.cjs: HTTP and a WebSocket echo on 0.0.0.0:8888 and on the
  * container's loopback only at 127.0.0.1:6006, for the service proxy's tests and benchmark.
  */
-export const WEB_SERVICE_IMAGE = 'tianqi-test/web-service:2';
+export const WEB_SERVICE_IMAGE = 'tianqi-test/web-service:3';
 
 export function ensureWebServiceImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
   return buildImage(socket, WEB_SERVICE_IMAGE, 'CMD ["/usr/bin/node","/srv/web-service.cjs"]', (root, busybox) => {

@@ -1,19 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { hostAddress, pathAddress, ServiceGrants, TICKET_LIFETIME_MS } from './service-access.ts';
+import { hostAddress, ServiceGrants, TICKET_LIFETIME_MS, type ServiceAddress } from './service-access.ts';
 
 const ID = '0b3c2f1e-8d7a-4c55-9e21-5a6b7c8d9e0f';
 
 describe('service addresses', () => {
-  it('reads the path form, and nothing that only looks like it', () => {
-    expect(pathAddress(`/svc/${ID}/8888/lab`)).toEqual({ instanceId: ID, port: 8888, form: 'path', prefix: `/svc/${ID}/8888` });
-    expect(pathAddress(`/svc/${ID}/8888`)?.port).toBe(8888);
-    for (const path of [`/svc/${ID}/70000/`, `/svc/${ID}/0/`, `/svc/${ID}/08888/`, `/svc/not-an-id/8888/`, `/svc/${ID}/8888x/`, `/api/svc/${ID}/8888/`, `/svc/${ID.toUpperCase()}/8888/`]) {
-      expect(pathAddress(path), path).toBeNull();
-    }
-  });
-
   it('reads the host form under the domain only, ports aside', () => {
-    expect(hostAddress(`6006-${ID}.svc.example.com`, 'svc.example.com')).toEqual({ instanceId: ID, port: 6006, form: 'host', prefix: '' });
+    expect(hostAddress(`6006-${ID}.svc.example.com`, 'svc.example.com')).toEqual({ instanceId: ID, port: 6006, form: 'host' });
     expect(hostAddress(`6006-${ID}.SVC.example.com:8443`, 'svc.example.com:443')?.port).toBe(6006);
     expect(hostAddress(`6006-${ID}.svc.example.com`, undefined)).toBeNull();
     expect(hostAddress(`6006-${ID}.evil.com`, 'svc.example.com')).toBeNull();
@@ -26,11 +18,16 @@ describe('service grants', () => {
   const key = Buffer.alloc(32, 1);
   let now = 1_000_000;
   const grants = new ServiceGrants(key, () => now);
-  const address = { instanceId: ID, port: 8888 };
+  const address: ServiceAddress = { instanceId: ID, port: 8888, form: 'port', listenPort: 28000, generation: 'g1' };
 
   it('opens the one port of the one instance it was issued for, while it lasts', () => {
-    const ticket = grants.issue('t', 'user-1', 'pwd-time', address).value;
-    expect(grants.verify('t', ticket, address)).toEqual({ sub: 'user-1', pwd: 'pwd-time' });
+    const issued = grants.issue('t', 'user-1', 'pwd-time', address);
+    const ticket = issued.value;
+    expect(grants.verify('t', ticket, address)).toEqual({ sub: 'user-1', pwd: 'pwd-time', expiresAt: now + TICKET_LIFETIME_MS, id: issued.id });
+    // bound to its form, its platform port and that port's assignment
+    expect(grants.verify('t', ticket, { form: 'host', instanceId: ID, port: 8888 })).toBeNull();
+    expect(grants.verify('t', ticket, { ...address, listenPort: 28001 })).toBeNull();
+    expect(grants.verify('t', ticket, { ...address, generation: 'g2' })).toBeNull();
     expect(grants.verify('c', ticket, address)).toBeNull();
     expect(grants.verify('t', ticket, { ...address, port: 6006 })).toBeNull();
     expect(grants.verify('t', ticket, { ...address, instanceId: ID.replace('0b', '1b') })).toBeNull();

@@ -13,8 +13,10 @@ export const ServicePortSchema = z.object({
   source: z.enum(['image', 'instance']).meta({ description: 'image: declared by the image (fixed); instance: added on the instance' }),
 });
 const ServiceSchema = ServicePortSchema.extend({
-  path: z.string().nullable().meta({ description: 'the path form /svc/<instance>/<port>/ on this origin (owner only); null for tcp' }),
-  hostUrl: z.string().nullable().meta({ description: 'the host form https://<port>-<instance>.<TIANQI_SERVICE_DOMAIN>/; null when not set up' }),
+  url: z.string().nullable().meta({
+    description: 'where the service is served, an origin of its own: https://<port>-<instance>.<TIANQI_SERVICE_DOMAIN>/, or http(s)://<platform host>:<service port>/ '
+      + '(TIANQI_SERVICE_PORTS) once it has been opened; null before that and for tcp. Open it with a link (POST …/link): it needs a sign-in there',
+  }),
   listening: z.boolean().nullable().meta({ description: 'whether something listens on the port now; null while the instance is not running' }),
 });
 /** The `:port` of a path: a port number, or 400 naming it. */
@@ -27,8 +29,10 @@ function portOf(text: string | undefined): number {
 /** How the browser reached us, for absolute links (X-Forwarded-Proto only behind trusted proxies). */
 function originOf(headers: Record<string, string | string[] | undefined>, trustProxy: number): LinkOrigin {
   const forwarded = trustProxy > 0 ? String(headers['x-forwarded-proto'] ?? '').split(',')[0]?.trim() : '';
-  const port = /:([0-9]{1,5})$/.exec(String(headers.host ?? ''))?.[1];
-  return { scheme: forwarded === 'https' ? 'https' : 'http', ...(port && trustProxy === 0 ? { port } : {}) };
+  const host = String(headers.host ?? '');
+  const port = /:([0-9]{1,5})$/.exec(host)?.[1];
+  const hostname = (port ? host.slice(0, -port.length - 1) : host) || 'localhost';
+  return { scheme: forwarded === 'https' ? 'https' : 'http', hostname, ...(port && trustProxy === 0 ? { port } : {}) };
 }
 
 /** 自定义服务: an instance's service ports, their status, and signed-in links to open them. */
@@ -57,20 +61,22 @@ export function serviceRoutes(instances: Instances, access: ServiceAccess, trust
       method: 'delete', path: '/instances/:id/services/:port', tag: 'instances', access: 'user', status: 204,
       summary: 'Remove a service port the instance added (409 IMAGE_PORT for the image\'s own)', guard,
       async handler({ actor, params, context }) {
-        await instances.removeServicePort(actor, params.id!, portOf(params.port), context);
+        const port = portOf(params.port);
+        await instances.removeServicePort(actor, params.id!, port, context);
+        await access.release(params.id!, port, context);
         return reply(204);
       },
     }),
     route({
       method: 'post', path: '/instances/:id/services/:port/link', tag: 'instances', access: 'user',
-      summary: 'A link that opens the service signed in: its ticket is good for a minute and becomes a cookie for this service only',
+      summary: 'A link that opens the service signed in, on an origin of its own: its ticket is good once, for a minute, and becomes a cookie for this service only',
       query: z.strictObject({
-        form: z.enum(['path', 'host']).optional()
-          .meta({ description: 'default: host where TIANQI_SERVICE_DOMAIN is set, else path; path is for the owner only' }),
+        form: z.enum(['host', 'port']).optional()
+          .meta({ description: 'host: <port>-<instance>.<TIANQI_SERVICE_DOMAIN>; port: a port of the platform host from TIANQI_SERVICE_PORTS, given to the service now. Default: host where the domain is set, else port' }),
       }),
-      response: z.object({ url: z.string(), form: z.enum(['path', 'host']), expiresAt: z.string() }), guard,
-      async handler({ actor, params, headers, query }) {
-        return access.link(actor, params.id!, portOf(params.port), originOf(headers, trustProxy), query.form);
+      response: z.object({ url: z.string(), form: z.enum(['host', 'port']), expiresAt: z.string() }), guard,
+      async handler({ actor, params, headers, query, context }) {
+        return access.link(actor, params.id!, portOf(params.port), originOf(headers, trustProxy), query.form, context);
       },
     }),
   ];

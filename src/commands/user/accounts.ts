@@ -92,6 +92,18 @@ export class Accounts {
     return claims ? this.activeActor(claims.sub, claims.pwd) : null;
   }
 
+  /** A bearer token's actor with what it was issued under (its password time, its expiry), for re-checks of open connections. */
+  async session(token: string): Promise<{ actor: Actor; pwd: string; expiresAtMs: number } | null> {
+    const claims = this.tokens.verify(token, this.clock());
+    const actor = claims ? await this.activeActor(claims.sub, claims.pwd) : null;
+    return actor && claims ? { actor, pwd: claims.pwd, expiresAtMs: claims.exp * 1000 } : null;
+  }
+
+  /** Whether a bearer token is the platform's, whatever its state: such a token never reaches a service. */
+  isPlatformToken(token: string): boolean {
+    return this.tokens.isOurs(token);
+  }
+
   /** The actor a credential names, while the user exists, is enabled and has not changed the password since it was issued. */
   async activeActor(userId: string, passwordChangedAt: string): Promise<Actor | null> {
     const user = await this.users.get(userId);

@@ -31,6 +31,17 @@ export class TokenService {
 
   /** The claims of a well-signed, unexpired token; null otherwise. */
   verify(token: string, nowMs: number): TokenClaims | null {
+    const claims = this.signed(token);
+    if (!claims || typeof claims.sub !== 'string' || typeof claims.exp !== 'number' || claims.exp * 1000 <= nowMs) return null;
+    return claims;
+  }
+
+  /** Whether the platform signed this token, valid or not (expired, its user disabled): it is never passed on to a service. */
+  isOurs(token: string): boolean {
+    return this.signed(token) !== null;
+  }
+
+  private signed(token: string): TokenClaims | null {
     const parts = token.split('.');
     if (parts.length !== 3 || parts[0] !== TokenService.header) return null;
     const body = `${parts[0]}.${parts[1]}`;
@@ -43,7 +54,6 @@ export class TokenService {
     } catch {
       return null;
     }
-    if (typeof claims.sub !== 'string' || typeof claims.exp !== 'number' || claims.exp * 1000 <= nowMs) return null;
     return claims;
   }
 

@@ -33,8 +33,24 @@ function handler(req, res) {
     return;
   }
   if (path === '/cookies') {
-    res.writeHead(200, { 'set-cookie': ['app=1; Path=/; Domain=127.0.0.1; HttpOnly', 'tianqi_service=stolen; Path=/', 'deep=2; Path=/lab'], 'content-type': 'text/plain' });
+    res.writeHead(200, {
+      'set-cookie': ['app=1; Path=/; Domain=127.0.0.1; HttpOnly', 'tianqi_service=stolen; Path=/', 'tianqi_service_28000=planted; Path=/; Domain=localhost',
+        '__tq28000_sid=planted; Path=/', 'deep=2; Path=/lab', '_xsrf=x1; Path=/'],
+      'content-type': 'text/plain',
+    });
     return res.end('cookies');
+  }
+  if (path.endsWith('/sw.js')) {
+    // A service worker script that asks to rule the whole origin, and to wipe the browser's data.
+    res.writeHead(200, { 'content-type': 'text/javascript', 'service-worker-allowed': '/', 'clear-site-data': '"*"', 'strict-transport-security': 'max-age=31536000' });
+    return res.end("self.addEventListener('fetch', () => {});");
+  }
+  if (path === '/drip') {
+    // An answer that never ends (a log stream, server-sent events): a line every 100 ms.
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    const timer = globalThis.setInterval(() => res.write('data: tick\n\n'), 100);
+    res.on('close', () => globalThis.clearInterval(timer));
+    return;
   }
   if (path === '/redirect-self') { res.writeHead(302, { location: 'http://127.0.0.1:8888/lab?x=1' }); return res.end(); }
   if (path === '/redirect-root') { res.writeHead(302, { location: '/login' }); return res.end(); }

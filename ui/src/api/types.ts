@@ -35,10 +35,18 @@ export interface Image {
   description: string;
   source: string;
   vgpuSupported: boolean;
+  /** Ports its services listen on (JupyterLab 8888…): every instance of the image offers them. */
+  ports: ServicePortInput[];
   listed: boolean;
   remark: string;
   createdAt: string;
   updatedAt: string;
+}
+
+export interface ServicePortInput {
+  port: number;
+  name: string;
+  protocol: 'http' | 'tcp';
 }
 
 export interface Spec {
@@ -269,10 +277,11 @@ export interface ServicePort {
 }
 
 export interface ServiceLink extends ServicePort {
-  /** `/svc/<instance>/<port>/` on this origin (owner only); null for tcp. */
-  path: string | null;
-  /** `http(s)://<port>-<instance>.<domain>/` where the platform has a service domain. */
-  hostUrl: string | null;
+  /**
+   * Where the service is served, on an origin of its own: `http(s)://<port>-<instance>.<domain>/`
+   * or `http(s)://<platform host>:<service port>/`; null before it is first opened (the port form) and for tcp.
+   */
+  url: string | null;
   /** null while the instance is not running. */
   listening: boolean | null;
 }

@@ -1,6 +1,6 @@
 import { defineStore } from 'pinia';
 import { computed, ref } from 'vue';
-import { api, request, setToken } from '@/api/client.ts';
+import { api, ApiError, request, setToken } from '@/api/client.ts';
 import type { LoginAnswer, User } from '@/api/types.ts';
 
 const KEY = 'tianqi.token';
@@ -28,16 +28,26 @@ export const useAuthStore = defineStore('auth', () => {
     return answer.user;
   }
 
-  /** Restores the session from a saved token; false when there is none or it no longer works. */
+  /**
+   * Restores the session from a saved token; false when there is none or it no longer works. Only
+   * the server's 401 forgets the token: a network that blinked (Wi-Fi, VPN, a changed route) is
+   * tried again, and never signs anyone out.
+   */
   async function restore(): Promise<boolean> {
     if (!token.value) return false;
     if (user.value) return true;
-    try {
-      user.value = await api.get<User>('/auth/me');
-      return true;
-    } catch {
-      remember(null);
-      return false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        user.value = await api.get<User>('/auth/me');
+        return true;
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 401) {
+          remember(null);
+          return false;
+        }
+        if (attempt >= 3) return false;
+        await new Promise((resolve) => setTimeout(resolve, 300 * attempt));
+      }
     }
   }
 
