@@ -41,6 +41,8 @@ export interface NetworkPlan {
   /** The host's name of the bridge (15 characters at most): the node guard matches its prefix. */
   readonly bridgeName: string;
   readonly labels: Readonly<Record<string, string>>;
+  /** No way out of the bridge at all (Docker's internal network): for specs without internet. */
+  readonly internal?: boolean;
 }
 
 /** A container the platform itself keeps running on a node (the node guard), from an image it imports. */
@@ -55,6 +57,11 @@ export interface SystemContainer {
   readonly capAdd: readonly string[];
   /** Bind mounts, Docker syntax `host:container[:ro]`. */
   readonly binds?: readonly string[];
+  /**
+   * Containers with these labels and another name are earlier versions of this one (another
+   * build, other settings): removed before this one is created, so that one runs at a time.
+   */
+  readonly supersedes?: Readonly<Record<string, string>>;
 }
 
 /** Limits every instance's container gets (TIANQI_CONTAINER_* settings). */

@@ -25,6 +25,7 @@ export async function ensureNetwork(docker: Docker, network: NetworkPlan): Promi
       Name: network.name,
       Driver: 'bridge',
       CheckDuplicate: true,
+      ...(network.internal ? { Internal: true } : {}),
       Labels: { ...network.labels },
       Options: {
         'com.docker.network.bridge.name': network.bridgeName,
@@ -67,6 +68,15 @@ export async function ensureSystemContainer(docker: Docker, spec: SystemContaine
     if (statusOf(error) !== NOT_FOUND) throw error;
   }
   await importUnlessPresent(docker, spec);
+  if (spec.supersedes) {
+    const label = Object.entries(spec.supersedes).map(([k, v]) => `${k}=${v}`);
+    for (const older of await docker.listContainers({ all: true, filters: { label } })) {
+      if (older.Names.some((n) => n === `/${spec.name}`)) continue;
+      await docker.getContainer(older.Id).remove({ force: true }).catch((error: unknown) => {
+        if (statusOf(error) !== NOT_FOUND) throw error;
+      });
+    }
+  }
   try {
     await docker.createContainer({
       name: spec.name,

@@ -34,6 +34,19 @@ export const imageReference = z
   .refine((s) => reference.test(s), 'must be a Docker image reference such as registry.example.com/lab/pytorch:2.4-cuda12')
   .meta({ example: 'nvcr.io/nvidia/pytorch:24.08-py3' });
 
+/** An IPv4 or IPv6 address, or a network in CIDR form (`10.0.5.0/24`, `fd00::/64`). */
+export const cidr = z
+  .string()
+  .trim()
+  .refine((s) => {
+    const [address, prefix, extra] = s.split('/');
+    const family = isIP(address ?? '');
+    if (family === 0 || extra !== undefined) return false;
+    if (prefix === undefined) return true;
+    return /^[0-9]{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+  }, 'must be an IP address or a network in CIDR form, e.g. 10.0.5.20 or 10.0.5.0/24')
+  .meta({ example: '10.0.5.0/24' });
+
 export const ipAddress = z
   .string()
   .trim()

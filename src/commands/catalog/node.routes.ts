@@ -4,7 +4,7 @@ import { SPEC_LIMITS } from '../../domain/catalog/spec.decider.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
-import { catalogListQuery, dockerEndpoint, ipAddress, name, nameFilter, nonNegativeInt, pem, text } from './fields.ts';
+import { catalogListQuery, cidr, dockerEndpoint, ipAddress, name, nameFilter, nonNegativeInt, pem, text } from './fields.ts';
 import type { Nodes } from './nodes.ts';
 
 const capacity = (max: number, what: string) =>
@@ -37,6 +37,9 @@ const fields = {
   tlsKey: pem('client private key; write-only; "" clears it').meta({ writeOnly: true }),
   listed: z.boolean(),
   remark: text(2_000),
+  egressAllow: z.array(cidr).max(32, 'at most 32 entries').meta({
+    description: '出站白名单: private addresses or networks (CIDR) tenants on this node may reach despite the node guard (a NAS, a package mirror); everything private, link-local, CGNAT and the node\'s own subnets is refused otherwise',
+  }),
 };
 const CreateNode = z.strictObject({
   ...fields,
@@ -62,6 +65,7 @@ const CreateNode = z.strictObject({
   tlsKey: fields.tlsKey.optional(),
   listed: fields.listed.default(true),
   remark: fields.remark.default(''),
+  egressAllow: fields.egressAllow.default([]),
 });
 const UpdateNode = z.strictObject(fields).partial();
 
@@ -115,6 +119,7 @@ export function toNodeDto(view: NodeView): z.infer<typeof NodeSchema> {
   const { nameLower: _n, _position: _p, ...dto } = view as NodeView & { _position?: number };
   return {
     ...dto,
+    egressAllow: [...(dto.egressAllow ?? [])],
     warnings: nodeWarnings(view),
     engine: dto.engine && { ...dto.engine, runtimes: [...dto.engine.runtimes] },
     gpus: dto.gpus.map((g) => ({ ...g })),

@@ -28,6 +28,7 @@ const fields = {
     pidsLimit: nonNegativeInt(4_194_304).optional().meta({ description: 'processes and threads at most; 0 = no limit' }),
     noNewPrivileges: z.boolean().optional().meta({ description: 'false lets setuid programs (sudo) work' }),
   }).optional().meta({ description: "exceptions to the platform's container limits (TIANQI_CONTAINER_*) for this spec's instances" }),
+  internet: z.boolean().meta({ description: '无外网 when false: instances reach nothing beyond their own bridge (no internet, no private networks); takes effect for instances created after the change' }),
 };
 const CreateSpec = z.strictObject({
   name: fields.name,
@@ -43,6 +44,7 @@ const CreateSpec = z.strictObject({
   listed: fields.listed.default(true),
   remark: fields.remark.default(''),
   containerOverrides: fields.containerOverrides,
+  internet: fields.internet.default(true),
 });
 const UpdateSpec = z.strictObject(fields).partial();
 export const SpecSchema = z.object({ id: z.string(), ...fields, createdAt: z.string(), updatedAt: z.string() });
@@ -52,7 +54,7 @@ const SpecListQuery = catalogListQuery.extend({
 
 export function toSpecDto(view: SpecView): z.infer<typeof SpecSchema> {
   const { nameLower: _n, _position: _p, ...dto } = view as SpecView & { _position?: number };
-  return dto;
+  return { ...dto, internet: dto.internet ?? true };
 }
 
 export function specRoutes(bus: CommandBus, store: ReadStore): RouteSpec[] {

@@ -42,11 +42,14 @@ export const TENANT_BRIDGE_PREFIX = 'tqn';
  * A user's network on a node: a bridge of their own, so their instances reach each other and no
  * other user's (Docker keeps bridges apart) and, with the node guard, not the node itself.
  */
-export function tenantNetwork(ownerId: string): NetworkPlan {
+export function tenantNetwork(ownerId: string, internet = true): NetworkPlan {
+  // Without internet: a second network of the user's, internal (Docker routes nothing out of it).
+  const key = internet ? ownerId : `${ownerId}:offline`;
   return {
-    name: `tianqi-user-${ownerId}`,
-    bridgeName: `${TENANT_BRIDGE_PREFIX}${createHash('sha256').update(ownerId).digest('hex').slice(0, 12)}`,
+    name: `tianqi-user-${ownerId}${internet ? '' : '-offline'}`,
+    bridgeName: `${TENANT_BRIDGE_PREFIX}${createHash('sha256').update(key).digest('hex').slice(0, 12)}`,
     labels: { 'managed-by': 'tianqi', 'tianqi.owner': ownerId },
+    ...(internet ? {} : { internal: true }),
   };
 }
 
@@ -115,7 +118,7 @@ export function buildContainerPlan(
     gpuDeviceIds,
     binds,
     limits: withOverrides(limits, spec.containerOverrides),
-    network: tenantNetwork(instance.ownerId).name,
+    network: tenantNetwork(instance.ownerId, instance.spec.internet !== false).name,
     ...(Object.keys(tmpfs).length > 0 ? { tmpfs } : {}),
   };
 }

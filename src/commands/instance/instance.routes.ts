@@ -37,6 +37,7 @@ export const InstanceSchema = z.object({
     name: z.string(), gpuModel: z.string(), gpuCount: z.number(), gpuMemoryGb: z.number(), vgpu: z.boolean(), cpuCores: z.number(),
     memoryGb: z.number(), systemDiskGb: z.number(), dataDiskGb: z.number(), pricePerHour: z.number(),
     containerOverrides: z.object({ pidsLimit: z.number().optional(), noNewPrivileges: z.boolean().optional() }).optional(),
+    internet: z.boolean().optional().meta({ description: 'false: no network beyond its own bridge (the spec\'s 无外网 at the request)' }),
   }),
   nodeId: z.string(),
   nodeName: z.string(),

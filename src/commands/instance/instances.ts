@@ -207,6 +207,7 @@ export class Instances {
             cpuCores: spec.cpuCores, memoryGb: spec.memoryGb, systemDiskGb: spec.systemDiskGb, dataDiskGb: spec.dataDiskGb,
             pricePerHour: spec.pricePerHour,
             ...(spec.containerOverrides ? { containerOverrides: spec.containerOverrides } : {}),
+            ...(spec.internet === false ? { internet: false } : {}),
           },
           remark: input.remark ?? '',
           requestedAt,
@@ -325,7 +326,7 @@ export class Instances {
         await this.release(instance.nodeId, instanceId, context);
         await releaseName(this.bus, instanceNameStream(instance.ownerId, instance.name), instanceId, context);
         // The owner's network on that node goes with their last instance there; the first next one makes it again.
-        await this.runtime.removeNetworkIfUnused(target, tenantNetwork(instance.ownerId).name).catch(() => false);
+        await this.runtime.removeNetworkIfUnused(target, tenantNetwork(instance.ownerId, instance.spec.internet !== false).name).catch(() => false);
         return;
       }
       const containerId = instance.containerId!;

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { ContainerRuntime, NodeTarget } from '../../ports/container-runtime.port.ts';
 import { EngineRejectedError, EngineUnavailableError } from '../../ports/container-runtime.port.ts';
 import type { HelperBuilds } from '../../ports/helper-builds.port.ts';
@@ -9,11 +10,18 @@ export const NODE_GUARD_LABELS = { 'tianqi.role': 'node-guard' } as const;
 /** How long a node counts as guarded after the guard was seen running. */
 const RECHECK_MS = 60_000;
 
+/** What a node's guard lets tenants reach besides the internet: the node's egress allow-list. */
+export interface GuardSettings {
+  readonly egressAllow?: readonly string[];
+}
+
 /**
  * The node guard: `tianqi-helper guard` in a container of the node's own (host network,
  * NET_ADMIN only, restarted always), which drops what tenant bridges send to the node's own
- * addresses. Instances are placed on a node only once it runs; the image is imported from the
- * helper build (no registry needed). TIANQI_NODE_GUARD=0 switches it off.
+ * addresses, to private, link-local and CGNAT ranges and to the node's own subnets, except the
+ * node's allow-list. Instances are placed on a node only once it runs; the image is imported from
+ * the helper build (no registry needed). One guard per node: a guard of another build or other
+ * settings is replaced. TIANQI_NODE_GUARD=0 switches it off.
  */
 export class NodeGuard {
   /** Per node (and whether only for vGPU): when its guard was last seen running. */
@@ -31,19 +39,21 @@ export class NodeGuard {
    * Runs the node's guard unless it runs already. With `firewall` off (TIANQI_NODE_GUARD=0) it
    * only keeps the vGPU preload file, which a vGPU instance needs in any case.
    */
-  async ensure(target: NodeTarget, needs: { vgpu: boolean } = { vgpu: false }): Promise<void> {
+  async ensure(target: NodeTarget, needs: { vgpu: boolean } = { vgpu: false }, settings: GuardSettings = {}): Promise<void> {
     if (!this.enabled && !needs.vgpu) return;
-    // Instances placed on one node at once wait for one check.
-    let running = this.inFlight.get(target.nodeId);
+    const allow = [...(settings.egressAllow ?? [])].sort();
+    // Instances placed on one node at once wait for one check (per setting: a changed allow-list checks again).
+    const key = `${target.nodeId}|${allow.join(',')}`;
+    let running = this.inFlight.get(key);
     if (!running) {
-      running = this.check(target).finally(() => this.inFlight.delete(target.nodeId));
-      this.inFlight.set(target.nodeId, running);
+      running = this.check(target, key, allow).finally(() => this.inFlight.delete(key));
+      this.inFlight.set(key, running);
     }
     return running;
   }
 
-  private async check(target: NodeTarget): Promise<void> {
-    const last = this.checked.get(target.nodeId);
+  private async check(target: NodeTarget, key: string, allow: readonly string[]): Promise<void> {
+    const last = this.checked.get(key);
     if (last !== undefined && this.clock() - last < RECHECK_MS) return;
     const arch = await this.runtime.architecture(target);
     const build = this.builds.forArch(arch);
@@ -51,12 +61,15 @@ export class NodeGuard {
       throw new EngineRejectedError(500, `the node guard needs tianqi-helper built for ${arch} (npm run build:helper; or TIANQI_NODE_GUARD=0 to run tenants unguarded)`);
     }
     try {
+      const allowing = this.enabled && allow.length > 0;
+      const settingsTag = allowing ? `-${createHash('sha256').update(allow.join(',')).digest('hex').slice(0, 8)}` : '';
       await this.runtime.ensureSystemContainer(target, {
-        name: `tianqi-node-guard-${build.digest}${this.enabled ? '' : '-no-firewall'}`,
+        name: `tianqi-node-guard-${build.digest}${this.enabled ? '' : '-no-firewall'}${settingsTag}`,
         image: `tianqi/node-guard:${build.digest}`,
         rootfs: () => tarOf([{ name: 'tianqi-helper', mode: 0o755, content: build.binary }]),
-        cmd: ['/tianqi-helper', 'guard', ...(this.enabled ? [] : ['--no-firewall']), '--preload', HAMI_LIBRARY],
+        cmd: ['/tianqi-helper', 'guard', ...(this.enabled ? [] : ['--no-firewall']), ...(allowing ? ['--allow', allow.join(',')] : []), '--preload', HAMI_LIBRARY],
         labels: { ...NODE_GUARD_LABELS },
+        supersedes: { ...NODE_GUARD_LABELS },
         capAdd: this.enabled ? ['NET_ADMIN'] : [],
         binds: [`${VGPU_HOST_DIR}:/vgpu`],
       });
@@ -64,6 +77,7 @@ export class NodeGuard {
       if (error instanceof EngineRejectedError || error instanceof EngineUnavailableError) throw error;
       throw new EngineRejectedError(500, `the node guard could not start: ${error instanceof Error ? error.message : String(error)}`);
     }
-    this.checked.set(target.nodeId, this.clock());
+    for (const other of this.checked.keys()) if (other.startsWith(`${target.nodeId}|`)) this.checked.delete(other);
+    this.checked.set(key, this.clock());
   }
 }

@@ -65,8 +65,8 @@ export class Provisioning {
       });
       await record({ type: 'RecordProgress', data: { reason: 'creating the container' } });
       // Tenants go on a node only while its guard keeps them off the node's own ports.
-      await this.guard?.ensure(target, { vgpu: instance.spec.vgpu && instance.gpus.length > 0 });
-      await this.runtime.ensureNetwork(target, tenantNetwork(instance.ownerId));
+      await this.guard?.ensure(target, { vgpu: instance.spec.vgpu && instance.gpus.length > 0 }, { egressAllow: node.settings.egressAllow ?? [] });
+      await this.runtime.ensureNetwork(target, tenantNetwork(instance.ownerId, instance.spec.internet !== false));
       const plan = buildContainerPlan(instance, { hamiCoreDir: node.settings.hamiCoreDir, gpuMemoryGb: node.settings.gpuMemoryGb }, this.limits);
       const { containerId, storageOptApplied } = await this.runtime.createAndStart(target, plan);
       await record({ type: 'RecordContainerCreated', data: { containerId, storageOptApplied } });

@@ -35,6 +35,11 @@ export interface NodeSettings {
   readonly tlsKeySealed: string | null;
   readonly listed: boolean;
   readonly remark: string;
+  /**
+   * 出站白名单: private addresses or networks (CIDR) the node's tenants may reach despite the
+   * node guard (a NAS, a package mirror); absent in older records: none.
+   */
+  readonly egressAllow?: readonly string[];
 }
 
 export const DEFAULT_HAMI_CORE_DIR = '/root/HAMi-core/build';

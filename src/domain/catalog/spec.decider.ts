@@ -22,6 +22,8 @@ export interface SpecFields {
   readonly remark: string;
   /** Where a lab needs other container limits than the platform's (TIANQI_CONTAINER_*) for this spec. */
   readonly containerOverrides?: ContainerOverrides;
+  /** false: instances of this spec reach no network beyond their own bridge (无外网); absent: true. */
+  readonly internet?: boolean;
 }
 
 /** A spec's exceptions to the platform's container limits; an absent field keeps the platform's. */

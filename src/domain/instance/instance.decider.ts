@@ -22,6 +22,8 @@ export interface SpecSnapshot {
   readonly pricePerHour: number;
   /** The spec's exceptions to the platform's container limits, as they were at the request. */
   readonly containerOverrides?: ContainerOverrides;
+  /** false: the instance has no way out at all (无外网); absent (older records): it has. */
+  readonly internet?: boolean;
 }
 
 export interface InstanceRequest {

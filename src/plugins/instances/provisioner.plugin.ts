@@ -14,8 +14,8 @@ export const provisionerPlugin: Plugin = {
   name: 'provisioner',
   singleton: true,
   async start(ctx) {
-    const provisioning = new Provisioning(ctx.bus, ctx.instances, ctx.runtime, (id) => ctx.nodes.target(id), ctx.logger, ctx.config.containerLimits,
-      new NodeGuard(ctx.runtime, ctx.helperBuilds, ctx.config.nodeGuard));
+    const guard = new NodeGuard(ctx.runtime, ctx.helperBuilds, ctx.config.nodeGuard);
+    const provisioning = new Provisioning(ctx.bus, ctx.instances, ctx.runtime, (id) => ctx.nodes.target(id), ctx.logger, ctx.config.containerLimits, guard);
     const running = new Set<Promise<void>>();
     const run = (instanceId: string) => {
       const job = provisioning.provision(instanceId).finally(() => running.delete(job));
@@ -24,10 +24,23 @@ export const provisionerPlugin: Plugin = {
     const subscription = ctx.events$
       .pipe(filter((e) => e.type === 'InstancePlaced'))
       .subscribe((e) => run(e.stream.slice('instance-'.length)));
+    // A changed egress allow-list reaches the node's guard at once, not with the next instance.
+    const allowChanges = ctx.events$
+      .pipe(filter((e) => e.type === 'NodeSettingsChanged' && (e.data as { egressAllow?: unknown }).egressAllow !== undefined))
+      .subscribe((e) => {
+        const nodeId = e.stream.slice('node-'.length);
+        const egressAllow = (e.data as { egressAllow: string[] }).egressAllow;
+        const job = ctx.nodes.target(nodeId)
+          .then((target) => guard.ensure(target, { vgpu: false }, { egressAllow }))
+          .catch((err: unknown) => ctx.logger.warn({ err, nodeId }, 'the node guard did not take the new egress allow-list; it will with the next instance there'))
+          .finally(() => running.delete(job));
+        running.add(job);
+      });
     for (const instance of await ctx.readStore.collection<InstanceView>(INSTANCES).find({ status: 'creating' })) run(instance.id);
     return {
       async stop() {
         subscription.unsubscribe();
+        allowChanges.unsubscribe();
         await Promise.allSettled([...running]);
       },
     };

@@ -63,6 +63,8 @@ export interface Spec {
   pricePerHour: number;
   listed: boolean;
   remark: string;
+  /** false: 无外网, instances reach nothing beyond their own bridge. */
+  internet: boolean;
   /** The spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
   containerOverrides?: {
     /** Processes and threads at most (0 = no limit; platform default 8192). */
@@ -113,6 +115,8 @@ export interface ComputeNode {
   gpuCount: number;
   gpuMemoryGb: number;
   hamiCoreDir: string;
+  /** 出站白名单: private addresses or CIDRs the node's tenants may reach. */
+  egressAllow: string[];
   dockerEndpoint: string;
   dockerTls: boolean;
   tlsCa: string;
