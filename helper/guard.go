@@ -19,7 +19,8 @@ import (
 const tenantPrefix = "tqn"
 
 // tableName is the guard's own nftables table; nothing else of the host's firewall is touched.
-const tableName = "tianqi"
+// (A variable only so that the tests can use a table of their own.)
+var tableName = "tianqi"
 
 // guard keeps the node's firewall closed to tenant containers: packets that arrive from a tenant
 // bridge addressed to the node itself (any of its addresses: the Docker API port, sshd, the
@@ -39,6 +40,14 @@ func guard(args []string) int {
 		switch args[i] {
 		case "--once":
 			once = true
+		case "--remove":
+			// Taking a node out of the platform: the guard's rules go with it.
+			if err := removeRules(); err != nil {
+				fmt.Fprintln(os.Stderr, "guard:", err)
+				return 1
+			}
+			fmt.Fprintln(os.Stderr, "guard: rules removed; tenant bridges are no longer filtered")
+			return 0
 		case "--no-firewall":
 			firewall = false
 		case "--preload":
@@ -238,6 +247,25 @@ func destinationMatch(network *net.IPNet) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 16, Mask: mask, Xor: make([]byte, 16)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(network.IP.To16())},
 	}
+}
+
+// removeRules deletes the guard's table, if it is there.
+func removeRules() error {
+	conn, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("nftables unavailable: %w", err)
+	}
+	for _, existing := range tables {
+		if existing.Name == tableName {
+			conn.DelTable(existing)
+			return conn.Flush()
+		}
+	}
+	return nil
 }
 
 // applyRules replaces the guard's table in one transaction:

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 )
 
@@ -61,5 +63,64 @@ func TestNameServers(t *testing.T) {
 	}
 	if got := nameServers(filepath.Join(t.TempDir(), "missing")); got != nil {
 		t.Fatalf("got %v for a missing file", got)
+	}
+}
+
+// Applies the rules to a table of the test's own, then removes it (root with nftables only).
+func TestApplyAndRemoveRules(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for nftables")
+	}
+	saved := tableName
+	tableName = fmt.Sprintf("tianqi_test_%d", os.Getpid())
+	defer func() { tableName = saved }()
+	_, allowed, _ := net.ParseCIDR("10.9.8.7/32")
+	if err := applyRules([]*net.IPNet{allowed}); err != nil {
+		t.Skipf("nftables not usable here: %v", err)
+	}
+	present := func() bool {
+		conn, err := nftables.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, table := range tables {
+			if table.Name == tableName {
+				chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+				if err != nil {
+					t.Fatal(err)
+				}
+				count := 0
+				for _, chain := range chains {
+					if chain.Table.Name == tableName {
+						count++
+					}
+				}
+				if count != 2 {
+					t.Fatalf("%d chains, want input and forward", count)
+				}
+				return true
+			}
+		}
+		return false
+	}
+	if !present() {
+		t.Fatal("no table after applyRules")
+	}
+	// applied twice, still one table (replaced in one transaction)
+	if err := applyRules(nil); err != nil || !present() {
+		t.Fatalf("second apply: %v", err)
+	}
+	if err := removeRules(); err != nil {
+		t.Fatal(err)
+	}
+	if present() {
+		t.Fatal("table still there after removeRules")
+	}
+	if err := removeRules(); err != nil {
+		t.Fatalf("removing an absent table: %v", err)
 	}
 }

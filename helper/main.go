@@ -7,7 +7,7 @@
 //	tianqi-helper sftp [start-dir]   SFTP version 3 on stdin/stdout
 //	tianqi-helper connect HOST PORT  a TCP connection on stdin/stdout; first line on stdout "ok" or "error <why>"
 //	tianqi-helper which NAME         the path of NAME on $PATH, exit 1 when there is none
-//	tianqi-helper guard [--once] [--no-firewall] [--preload LIB]
+//	tianqi-helper guard [--once] [--no-firewall] [--allow CIDR,…] [--preload LIB] | guard --remove
 //	                                 the node guard: tenant bridges may not reach the node (nftables),
 //	                                 and /vgpu/ld.so.preload names LIB for vGPU containers
 //	tianqi-helper version
@@ -52,6 +52,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [start-dir] | connect HOST PORT | which NAME | guard [--once] [--no-firewall] [--preload LIB] | version")
+	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [start-dir] | connect HOST PORT | which NAME | guard [--once] [--no-firewall] [--allow CIDR,…] [--preload LIB] | guard --remove | version")
 	os.Exit(2)
 }
