@@ -6,14 +6,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 make g+
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev
 
-# tianqi-helper: the static program copied into containers for SFTP and port forwarding.
-FROM golang:1.23-bookworm AS helper
-WORKDIR /helper
-COPY helper/ ./
-RUN for arch in amd64 arm64; do \
-      CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -ldflags='-s -w -buildid=' -o /dist/linux-$arch/tianqi-helper . ; \
-    done
-
 FROM node:20-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production TIANQI_DATA_DIR=/var/lib/tianqi
@@ -23,7 +15,8 @@ COPY src ./src
 COPY ui ./ui
 COPY scripts ./scripts
 COPY helper ./helper
-COPY --from=helper /dist ./dist/helper
+# tianqi-helper: the build shipped in helper/prebuilt/ (checked against its manifest), no Go needed.
+RUN node --import tsx scripts/build-helper.ts --strict
 # The console is built into ui/dist at image build time, not on the first start.
 RUN node --import tsx scripts/build-ui.ts
 RUN mkdir -p /var/lib/tianqi && chown node:node /var/lib/tianqi

@@ -25,6 +25,8 @@ import { ServiceAccess, ServiceGrants } from './commands/instance/service-access
 import { ServiceDialer } from './commands/instance/service-dialer.ts';
 import { serviceRoutes } from './commands/instance/service.routes.ts';
 import { ServiceProxy } from './http/service-proxy.ts';
+import { preflight } from './preflight.ts';
+import { systemRoutes } from './commands/system.routes.ts';
 import { provisionerPlugin } from './plugins/instances/provisioner.plugin.ts';
 import { reconcilerPlugin } from './plugins/instances/reconciler.plugin.ts';
 import { livePlugin } from './plugins/live/live.plugin.ts';
@@ -204,12 +206,13 @@ export class App {
         ...userRoutes(this.accounts, this.accounts.signIns),
         ...imageRoutes(this.bus, this.readStore),
         ...specRoutes(this.bus, this.readStore),
-        ...nodeRoutes(this.nodes, this.readStore),
+        ...nodeRoutes(this.nodes, this.readStore, (arch) => this.helperBuilds.forArch(arch) !== null),
         ...instanceRoutes(this.instances, this.runtime, targetOf, this.readStore, config.sshPort),
         ...serviceRoutes(this.instances, this.services, config.trustProxy),
         ...auditRoutes(this.eventStore, this.readStore),
         ...webhookRoutes(this.bus, this.readStore, secrets),
         ...usageRoutes(this.readStore),
+        ...systemRoutes(() => preflight(config, this.helperBuilds)),
       ],
       authenticate: (token) => this.accounts.authenticate(token),
       idempotency: new IdempotencyGuard(this.bus),

@@ -1,6 +1,8 @@
 import { App } from './app.ts';
 import { ConfigError, loadConfig } from './config.ts';
+import { FileHelperBuilds } from './adapters/helper/file.helper-builds.ts';
 import { createLogger } from './logger.ts';
+import { describeProblems, preflight } from './preflight.ts';
 import { ForeignReadModelsError } from './projections/log-identity.ts';
 
 let config;
@@ -14,6 +16,13 @@ try {
   throw err;
 }
 const logger = createLogger(config.logLevel);
+// What is missing is said now, in plain words, not found out by the first instance.
+const problems = await preflight(config, new FileHelperBuilds(config.helperDir));
+if (problems.length > 0) {
+  console.error(`\nTianQi (天启) found something missing:${describeProblems(problems)}`);
+  for (const p of problems) logger[p.fatal ? 'fatal' : 'warn']({ code: p.code }, p.text);
+  if (problems.some((p) => p.fatal)) process.exit(1);
+}
 const app = new App(config, logger);
 
 let stopping = false;

@@ -105,36 +105,48 @@ export const NodeSchema = z.object({
 });
 
 /** What is unsafe in a node's settings. Pure. */
-export function nodeWarnings(node: Pick<NodeView, 'dockerEndpoint' | 'dockerTls'>): { code: string; message: string }[] {
+/** Whether the platform has a tianqi-helper build for an architecture (`amd64`, `arm64`…). */
+export type HasHelper = (arch: string) => boolean;
+
+export function nodeWarnings(node: Pick<NodeView, 'dockerEndpoint' | 'dockerTls'> & { engine?: NodeView['engine'] }, hasHelper?: HasHelper): { code: string; message: string }[] {
+  const warnings: { code: string; message: string }[] = [];
   if (node.dockerEndpoint.startsWith('tcp://') && !node.dockerTls) {
-    return [{
+    warnings.push({
       code: 'DOCKER_WITHOUT_TLS',
       message: 'The Docker API of this node is reached over TCP without TLS: anyone who can reach that port is root on the node. Use tcp://…:2376 with the CA, client certificate and key, or a unix socket.',
-    }];
+    });
   }
-  return [];
+  const arch = node.engine?.architecture;
+  if (arch && hasHelper && !hasHelper(arch)) {
+    warnings.push({
+      code: 'HELPER_MISSING',
+      message: `The platform has no tianqi-helper build for this node's architecture (${arch}): no instance can be placed here (the node guard runs it), and SFTP and port forwarding do not work. Run npm run build:helper with Go installed, or use the platform's release, which ships linux/amd64 and linux/arm64.`,
+    });
+  }
+  return warnings;
 }
 
-export function toNodeDto(view: NodeView): z.infer<typeof NodeSchema> {
+export function toNodeDto(view: NodeView, hasHelper?: HasHelper): z.infer<typeof NodeSchema> {
   const { nameLower: _n, _position: _p, ...dto } = view as NodeView & { _position?: number };
   return {
     ...dto,
     egressAllow: [...(dto.egressAllow ?? [])],
-    warnings: nodeWarnings(view),
+    warnings: nodeWarnings(view, hasHelper),
     engine: dto.engine && { ...dto.engine, runtimes: [...dto.engine.runtimes] },
     gpus: dto.gpus.map((g) => ({ ...g })),
     reservations: dto.reservations.map((r) => ({ ...r, gpus: r.gpus.map((g) => ({ ...g })) })),
   };
 }
 
-export function nodeRoutes(nodes: Nodes, store: ReadStore): RouteSpec[] {
+export function nodeRoutes(nodes: Nodes, store: ReadStore, hasHelper?: HasHelper): RouteSpec[] {
+  const dto = (view: NodeView) => toNodeDto(view, hasHelper);
   return [
     route({
       method: 'get', path: '/nodes', tag: 'nodes', access: 'admin', summary: 'List compute nodes, sorted by name',
       query: catalogListQuery, response: z.array(NodeSchema),
       async handler({ query }) {
         const listed = query.listed === undefined ? {} : { listed: query.listed === 'true' };
-        return (await store.collection<NodeView>(NODES).find({ ...listed, ...nameFilter(query.q) }, { sort: { nameLower: 1 } })).map(toNodeDto);
+        return (await store.collection<NodeView>(NODES).find({ ...listed, ...nameFilter(query.q) }, { sort: { nameLower: 1 } })).map(dto);
       },
     }),
     route({
@@ -142,20 +154,20 @@ export function nodeRoutes(nodes: Nodes, store: ReadStore): RouteSpec[] {
       summary: 'Register a node; its Docker connection is tested at once (a failed test still saves it)',
       body: CreateNode, response: NodeSchema,
       async handler({ body, context }) {
-        return reply(201, toNodeDto(await nodes.register(body, context)));
+        return reply(201, dto(await nodes.register(body, context)));
       },
     }),
     route({
       method: 'get', path: '/nodes/:id', tag: 'nodes', access: 'admin', summary: 'One node', response: NodeSchema,
       async handler({ params }) {
-        return toNodeDto(await nodes.get(params.id!));
+        return dto(await nodes.get(params.id!));
       },
     }),
     route({
       method: 'patch', path: '/nodes/:id', tag: 'nodes', access: 'admin',
       summary: 'Change a node; a change to the Docker connection re-tests it', body: UpdateNode, response: NodeSchema,
       async handler({ params, body, context }) {
-        return toNodeDto(await nodes.change(params.id!, body, context));
+        return dto(await nodes.change(params.id!, body, context));
       },
     }),
     route({
@@ -164,7 +176,7 @@ export function nodeRoutes(nodes: Nodes, store: ReadStore): RouteSpec[] {
       async handler({ params, context }) {
         await nodes.get(params.id!);
         await nodes.testConnection(params.id!, context);
-        return toNodeDto(await nodes.get(params.id!));
+        return dto(await nodes.get(params.id!));
       },
     }),
     route({

@@ -98,7 +98,7 @@ export const livePlugin: Plugin = {
           } else {
             const id = e.stream.slice('node-'.length);
             const view = await ctx.readStore.collection<NodeView>(NODES).get(id);
-            live.to('admins').emit('node', view ? toNodeDto(view) : { id, deleted: true });
+            live.to('admins').emit('node', view ? toNodeDto(view, (arch) => ctx.helperBuilds.forArch(arch) !== null) : { id, deleted: true });
           }
         }),
       )

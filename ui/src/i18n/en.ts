@@ -442,10 +442,19 @@ const en: Messages = {
     empty: 'No nodes yet',
     savedTested: 'Saved; Docker: {status}',
     warning: 'Warning',
+    problems: {
+      DATA_DIR_NOT_WRITABLE: 'The data directory cannot be written',
+      HELPER_MISSING: 'tianqi-helper builds are missing: no instances on nodes of that architecture',
+      DOCKER_UNREACHABLE: 'No Docker engine on this machine: it cannot be its own node',
+    },
     warnings: {
       DOCKER_WITHOUT_TLS: {
         tag: 'No TLS',
         text: 'The Docker API of this node is reached over plain TCP: anyone who can reach that port is root on the node. Use tcp://…:2376 with the CA, client certificate and client key, or a unix socket.',
+      },
+      HELPER_MISSING: {
+        tag: 'No helper build',
+        text: 'The platform has no tianqi-helper build for this node\'s architecture: no instance can be placed here (the node guard runs it), and SFTP and port forwarding do not work. Run npm run build:helper with Go installed, or use a release, which ships linux/amd64 and linux/arm64.',
       },
     },
   },

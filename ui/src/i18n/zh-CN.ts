@@ -440,10 +440,19 @@ const zhCN = {
     empty: '还没有算力节点',
     savedTested: '已保存，Docker 连接：{status}',
     warning: '警告',
+    problems: {
+      DATA_DIR_NOT_WRITABLE: '数据目录不可写',
+      HELPER_MISSING: '缺少 tianqi-helper 构建：无法在对应架构的节点上创建实例',
+      DOCKER_UNREACHABLE: '本机 Docker 无法连接：本机不能作为节点',
+    },
     warnings: {
       DOCKER_WITHOUT_TLS: {
         tag: '未启用 TLS',
         text: '该节点的 Docker API 通过 TCP 明文访问，能连到该端口的任何人都拥有节点的 root 权限。请使用 tcp://…:2376 并配置 CA、客户端证书和私钥，或使用 unix 套接字。',
+      },
+      HELPER_MISSING: {
+        tag: '缺少助手程序',
+        text: '平台没有适用于该节点架构的 tianqi-helper：无法在此节点创建实例（节点防护需要它），SFTP 与端口转发也不可用。请安装 Go 后运行 npm run build:helper，或使用自带 linux/amd64 与 linux/arm64 构建的发布版本。',
       },
     },
   },
