@@ -249,6 +249,27 @@ func destinationMatch(network *net.IPNet) []expr.Any {
 	}
 }
 
+// established matches answers: packets of connections already accepted, and related ones.
+func established() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}
+
+// dnsTo matches DNS (destination port 53) over one transport protocol.
+func dnsTo(proto byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
+	}
+}
+
 // removeRules deletes the guard's table, if it is there.
 func removeRules() error {
 	conn, err := nftables.New()
@@ -317,22 +338,9 @@ func applyRules(allow []*net.IPNet) error {
 	rule := func(exprs ...expr.Any) {
 		conn.AddRule(&nftables.Rule{Table: table, Chain: input, Exprs: append(append([]expr.Any{}, fromTenant...), exprs...)})
 	}
-	rule(
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-			Xor:  binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	)
+	rule(append(established(), &expr.Verdict{Kind: expr.VerdictAccept})...)
 	for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
-		rule(
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
-			&expr.Verdict{Kind: expr.VerdictAccept},
-		)
+		rule(append(dnsTo(proto), &expr.Verdict{Kind: expr.VerdictAccept})...)
 	}
 	rule(&expr.Verdict{Kind: expr.VerdictDrop})
 
@@ -343,14 +351,7 @@ func applyRules(allow []*net.IPNet) error {
 	forwardRule := func(exprs ...expr.Any) {
 		conn.AddRule(&nftables.Rule{Table: table, Chain: forward, Exprs: append(append([]expr.Any{}, fromTenant...), exprs...)})
 	}
-	forwardRule(
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-			Xor:  binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	)
+	forwardRule(append(established(), &expr.Verdict{Kind: expr.VerdictAccept})...)
 	forwardRule(
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(tenantPrefix)},
@@ -366,12 +367,7 @@ func applyRules(allow []*net.IPNet) error {
 	for _, server := range nameServers(resolvConf) {
 		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
 			if match := destinationMatch(server); match != nil {
-				forwardRule(append(match,
-					&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
-					&expr.Verdict{Kind: expr.VerdictAccept})...)
+				forwardRule(append(append(match, dnsTo(proto)...), &expr.Verdict{Kind: expr.VerdictAccept})...)
 			}
 		}
 	}
