@@ -13,6 +13,7 @@ import {
   type ServicePass,
 } from '../commands/instance/service-access.ts';
 import { accessEnding } from '../domain/instance/access.ts';
+import { ForbiddenError } from '../domain/shared/errors.ts';
 import type { RecordedEvent } from '../ports/event-store.port.ts';
 import { ServiceUnreachableError, type ServiceTarget } from '../commands/instance/service-dialer.ts';
 import { toErrorResponse } from './errors.ts';
@@ -43,6 +44,8 @@ const DROPPED_RESPONSE_HEADERS = new Set(['strict-transport-security', 'clear-si
 const ORIGIN_MARKER = `${PLATFORM_COOKIE_PREFIX}origin`;
 /** In the port form every service shares the host's cookie jar (cookies ignore ports): HttpOnly cookies are kept apart under this prefix. */
 const HELD_COOKIE = (listenPort: number) => `__tq${listenPort}_`;
+/** Methods that change nothing (RFC 9110 §9.2.1): a page of another origin may send them. */
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** Upstream connections kept open per service between requests. */
 const AGENT_SOCKETS = 64;
 const AGENT_IDLE_MS = 30_000;
@@ -146,6 +149,7 @@ export class ServiceProxy {
       const ticket = new URLSearchParams(queryOf(req.url)).get(TICKET_PARAMETER);
       if (ticket !== null) return await this.exchange(req, res, address, ticket);
       const pass = await this.options.access.authorize(address, credentialsOf(req, address));
+      this.assertSameOrigin(req, pass, false);
       await this.forward(req, res, address, pass);
     } catch (err) {
       this.fail(req, res, err);
@@ -157,6 +161,7 @@ export class ServiceProxy {
     socket.on('error', () => socket.destroy());
     try {
       const pass = await this.options.access.authorize(address, credentialsOf(req, address));
+      this.assertSameOrigin(req, pass, true);
       const upstream = await this.options.dial(pass.upstream);
       const headers = this.requestHeaders(req, address, pass);
       headers.connection = 'Upgrade';
@@ -307,6 +312,23 @@ export class ServiceProxy {
     const location = answer.headers.location;
     if (location) headers.location = rewriteLocation(location, req.headers.host);
     return headers;
+  }
+
+  /**
+   * Services of one host (the port form) or of one service domain (the host form) are one site,
+   * so the browser sends a service's cookie along with what another service's page sends it: a
+   * form post, a fetch, a WebSocket (a Jupyter kernel is a shell). A change (any method but GET,
+   * HEAD, OPTIONS) or a WebSocket that the cookie let in must come from the service's own origin;
+   * a bearer token, which no browser attaches by itself, may come from anywhere.
+   */
+  private assertSameOrigin(req: IncomingMessage, pass: ServicePass, upgrade: boolean): void {
+    if (pass.via !== 'cookie') return;
+    if (!upgrade && SAFE_METHODS.has(req.method ?? 'GET')) return;
+    const origin = req.headers.origin;
+    if (origin === undefined) return;
+    if (origin !== `${this.scheme(req)}://${req.headers.host ?? ''}`) {
+      throw new ForbiddenError('A page of another origin may not change this service or open its WebSockets with your sign-in.', 'CROSS_ORIGIN');
+    }
   }
 
   /** Tracks an open connection until `end` or the returned untrack; it ends by itself when its credential expires. */

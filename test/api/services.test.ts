@@ -211,6 +211,26 @@ describeWithService(
         expect((await raw(portLink.place.port, 'GET', `/?tianqi_ticket=${ticket}`)).status).toBe(303);
       });
 
+      it('refuses what a page of another origin sends with the user\'s cookie: changes and WebSockets (services of one host are one site)', async () => {
+        const { cookie, place } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
+        const other = await linkFor(lab.tokens.alice!, boxes.alice!, 6006, 'port');
+        const own = `http://${place.host}`;
+        const hostile = `http://${other.place.host}`;
+        const post = (origin: string | undefined, headers: Record<string, string> = { cookie }) =>
+          raw(place.port, 'POST', '/api/contents', { headers: { host: place.host, ...headers, ...(origin ? { origin } : {}), 'content-type': 'application/x-www-form-urlencoded' }, body: '_xsrf=tossed' });
+        expect(code(await post(hostile))).toEqual([403, 'CROSS_ORIGIN']);
+        expect(code(await post('null'))).toEqual([403, 'CROSS_ORIGIN']);
+        expect(json<Echo>(await post(own)).method).toBe('POST');
+        // a form from the service itself, and a script with a bearer token (no browser attaches that), pass
+        expect(json<Echo>(await post(undefined)).method).toBe('POST');
+        expect(json<Echo>(await post(hostile, { authorization: `Bearer ${lab.tokens.alice}` })).method).toBe('POST');
+        // reading stays open to links from elsewhere
+        expect((await through(place, '/tree', cookie, { origin: hostile })).status).toBe(200);
+        await expect(RawWebSocket.open(place.port, '/api/kernels/1/channels', { cookie, origin: hostile })).rejects.toThrow(/403/);
+        const ws = await RawWebSocket.open(place.port, '/api/kernels/1/channels', { cookie, origin: own });
+        ws.close();
+      });
+
       it('reaches a service on the container\'s loopback only (through the engine) and a platform token works for scripts', async () => {
         const { place } = await linkFor(lab.tokens.alice!, boxes.alice!, 6006, 'port');
         const echo = json<Echo>(await raw(place.port, 'GET', '/data/plugins', { headers: { authorization: `Bearer ${lab.tokens.alice}` } }));

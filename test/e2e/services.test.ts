@@ -116,6 +116,10 @@ describeWithService(
       const link = await t.api<{ url: string }>('POST', `/api/v1/instances/${instanceId}/services/8888/link`, { token: lab.tokens.lisi });
       const other = await t.api<{ url: string }>('POST', `/api/v1/instances/${instanceId}/services/6006/link`, { token: lab.admin });
       const otherOrigin = new URL(other.body.url).origin;
+      // the admin has the other service open too: this browser holds its cookie
+      const otherPage = await context.newPage();
+      await otherPage.goto(other.body.url);
+      await otherPage.waitForURL((u) => u.search === '');
       const hostile = await context.newPage();
       await hostile.goto(link.body.url);
       await hostile.waitForURL((u) => u.search === '');
@@ -129,6 +133,11 @@ describeWithService(
           registerWorkerOnOtherService: await outcome(() => navigator.serviceWorker.register(otherOrigin + '/sw.js', { scope: otherOrigin + '/' })),
           registerWorkerBeyondItsPath: await outcome(() => navigator.serviceWorker.register('/static/sw.js', { scope: '/' })),
           fetchOtherService: await outcome(async () => (await fetch(otherOrigin + '/', { credentials: 'include' })).text()),
+          openOtherServiceWebSocket: await outcome(() => new Promise((resolve, reject) => {
+            const ws = new WebSocket(otherOrigin.replace('http', 'ws') + '/ws');
+            ws.onopen = () => resolve('opened');
+            ws.onerror = () => reject(new Error('refused'));
+          })),
           readConsoleFrame: await outcome(() => new Promise((resolve, reject) => {
             const frame = document.createElement('iframe');
             frame.src = consoleOrigin + '/instances';
