@@ -10,3 +10,17 @@ export interface HelperBuilds {
   /** The build for `arch` (Go's name: amd64, arm64), or null when it was not built. */
   forArch(arch: string): HelperBuild | null;
 }
+
+/** `docker info`'s Architecture (uname -m) in Go's names, as the helper's builds are named. */
+export function goArchitecture(machine: string): string {
+  switch (machine) {
+    case 'x86_64':
+    case 'amd64':
+      return 'amd64';
+    case 'aarch64':
+    case 'arm64':
+      return 'arm64';
+    default:
+      return machine;
+  }
+}

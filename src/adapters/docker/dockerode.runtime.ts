@@ -1,3 +1,4 @@
+import { goArchitecture } from '../../ports/helper-builds.port.ts';
 import { PassThrough } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type Docker from 'dockerode';
@@ -265,20 +266,6 @@ export class DockerodeRuntime implements ContainerRuntime {
   }
 }
 
-/** `docker info`'s Architecture (uname -m) in Go's names, as the helper's builds are named. */
-export function goArchitecture(machine: string): string {
-  switch (machine) {
-    case 'x86_64':
-    case 'amd64':
-      return 'amd64';
-    case 'aarch64':
-    case 'arm64':
-      return 'arm64';
-    default:
-      return machine;
-  }
-}
-
 /** Runs one operation and throws what it failed with as the port's errors. */
 async function guard<T>(target: NodeTarget, work: () => Promise<T>): Promise<T> {
   try {
@@ -402,6 +389,9 @@ function createOptions(plan: ContainerPlan): Docker.ContainerCreateOptions {
     MemorySwap: plan.memoryBytes,
     ShmSize: plan.shmSizeBytes,
     RestartPolicy: { Name: 'unless-stopped' },
+    // An init process (Docker's --init, tini) as PID 1: orphans are reaped, and SIGTERM ends the
+    // container when its process ends, not after the grace period and a SIGKILL.
+    Init: true,
     ...(plan.network ? { NetworkMode: plan.network } : {}),
     Binds: [...plan.binds],
     Mounts: plan.dataVolume === null ? [] : [{ Type: 'volume', Source: plan.dataVolume, Target: DATA_MOUNT_POINT }],

@@ -2,6 +2,7 @@ import { isAbsolute, normalize } from 'node:path';
 import { z } from 'zod';
 import { SPEC_LIMITS } from '../../domain/catalog/spec.decider.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
+import { goArchitecture } from '../../ports/helper-builds.port.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
 import { catalogListQuery, cidr, dockerEndpoint, ipAddress, name, nameFilter, nonNegativeInt, pem, text } from './fields.ts';
@@ -116,7 +117,7 @@ export function nodeWarnings(node: Pick<NodeView, 'dockerEndpoint' | 'dockerTls'
       message: 'The Docker API of this node is reached over TCP without TLS: anyone who can reach that port is root on the node. Use tcp://…:2376 with the CA, client certificate and key, or a unix socket.',
     });
   }
-  const arch = node.engine?.architecture;
+  const arch = node.engine?.architecture ? goArchitecture(node.engine.architecture) : undefined;
   if (arch && hasHelper && !hasHelper(arch)) {
     warnings.push({
       code: 'HELPER_MISSING',
