@@ -1,12 +1,14 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,26 +60,54 @@ func (fsHandler) OpenFile(r *sftp.Request) (sftp.WriterAtReaderAt, error) {
 }
 
 // upload is a file opened for writing. A new or truncated file is written to a hidden file in
-// the same directory and renamed onto its name when closed, so an upload that fails (a full
-// disk) leaves the old file, or none, under that name. Writes into an existing file without
-// truncation (a resumed upload, `reput`) go to the file itself; a failed one cuts the file back
-// to the size it had. A client that goes away mid-upload keeps what arrived, as with OpenSSH,
-// so that it can resume.
+// the same directory and renamed onto its name only when the client closes it: an upload that
+// fails (a full disk) or is cut off (the client killed, the connection dropped, the platform
+// ending the session) leaves the old file, or none, under that name, and its hidden file goes.
+// Writes into an existing file without truncation (a resumed upload, `reput`) go to the file
+// itself; a failed one cuts the file back to the size it had, an interrupted one keeps what
+// arrived so that it can be resumed again. Attributes set on the open handle (`put -p`, scp's
+// modes and times) go to the hidden file, so they arrive with it.
 type upload struct {
-	mu       sync.Mutex
-	file     *os.File
-	target   string
-	temp     string // "" when writing in place
-	origSize int64
-	failed   error
-	done     bool
+	mu          sync.Mutex
+	file        *os.File
+	target      string
+	temp        string // "" when writing in place
+	origSize    int64
+	failed      error
+	interrupted bool
+	done        bool
+}
+
+// uploads are the hidden files being written, by the name they will take: fsetstat on the open
+// handle (the request server gives the target's name) applies to them.
+var uploads = struct {
+	sync.Mutex
+	byTarget map[string]*upload
+}{byTarget: map[string]*upload{}}
+
+// tempName is short whatever the target's length: a legal 255-byte name must stay uploadable.
+func tempName(dir string) string {
+	var random [6]byte
+	_, _ = rand.Read(random[:])
+	return filepath.Join(dir, ".tianqi-upload-"+hex.EncodeToString(random[:]))
+}
+
+// openMode is the permission an OPEN asks for. The request server keeps the open's attribute
+// bytes but not their flags: OpenSSH's sftp and scp, WinSCP and ssh2 send permissions alone (4
+// bytes) or with times (`-p`: 12 bytes, permissions first); anything else keeps 0644.
+func openMode(r *sftp.Request) os.FileMode {
+	attrs := r.Attrs
+	if len(attrs) == 4 || len(attrs) == 12 {
+		perm := uint32(attrs[0])<<24 | uint32(attrs[1])<<16 | uint32(attrs[2])<<8 | uint32(attrs[3])
+		return os.FileMode(perm & 0o777)
+	}
+	return 0o644
 }
 
 func openUpload(r *sftp.Request) (*upload, error) {
 	flags := r.Pflags()
-	// The request server keeps no attributes of an open (r.Flags holds the open flags there):
-	// new files get 0644 less the umask, as with OpenSSH's sftp-server before `put -p`.
-	mode := os.FileMode(0o644)
+	// Permissions as asked (the umask applies, as with OpenSSH's sftp-server).
+	mode := openMode(r)
 	info, statErr := os.Stat(r.Filepath)
 	exists := statErr == nil
 	if exists && info.IsDir() {
@@ -85,6 +115,12 @@ func openUpload(r *sftp.Request) (*upload, error) {
 	}
 	if !exists && !flags.Creat {
 		return nil, os.ErrNotExist
+	}
+	// The name itself must be one the file system takes: the hidden file's name would not tell.
+	if base := filepath.Base(r.Filepath); strings.ContainsRune(r.Filepath, 0) {
+		return nil, &os.PathError{Op: "open", Path: r.Filepath, Err: syscall.EINVAL}
+	} else if len(base) > 255 {
+		return nil, &os.PathError{Op: "open", Path: r.Filepath, Err: syscall.ENAMETOOLONG}
 	}
 	if exists && flags.Excl && flags.Creat {
 		return nil, os.ErrExist
@@ -94,17 +130,21 @@ func openUpload(r *sftp.Request) (*upload, error) {
 		open = os.O_RDWR
 	}
 	if !exists || flags.Trunc {
-		dir, base := filepath.Split(r.Filepath)
-		temp := filepath.Join(dir, "."+base+".tianqi-upload-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+		temp := tempName(filepath.Dir(r.Filepath))
 		file, err := os.OpenFile(temp, open|os.O_CREATE|os.O_EXCL, mode)
 		if err != nil {
-			return nil, err
+			// The client hears of its own file, not of the hidden one.
+			return nil, &os.PathError{Op: "open", Path: r.Filepath, Err: errors.Unwrap(err)}
 		}
 		if exists {
 			// Keep the mode of the file being replaced, as an in-place write would.
 			_ = file.Chmod(info.Mode().Perm())
 		}
-		return &upload{file: file, target: r.Filepath, temp: temp}, nil
+		u := &upload{file: file, target: r.Filepath, temp: temp}
+		uploads.Lock()
+		uploads.byTarget[r.Filepath] = u
+		uploads.Unlock()
+		return u, nil
 	}
 	file, err := os.OpenFile(r.Filepath, open, mode)
 	if err != nil {
@@ -142,8 +182,13 @@ func (u *upload) rollBack() {
 	_ = u.file.Truncate(u.origSize)
 }
 
-// TransferError: the client went away with the file open. What arrived stays for a resume.
-func (u *upload) TransferError(error) {}
+// TransferError: the connection ended with the file open (the client killed or gone, the session
+// ended by the platform). Close then commits nothing.
+func (u *upload) TransferError(error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.interrupted = true
+}
 
 func (u *upload) Close() error {
 	u.mu.Lock()
@@ -152,9 +197,23 @@ func (u *upload) Close() error {
 		return nil
 	}
 	u.done = true
+	if u.temp != "" {
+		uploads.Lock()
+		if uploads.byTarget[u.target] == u {
+			delete(uploads.byTarget, u.target)
+		}
+		uploads.Unlock()
+	}
 	closeErr := u.file.Close()
 	if u.failed != nil {
 		return u.failed
+	}
+	if u.interrupted {
+		// Only the client's CLOSE commits a new or replaced file.
+		if u.temp != "" {
+			_ = os.Remove(u.temp)
+		}
+		return nil
 	}
 	if closeErr != nil {
 		u.failed = closeErr
@@ -164,10 +223,17 @@ func (u *upload) Close() error {
 	if u.temp != "" {
 		if err := os.Rename(u.temp, u.target); err != nil {
 			_ = os.Remove(u.temp)
-			return err
+			return &os.LinkError{Op: "rename", Old: u.target, New: u.target, Err: errors.Unwrap(err)}
 		}
 	}
 	return nil
+}
+
+// openUpload the hidden file of an upload now open for `path`, or nil.
+func openUploadOf(path string) *upload {
+	uploads.Lock()
+	defer uploads.Unlock()
+	return uploads.byTarget[path]
 }
 
 func (fsHandler) Filecmd(r *sftp.Request) error {
@@ -217,6 +283,10 @@ func (fsHandler) StatVFS(r *sftp.Request) (*sftp.StatVFS, error) {
 func setstat(r *sftp.Request) error {
 	flags := r.AttrFlags()
 	attrs := r.Attributes()
+	// fsetstat on a file being uploaded (scp, put -p): its hidden file, which becomes the file.
+	if u := openUploadOf(r.Filepath); u != nil {
+		return u.setstat(flags, attrs)
+	}
 	if flags.Size {
 		if err := os.Truncate(r.Filepath, int64(attrs.Size)); err != nil {
 			return err
@@ -318,3 +388,33 @@ func (d *dirLister) ListAt(out []os.FileInfo, offset int64) (int, error) {
 }
 
 func (d *dirLister) Close() error { return d.dir.Close() }
+
+// setstat applies attributes to the hidden file of an open upload.
+func (u *upload) setstat(flags sftp.FileAttrFlags, attrs *sftp.FileStat) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.done {
+		return os.ErrClosed
+	}
+	if flags.Size {
+		if err := u.file.Truncate(int64(attrs.Size)); err != nil {
+			return err
+		}
+	}
+	if flags.Permissions {
+		if err := u.file.Chmod(attrs.FileMode().Perm() | attrs.FileMode()&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky)); err != nil {
+			return err
+		}
+	}
+	if flags.UidGid {
+		if err := u.file.Chown(int(attrs.UID), int(attrs.GID)); err != nil {
+			return err
+		}
+	}
+	if flags.Acmodtime {
+		if err := os.Chtimes(u.temp, time.Unix(int64(attrs.Atime), 0), time.Unix(int64(attrs.Mtime), 0)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -245,8 +245,6 @@ class JumpHost {
   }
 
   private accept(client: Connection, address: string): void {
-    // Interactive keystrokes and SFTP's request/answer turns go out at once, not after Nagle's wait.
-    (client as Connection & { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
     const fromAddress = this.unauthenticated.get(address) ?? 0;
     if (fromAddress >= MAX_UNAUTHENTICATED_PER_ADDRESS || this.unauthenticatedTotal >= MAX_UNAUTHENTICATED) {
       this.ctx.logger.warn({ address, fromAddress, total: this.unauthenticatedTotal }, 'ssh connection refused: too many not signed in');
