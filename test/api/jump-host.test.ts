@@ -12,8 +12,11 @@ import { run } from '../support/ssh-clients.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 const PROMPT = "请选择要连接的容器（输入序号，输入 'q' 退出）: ";
-/** busybox ash as root; it asks the terminal for the cursor position and redraws, hence no `$`. */
-const SHELL_PROMPT = '/ # ';
+/**
+ * busybox ash as root, in $HOME (/root, shown as ~: shells start there, as with sshd); it asks the
+ * terminal for the cursor position and redraws, hence no `$`.
+ */
+const SHELL_PROMPT = '~ # ';
 
 /** An interactive ssh2 session whose output is collected for `until`. */
 class Shell {

@@ -192,8 +192,13 @@ export async function openExec(
     // to have started before it resizes, and nothing the client types is written before this.
     if (size) await exec.resize({ h: size.rows, w: size.cols });
   } catch (error) {
-    raw.destroy();
-    throw error;
+    // A quick command (`ssh -t host 'ls'`) may be over before the resize: its output is in the
+    // stream already, and its exit status with the engine. Anything else ends the session.
+    const finished = await exec.inspect().then((info) => !info.Running, () => false);
+    if (!finished) {
+      raw.destroy();
+      throw error;
+    }
   }
 
   const stream = options.tty ? raw : new DemultiplexedStream(raw);

@@ -255,7 +255,7 @@ export class ShellSession {
         if (tool && !(await this.imageHas(target, containerId, tool))) {
           throw new Refusal(`实例 ${name} 的镜像中没有 ${tool}，无法使用 ${tool === 'scp' ? 'scp -O（旧协议）' : 'rsync'}；请改用 sftp 或 scp（默认的 SFTP 协议）。`, `${tool} not in the image`);
         }
-        return ['/bin/sh', '-c', command];
+        return inHome(command);
       },
     });
     if (!result.attached && !this.ended) this.refuseNotAttached(name, result);
@@ -311,7 +311,10 @@ export class ShellSession {
       kind: 'shell',
       command: null,
       tty: this.pty !== null,
-      cmd: async (target, containerId) => [(await this.deps.ctx.runtime.hasExecutable(target, containerId, '/bin/bash')) ? '/bin/bash' : '/bin/sh'],
+      cmd: async (target, containerId) => {
+        const shell = (await this.deps.ctx.runtime.hasExecutable(target, containerId, '/bin/bash')) ? '/bin/bash' : '/bin/sh';
+        return ['/bin/sh', '-c', `${IN_HOME}exec "$0"`, shell];
+      },
     };
   }
 
@@ -638,4 +641,12 @@ export class ShellSession {
   private touch(): void {
     this.idleTimer?.refresh();
   }
+}
+
+/** sshd starts every session in the user's home: so do shells and commands here (scp -O and rsync write relative paths there). */
+const IN_HOME = 'cd "$HOME" 2>/dev/null\n';
+
+/** The user's command as sshd runs it: by the shell, from $HOME. */
+export function inHome(command: string): string[] {
+  return ['/bin/sh', '-c', `${IN_HOME}${command}`];
 }
