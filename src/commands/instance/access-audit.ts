@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { AccessKind } from '../../domain/instance/access.ts';
 import { FILE_PATHS_KEPT, instanceDecider, instanceStream, type FileActivity } from '../../domain/instance/instance.decider.ts';
-import { DomainError } from '../../domain/shared/errors.ts';
+import { ConflictError, DomainError } from '../../domain/shared/errors.ts';
 import type { CommandBus } from '../command-bus.ts';
 import type { Actor } from '../user/accounts.ts';
 
@@ -63,7 +63,7 @@ export class AccessRecord {
   private async writeClose(reason: string, exitCode: number | null): Promise<void> {
     const { actor, clientAddress, via } = this.request;
     const files: FileActivity | undefined = this.files ? { ...this.files } : undefined;
-    await this.bus.execute(instanceDecider, instanceStream(this.instanceId), {
+    await oneAtATime(this.bus, this.instanceId, () => this.bus.execute(instanceDecider, instanceStream(this.instanceId), {
       type: 'CloseTerminalSession',
       data: {
         sessionId: this.sessionId,
@@ -76,7 +76,7 @@ export class AccessRecord {
         ...(files ? { files } : {}),
         ...(this.connections !== undefined ? { connections: this.connections } : {}),
       },
-    }, { userId: actor.id, clientIp: clientAddress, correlationId: this.sessionId });
+    }, { userId: actor.id, clientIp: clientAddress, correlationId: this.sessionId }));
   }
 }
 
@@ -92,15 +92,50 @@ export class AccessAudit {
     const record = new AccessRecord(this.bus, instanceId, request);
     const { actor, clientAddress, via, kind, command } = request;
     try {
-      await this.bus.execute(instanceDecider, instanceStream(instanceId), {
+      await oneAtATime(this.bus, instanceId, () => this.bus.execute(instanceDecider, instanceStream(instanceId), {
         type: 'OpenTerminalSession',
         data: { sessionId: record.sessionId, via, userId: actor.id, username: actor.username, clientAddress, command, kind },
-      }, { userId: actor.id, clientIp: clientAddress, correlationId: record.sessionId });
+      }, { userId: actor.id, clientIp: clientAddress, correlationId: record.sessionId }));
     } catch (err) {
       if (err instanceof DomainError && err.status === 409) return 'not-running';
       if (err instanceof DomainError && err.status === 404) return 'gone';
       throw err;
     }
     return record;
+  }
+}
+
+/** The audit's writes queued per instance stream, per bus (one event log). */
+const queues = new WeakMap<CommandBus, Map<string, Promise<unknown>>>();
+/** Attempts at one write when another replica keeps winning the race for the stream. */
+const WRITE_ATTEMPTS = 20;
+
+/**
+ * One audit write at a time to an instance's stream from this process: 10 sessions and 256
+ * forwards of one connection closing together would otherwise race each other for the stream's
+ * revision and lose (the bus gives up after 5 conflicts). A conflict with another replica's
+ * write is tried again, with a growing random pause, so every open and close lands exactly once.
+ */
+export function oneAtATime<T>(bus: CommandBus, instanceId: string, write: () => Promise<T>): Promise<T> {
+  let byStream = queues.get(bus);
+  if (!byStream) queues.set(bus, (byStream = new Map()));
+  const queue = byStream;
+  const next = (queue.get(instanceId) ?? Promise.resolve()).catch(() => undefined).then(() => retried(write));
+  queue.set(instanceId, next);
+  const forget = () => {
+    if (queue.get(instanceId) === next) queue.delete(instanceId);
+  };
+  next.then(forget, forget);
+  return next;
+}
+
+async function retried<T>(write: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await write();
+    } catch (err) {
+      if (!(err instanceof ConflictError && err.code === 'CONCURRENT_CHANGE') || attempt >= WRITE_ATTEMPTS) throw err;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * attempt));
+    }
   }
 }
