@@ -4,10 +4,23 @@ import type { RecordedEvent } from '../../ports/event-store.port.ts';
 
 const OPERATION_WORDS = { start: 'start', stop: 'stop', restart: 'restart', delete: 'deletion' } as const;
 
+/**
+ * A name or command from a client, safe to show: control characters (escape sequences that
+ * repaint a terminal or hide text, line breaks that fake a second line) as `\xNN`, `\n`, `\t`.
+ */
+export function escapeControls(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => {
+    if (c === '\n') return '\\n';
+    if (c === '\t') return '\\t';
+    if (c === '\r') return '\\r';
+    return `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+  });
+}
+
 /** ` (a, b, c …)`: the first paths of an SFTP session's list. */
 function listed(paths: readonly string[], count: number): string {
   if (paths.length === 0) return '';
-  const shown = paths.slice(0, 3);
+  const shown = paths.slice(0, 3).map(escapeControls);
   return ` (${shown.join(', ')}${count > shown.length ? ' …' : ''})`;
 }
 
@@ -49,7 +62,7 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
         event.data.notRemoved.length ? `; could not remove ${event.data.notRemoved.map((f) => `${f.what} (${f.reason})`).join(', ')}` : ''
       }`;
     case 'TerminalSessionOpened':
-      return `${event.data.username} opened ${sessionWords(event.data.via, event.data.kind)} from ${event.data.clientAddress} (${event.data.command})`;
+      return `${event.data.username} opened ${sessionWords(event.data.via, event.data.kind)} from ${event.data.clientAddress} (${escapeControls(event.data.command)})`;
     case 'TerminalSessionClosed': {
       const files = event.data.files;
       const fileWords = files

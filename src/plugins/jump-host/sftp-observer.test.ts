@@ -66,4 +66,20 @@ describe('SftpObserver', () => {
     expect(removed).toEqual(['/after']);
     expect(observe(truncated)).toEqual({ written: [], removed: [] });
   });
+
+  it('sees every change that leaves a trace: an OPEN padded past 64 KiB, truncation by SETSTAT, symlinks and hard links', () => {
+    // attributes padded with a huge extension: the path comes first and is still read
+    const extended = 0x80000000;
+    const padded = packet(3, '/data/hidden.bin', WRITE | CREAT_TRUNC, extended, 1, 'x@evil', Buffer.alloc(80 * 1024, 0x61));
+    const SIZE = 0x1;
+    const truncate = packet(9, '/data/log.txt', SIZE, Buffer.alloc(8));
+    const chmodOnly = packet(9, '/data/run.sh', 0x4, 0o755);
+    // OpenSSH sends the link's target first, then the new link's name
+    const symlink = packet(20, '/etc/passwd', '/data/link');
+    const hardlink = packet(200, 'hardlink@openssh.com', '/data/a', '/data/b');
+    expect(observe(padded, truncate, chmodOnly, symlink, hardlink, packet(13, '/after'))).toEqual({
+      written: ['/data/hidden.bin', '/data/log.txt', '/data/link', '/data/b'],
+      removed: ['/after'],
+    });
+  });
 });

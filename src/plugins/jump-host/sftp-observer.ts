@@ -5,14 +5,21 @@ export interface FileActions {
 }
 
 const OPEN = 3;
+const SETSTAT = 9;
 const REMOVE = 13;
 const RMDIR = 15;
 const RENAME = 18;
+const SYMLINK = 20;
 const EXTENDED = 200;
+/** SETSTAT's attribute flag for a new size (a truncation). */
+const ATTR_SIZE = 0x1;
 /** Open flags that change a file (SSH_FXF_WRITE, _APPEND, _CREAT, _TRUNC). */
 const CHANGING_FLAGS = 0x02 | 0x04 | 0x08 | 0x10;
-const INTERESTING: ReadonlySet<number> = new Set([OPEN, REMOVE, RMDIR, RENAME, EXTENDED]);
-/** Requests with only paths in them are small; a larger one is passed over unread. */
+const INTERESTING: ReadonlySet<number> = new Set([OPEN, SETSTAT, REMOVE, RMDIR, RENAME, SYMLINK, EXTENDED]);
+/**
+ * How much of a request is kept: the paths come first, so a request padded past this (huge
+ * attribute extensions) is still read from its start; the rest is skipped, never buffered.
+ */
 const MAX_KEPT_PACKET = 64 * 1024;
 
 /**
@@ -25,6 +32,8 @@ export class SftpObserver {
   private packet: Buffer[] | null = null;
   private needed = 0;
   private skipping = 0;
+  /** What is left of a kept request beyond MAX_KEPT_PACKET, skipped once its start is read. */
+  private after = 0;
 
   constructor(private readonly actions: FileActions) {}
 
@@ -45,6 +54,8 @@ export class SftpObserver {
         if (this.needed === 0) {
           const body = Buffer.concat(this.packet);
           this.packet = null;
+          this.skipping = this.after;
+          this.after = 0;
           this.read(body);
         }
         continue;
@@ -57,12 +68,10 @@ export class SftpObserver {
       const type = this.header[4]!;
       this.header = Buffer.alloc(0);
       const rest = Math.max(0, length - 1);
-      if (INTERESTING.has(type) && rest <= MAX_KEPT_PACKET) {
+      if (INTERESTING.has(type) && rest > 0) {
         this.packet = [Buffer.from([type])];
-        this.needed = rest;
-        if (rest === 0) {
-          this.packet = null;
-        }
+        this.needed = Math.min(rest, MAX_KEPT_PACKET);
+        this.after = rest - this.needed;
       } else {
         this.skipping = rest;
       }
@@ -81,6 +90,17 @@ export class SftpObserver {
           if (flags & CHANGING_FLAGS) this.actions.written(path);
           return;
         }
+        case SETSTAT: {
+          const path = fields.string();
+          if (fields.uint32() & ATTR_SIZE) this.actions.written(path);
+          return;
+        }
+        case SYMLINK: {
+          // OpenSSH (and so everyone) sends the target first, then the new link's name.
+          fields.string();
+          this.actions.written(fields.string());
+          return;
+        }
         case REMOVE:
         case RMDIR:
           this.actions.removed(fields.string());
@@ -95,6 +115,9 @@ export class SftpObserver {
           const name = fields.string();
           if (name === 'posix-rename@openssh.com') {
             this.actions.removed(fields.string());
+            this.actions.written(fields.string());
+          } else if (name === 'hardlink@openssh.com') {
+            fields.string();
             this.actions.written(fields.string());
           }
           return;
