@@ -9,12 +9,16 @@ const OPERATION_WORDS = { start: 'start', stop: 'stop', restart: 'restart', dele
  * repaint a terminal or hide text, line breaks that fake a second line) as `\xNN`, `\n`, `\t`.
  */
 export function escapeControls(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => {
-    if (c === '\n') return '\\n';
-    if (c === '\t') return '\\t';
-    if (c === '\r') return '\\r';
-    return `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
-  });
+  let out = '';
+  for (const c of text) {
+    const code = c.charCodeAt(0);
+    if (code >= 0x20 && (code < 0x7f || code > 0x9f)) out += c;
+    else if (c === '\n') out += '\\n';
+    else if (c === '\t') out += '\\t';
+    else if (c === '\r') out += '\\r';
+    else out += `\\x${code.toString(16).padStart(2, '0')}`;
+  }
+  return out;
 }
 
 /** ` (a, b, c …)`: the first paths of an SFTP session's list. */
