@@ -1,6 +1,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Client, type ClientChannel } from 'ssh2';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { startTestApp, type TestApp } from '../support/app.ts';
@@ -32,6 +33,9 @@ describeWithService(
     const ssh = (args: string[]) => run('ssh', [...options(), '-p', String(port), ...args], '', 30_000);
 
     beforeAll(async () => {
+      // The jump host reads these at start (this file's worker only): small, so that the test reaches them.
+      process.env.TIANQI_SSH_MAX_SESSIONS_PER_USER = '3';
+      process.env.TIANQI_SSH_MAX_FORWARDS_PER_USER = '3';
       port = await freePort();
       t = await startTestApp({ TIANQI_SSH_PORT: String(port), TIANQI_POLL_INTERVAL_MS: '60000' });
       lab = await setUpLab(t, socketPath!, ['alice']);
@@ -68,6 +72,44 @@ describeWithService(
         expect(r.stdout.replace(/\r/g, '')).toBe('quick\n');
         expect(r.code).toBe(3);
         expect(r.stderr).not.toMatch(/resize/);
+      }
+    }, 60_000);
+  
+    it('holds a user to their share over all their connections: sessions and forwards beyond the caps refused, with a message', async () => {
+      const connect = () => new Promise<Client>((resolve, reject) => {
+        const client = new Client();
+        client.on('ready', () => resolve(client)).on('error', reject);
+        client.connect({ host: '127.0.0.1', port, username: 'alice+tools', privateKey: readFileSync(join(work, 'key')), readyTimeout: 15_000, hostVerifier: () => true });
+      });
+      const exec = (client: Client, command: string) => new Promise<ClientChannel>((resolve, reject) => client.exec(command, (err, channel) => (err ? reject(err) : resolve(channel))));
+      const forward = (client: Client) => new Promise<ClientChannel>((resolve, reject) => client.forwardOut('127.0.0.1', 0, '127.0.0.1', 9000, (err, channel) => (err ? reject(err) : resolve(channel))));
+      expect((await ssh(['alice+tools@127.0.0.1', '(nc -ll -p 9000 -e cat &) >/dev/null 2>&1; sleep 0.3'])).code).toBe(0);
+      // every earlier session has ended on the jump host's side too (its close is on the history)
+      const instance = (await t.api<{ id: string }[]>('GET', '/api/v1/instances', { token: lab.tokens.alice })).body[0]!;
+      await waitFor(() => t.app.eventStore.readStream(`instance-${instance.id}`), (events) =>
+        events.filter((e) => e.type === 'TerminalSessionOpened').length === events.filter((e) => e.type === 'TerminalSessionClosed').length, 10_000);
+      const [a, b] = await Promise.all([connect(), connect()]);
+      try {
+        // two sessions on one connection, one on the other: the user's three
+        const step = async <T>(name: string, work: Promise<T>) => work.catch((err: Error) => { throw new Error(`${name}: ${err.message}`); });
+        await step('a1', exec(a, 'sleep 30'));
+        await step('a2', exec(a, 'sleep 30'));
+        const onB = await step('b1', exec(b, 'sleep 30'));
+        let told = '';
+        onB.stderr.on('data', (d: Buffer) => (told += d.toString()));
+        await expect(exec(b, 'sleep 30')).rejects.toThrow();
+        await waitFor(async () => told, (text) => text.includes('TIANQI_SSH_MAX_SESSIONS_PER_USER'), 5_000);
+        // three forwards on one connection; the fourth, on the other, is refused and said
+        const channels = await step('forwards', Promise.all([forward(a), forward(a), forward(a)]));
+        expect(channels).toHaveLength(3);
+        await expect(forward(b)).rejects.toThrow();
+        await waitFor(async () => told, (text) => text.includes('TIANQI_SSH_MAX_FORWARDS_PER_USER'), 5_000);
+        // one closed, one more may open
+        channels[0]!.close();
+        await waitFor(() => forward(b).then((c) => { c.close(); return true; }, () => false), (ok) => ok, 5_000);
+      } finally {
+        a.end();
+        b.end();
       }
     }, 60_000);
   },

@@ -11,7 +11,7 @@ import { loadOrCreateHostKey } from './host-key.ts';
 import { splitLogin } from './menu.ts';
 import { PortForwards } from './port-forward.ts';
 import { AUTH_METHODS, SshAuthenticator } from './ssh-auth.ts';
-import { INSTANCE_STOPPED, ShellSession, type Caller, type SessionDeps } from './shell-session.ts';
+import { INSTANCE_STOPPED, ShellSession, type Caller, type SessionDeps, type UserLimits } from './shell-session.ts';
 
 const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60_000;
 /** Like OpenSSH's LoginGraceTime: a connection that never signs in does not stay forever. */
@@ -27,6 +27,18 @@ export function idleTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
   const ms = Number(raw);
   if (!Number.isInteger(ms) || ms <= 0) throw new Error(`TIANQI_SSH_IDLE_TIMEOUT_MS: must be a positive whole number of milliseconds, not "${raw}"`);
   return ms;
+}
+
+/** `TIANQI_SSH_MAX_SESSIONS_PER_USER` (default 20) and `TIANQI_SSH_MAX_FORWARDS_PER_USER` (256): one user's share of the jump host and of their containers. */
+export function userLimitsFromEnv(env: NodeJS.ProcessEnv): UserLimits {
+  const read = (name: string, fallback: number) => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n <= 0 || n > 100_000) throw new Error(`${name}: must be a whole number 1–100000, not "${raw}"`);
+    return n;
+  };
+  return { sessionsPerUser: read('TIANQI_SSH_MAX_SESSIONS_PER_USER', 20), forwardsPerUser: read('TIANQI_SSH_MAX_FORWARDS_PER_USER', 256) };
 }
 
 /**
@@ -61,6 +73,8 @@ class ClientConnection {
   /** Requests refused on the connection (`-R`), told on the stderr of each session that starts. */
   readonly notices: string[] = [];
   readonly forwards: PortForwards;
+  /** Session channels being checked before they open. */
+  opening = 0;
 
   constructor(
     readonly client: Connection,
@@ -156,6 +170,7 @@ class JumpHost {
     private readonly ctx: PluginContext,
     hostKey: string,
     idleTimeoutMs: number,
+    limits: UserLimits,
   ) {
     this.auth = new SshAuthenticator(ctx.accounts);
     this.deps = {
@@ -164,6 +179,8 @@ class JumpHost {
       track: (work) => this.track(work),
       audit: new AccessAudit(ctx.bus),
       helper: new ContainerHelper(ctx.runtime, ctx.helperBuilds),
+      limits,
+      usageOf: (userId) => this.usageOf(userId),
     };
     this.server = new ssh2.Server({
       hostKeys: [hostKey],
@@ -196,6 +213,18 @@ class JumpHost {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     // A client that does not answer the disconnect must not hold up the shutdown.
     await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+  }
+
+  /** A user's sessions and forwarded connections over all their connections to this jump host. */
+  private usageOf(userId: string): { sessions: number; forwards: number } {
+    let sessions = 0;
+    let forwards = 0;
+    for (const connection of this.connections) {
+      if (connection.caller?.actor.id !== userId) continue;
+      sessions += connection.openSessions.length + connection.opening;
+      forwards += connection.forwards.held;
+    }
+    return { sessions, forwards };
   }
 
   private track(work: Promise<unknown>): void {
@@ -298,19 +327,26 @@ class JumpHost {
       connection.startIdleClock();
       this.ctx.logger.info({ user: login.username, instance: login.instanceName, address }, 'ssh sign-in');
     });
-    let opening = 0;
     client.on('session', (acceptSession, rejectSession) => {
-      if (connection.openSessions.length + opening >= MAX_SESSIONS) {
+      if (connection.openSessions.length + connection.opening >= MAX_SESSIONS) {
         rejectSession();
         return;
       }
-      opening += 1;
+      const userId = connection.caller?.actor.id;
+      const { sessionsPerUser } = this.deps.limits;
+      if (userId && this.usageOf(userId).sessions >= sessionsPerUser) {
+        connection.tell(`您的账号已打开 ${sessionsPerUser} 个会话（所有 SSH 连接合计，上限由 TIANQI_SSH_MAX_SESSIONS_PER_USER 设定），请关闭一些后再试。`);
+        this.ctx.logger.info({ user: connection.caller?.actor.username }, 'ssh session refused: user session limit');
+        rejectSession();
+        return;
+      }
+      connection.opening += 1;
       void this.recheck(connection).then((caller) => {
-        opening -= 1;
+        connection.opening -= 1;
         if (!caller) return rejectSession();
         connection.add(new ShellSession(acceptSession(), caller, this.deps, (ended) => connection.remove(ended), connection.notices));
       }, (err: unknown) => {
-        opening -= 1;
+        connection.opening -= 1;
         this.ctx.logger.error({ err }, 'ssh channel check failed');
         rejectSession();
       });
@@ -348,7 +384,7 @@ export const jumpHostPlugin: Plugin = {
       ctx.logger.info('TIANQI_SSH_PORT is 0: no SSH jump host');
       return { async stop() {} };
     }
-    const jumpHost = new JumpHost(ctx, loadOrCreateHostKey(ctx.config.dataDir), idleTimeoutFromEnv(process.env));
+    const jumpHost = new JumpHost(ctx, loadOrCreateHostKey(ctx.config.dataDir), idleTimeoutFromEnv(process.env), userLimitsFromEnv(process.env));
     const port = await jumpHost.listen(ctx.config.host, ctx.config.sshPort);
     ctx.logger.info({ host: ctx.config.host, port }, 'SSH jump host listening');
     return { stop: () => jumpHost.stop() };

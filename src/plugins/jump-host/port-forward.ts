@@ -51,6 +51,11 @@ export class PortForwards {
     return this.channels.size;
   }
 
+  /** Forwarded connections open or being set up. */
+  get held(): number {
+    return this.channels.size + this.pending;
+  }
+
   async request(accept: Accept, reject: Reject, info: TcpipRequestInfo): Promise<void> {
     const refuse = (message: string, why: string) => {
       reject();
@@ -60,6 +65,10 @@ export class PortForwards {
     if (this.ended) return reject();
     if (this.channels.size + this.pending >= MAX_FORWARD_CHANNELS) return refuse(`每个连接最多同时转发 ${MAX_FORWARD_CHANNELS} 个连接`, 'too many channels');
     const caller = this.caller();
+    const { forwardsPerUser } = this.deps.limits;
+    if (this.deps.usageOf(caller.actor.id).forwards >= forwardsPerUser) {
+      return refuse(`您的账号已同时转发 ${forwardsPerUser} 个连接（所有 SSH 连接合计，上限由 TIANQI_SSH_MAX_FORWARDS_PER_USER 设定），请关闭一些后再试`, 'user forward limit');
+    }
     if (!caller.instanceName) return refuse(`请用 ${caller.actor.username}+<实例名> 登录以转发端口`, 'no instance named');
     this.pending += 1;
     try {

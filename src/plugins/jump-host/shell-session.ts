@@ -20,6 +20,16 @@ export interface SessionDeps {
   readonly idleTimeoutMs: number;
   /** Keeps an audit write in view until it settles, so stopping the plugin can wait for it. */
   readonly track: (work: Promise<unknown>) => void;
+  /** What one user may hold across all their connections (TIANQI_SSH_MAX_*_PER_USER). */
+  readonly limits: UserLimits;
+  /** What a user holds now across all their connections to this jump host. */
+  readonly usageOf: (userId: string) => { sessions: number; forwards: number };
+}
+
+/** Sessions and forwarded connections one user may have open at once, over all their SSH connections. */
+export interface UserLimits {
+  readonly sessionsPerUser: number;
+  readonly forwardsPerUser: number;
 }
 
 /** Who is on the other end of one SSH connection (the role as of the last channel opened). */
