@@ -332,6 +332,8 @@ export class LoadRun {
       TIANQI_ADMIN_PASSWORD: ADMIN_PASSWORD, TIANQI_MASTER_KEY: randomBytes(32).toString('base64'), TIANQI_LOG_LEVEL: 'warn',
       // One cycle at start, then none: the measured cycles are the probe's, not overlapped by the plugin's.
       TIANQI_POLL_INTERVAL_MS: '3600000',
+      // 100 sessions of a handful of users: the platform's capacity is measured, not the per-user cap.
+      TIANQI_SSH_MAX_SESSIONS_PER_USER: '1000',
     };
     const run = new LoadRun(options, engine, dataDir, Number(env.TIANQI_SSH_PORT), env);
     try {

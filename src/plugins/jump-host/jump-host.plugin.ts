@@ -29,7 +29,7 @@ export function idleTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
   return ms;
 }
 
-/** `TIANQI_SSH_MAX_SESSIONS_PER_USER` (default 20) and `TIANQI_SSH_MAX_FORWARDS_PER_USER` (256): one user's share of the jump host and of their containers. */
+/** `TIANQI_SSH_MAX_SESSIONS_PER_USER` (default 64: a few VS Code windows and terminals) and `TIANQI_SSH_MAX_FORWARDS_PER_USER` (256): one user's share of the jump host and of their containers. */
 export function userLimitsFromEnv(env: NodeJS.ProcessEnv): UserLimits {
   const read = (name: string, fallback: number) => {
     const raw = env[name];
@@ -38,7 +38,7 @@ export function userLimitsFromEnv(env: NodeJS.ProcessEnv): UserLimits {
     if (!Number.isInteger(n) || n <= 0 || n > 100_000) throw new Error(`${name}: must be a whole number 1–100000, not "${raw}"`);
     return n;
   };
-  return { sessionsPerUser: read('TIANQI_SSH_MAX_SESSIONS_PER_USER', 20), forwardsPerUser: read('TIANQI_SSH_MAX_FORWARDS_PER_USER', 256) };
+  return { sessionsPerUser: read('TIANQI_SSH_MAX_SESSIONS_PER_USER', 64), forwardsPerUser: read('TIANQI_SSH_MAX_FORWARDS_PER_USER', 256) };
 }
 
 /**

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { SftpObserver } from './sftp-observer.ts';
 
-/** One SFTP request as a client sends it: length, type, request id, then the fields. */
-function packet(type: number, ...fields: (string | number | Buffer)[]): Buffer {
+let nextId = 1;
+
+function encode(type: number, id: number, fields: (string | number | Buffer)[]): Buffer {
   const parts = fields.map((f) => {
     if (typeof f === 'number') {
       const b = Buffer.alloc(4);
@@ -14,17 +15,44 @@ function packet(type: number, ...fields: (string | number | Buffer)[]): Buffer {
     length.writeUInt32BE(bytes.length);
     return Buffer.concat([length, bytes]);
   });
-  const body = Buffer.concat([Buffer.from([type]), Buffer.from([0, 0, 0, 7]), ...parts]);
+  const idBytes = Buffer.alloc(4);
+  idBytes.writeUInt32BE(id);
+  const body = Buffer.concat([Buffer.from([type]), idBytes, ...parts]);
   const length = Buffer.alloc(4);
   length.writeUInt32BE(body.length);
   return Buffer.concat([length, body]);
 }
 
+/** One SFTP request as a client sends it: length, type, request id (a new one each), then the fields. */
+function packet(type: number, ...fields: (string | number | Buffer)[]): Buffer {
+  return encode(type, nextId++, fields);
+}
+
+/** The id of a request made by `packet`. */
+const idOf = (request: Buffer) => request.readUInt32BE(5);
+/** The server's answers: STATUS with a code (0: done), or a HANDLE for an open. */
+const status = (request: Buffer, code = 0) => encode(101, idOf(request), [code, 'message', 'en']);
+const handle = (request: Buffer) => encode(102, idOf(request), ['h1']);
+
+/** Feeds the requests, then a success answer to every one of them (unless answers are given). */
 function observe(...chunks: Buffer[]) {
+  return observeWith(chunks, null);
+}
+
+function observeWith(requests: Buffer[], answers: Buffer[] | null) {
   const written: string[] = [];
   const removed: string[] = [];
   const observer = new SftpObserver({ written: (p) => written.push(p), removed: (p) => removed.push(p) });
-  for (const chunk of chunks) observer.push(chunk);
+  for (const chunk of requests) observer.push(chunk);
+  const ids = new Set<number>();
+  const all = Buffer.concat(requests);
+  // every request id in the stream (a chunk may be a byte of one): answered OK
+  for (let offset = 0; offset + 9 <= all.length;) {
+    const length = all.readUInt32BE(offset);
+    ids.add(all.readUInt32BE(offset + 5));
+    offset += 4 + length;
+  }
+  for (const answer of answers ?? [...ids].map((id) => encode(101, id, [0, 'ok', 'en']))) observer.pushReply(answer);
   return { written, removed };
 }
 
@@ -81,5 +109,18 @@ describe('SftpObserver', () => {
       written: ['/data/hidden.bin', '/data/log.txt', '/data/link', '/data/b'],
       removed: ['/after'],
     });
+  });
+
+  it('counts only what the server did: a refused open or a failed remove leaves no trace; answers split and interleaved with data', () => {
+    const refused = packet(3, '/proc/forbidden', WRITE | CREAT_TRUNC, ATTRS_NONE);
+    const opened = packet(3, '/data/ok.bin', WRITE | CREAT_TRUNC, ATTRS_NONE);
+    const failedRemove = packet(13, '/data/missing');
+    const removedOk = packet(13, '/data/old');
+    const data = encode(103, 999, [Buffer.alloc(100_000, 0x42)]);
+    const answers = Buffer.concat([status(refused, 3), data, handle(opened), status(failedRemove, 2), status(removedOk)]);
+    const bytes = [...answers].map((b) => Buffer.from([b]));
+    expect(observeWith([refused, opened, failedRemove, removedOk], bytes)).toEqual({ written: ['/data/ok.bin'], removed: ['/data/old'] });
+    // no answer yet: nothing counted
+    expect(observeWith([packet(13, '/data/later')], [])).toEqual({ written: [], removed: [] });
   });
 });

@@ -23,19 +23,18 @@ const INTERESTING: ReadonlySet<number> = new Set([OPEN, SETSTAT, REMOVE, RMDIR, 
 const MAX_KEPT_PACKET = 64 * 1024;
 
 /**
- * Reads the client's side of an SFTP session (version 3, as OpenSSH, WinSCP and FileZilla speak
- * it) as it passes, and reports files opened for writing, removed and renamed. It copies only the
- * few requests it reads: the payload of a WRITE is skipped over, never buffered. Pure.
+ * Cuts one direction of an SFTP session into packets as it passes, keeping (at most the first
+ * MAX_KEPT_PACKET bytes of) the packets of the types asked for and skipping the rest unread.
  */
-export class SftpObserver {
+class PacketFramer {
   private header = Buffer.alloc(0);
   private packet: Buffer[] | null = null;
   private needed = 0;
   private skipping = 0;
-  /** What is left of a kept request beyond MAX_KEPT_PACKET, skipped once its start is read. */
+  /** What is left of a kept packet beyond MAX_KEPT_PACKET, skipped once its start is read. */
   private after = 0;
 
-  constructor(private readonly actions: FileActions) {}
+  constructor(private readonly kept: ReadonlySet<number>, private readonly onPacket: (body: Buffer) => void) {}
 
   push(chunk: Buffer): void {
     let offset = 0;
@@ -56,7 +55,7 @@ export class SftpObserver {
           this.packet = null;
           this.skipping = this.after;
           this.after = 0;
-          this.read(body);
+          this.onPacket(body);
         }
         continue;
       }
@@ -68,7 +67,7 @@ export class SftpObserver {
       const type = this.header[4]!;
       this.header = Buffer.alloc(0);
       const rest = Math.max(0, length - 1);
-      if (INTERESTING.has(type) && rest > 0) {
+      if (this.kept.has(type) && rest > 0) {
         this.packet = [Buffer.from([type])];
         this.needed = Math.min(rest, MAX_KEPT_PACKET);
         this.after = rest - this.needed;
@@ -77,55 +76,109 @@ export class SftpObserver {
       }
     }
   }
+}
 
-  private read(body: Buffer): void {
+const STATUS = 101;
+const HANDLE = 102;
+/** Requests waiting for their answer, at most (a client that never reads its answers holds no more). */
+const MAX_PENDING = 1_024;
+
+type Action = { kind: 'written' | 'removed'; path: string };
+
+/**
+ * Reads both sides of an SFTP session (version 3, as OpenSSH, WinSCP and FileZilla speak it) as
+ * they pass, and reports the files written (opened for writing, truncated, created as links, the
+ * target of a rename) and removed — each once the server has answered that it did it: a refused
+ * open or a failed remove leaves no trace. It copies only the few packets it reads: file data is
+ * skipped over, never buffered. Pure.
+ */
+export class SftpObserver {
+  private readonly requests = new PacketFramer(INTERESTING, (body) => this.readRequest(body));
+  private readonly replies = new PacketFramer(new Set([STATUS, HANDLE]), (body) => this.readReply(body));
+  /** What each request in flight will have done, by request id, once it succeeds. */
+  private readonly pending = new Map<number, Action[]>();
+
+  constructor(private readonly actions: FileActions) {}
+
+  /** The client's bytes (requests). */
+  push(chunk: Buffer): void {
+    this.requests.push(chunk);
+  }
+
+  /** The server's bytes (answers). */
+  pushReply(chunk: Buffer): void {
+    this.replies.push(chunk);
+  }
+
+  private readReply(body: Buffer): void {
+    if (body.length < 5) return;
+    const type = body[0]!;
+    const id = body.readUInt32BE(1);
+    const actions = this.pending.get(id);
+    if (!actions) return;
+    this.pending.delete(id);
+    const ok = type === HANDLE || (type === STATUS && body.length >= 9 && body.readUInt32BE(5) === 0);
+    if (!ok) return;
+    for (const action of actions) {
+      if (action.kind === 'written') this.actions.written(action.path);
+      else this.actions.removed(action.path);
+    }
+  }
+
+  private readRequest(body: Buffer): void {
+    if (body.length < 5) return;
+    const id = body.readUInt32BE(1);
+    const actions = this.actionsOf(body);
+    if (actions.length === 0) return;
+    if (this.pending.size >= MAX_PENDING) this.pending.delete(this.pending.keys().next().value!);
+    this.pending.set(id, actions);
+  }
+
+  private actionsOf(body: Buffer): Action[] {
     const type = body[0]!;
     // Type, then the request id.
     const fields = new FieldReader(body, 5);
+    const written = (path: string): Action => ({ kind: 'written', path });
+    const removed = (path: string): Action => ({ kind: 'removed', path });
     try {
       switch (type) {
         case OPEN: {
           const path = fields.string();
-          const flags = fields.uint32();
-          if (flags & CHANGING_FLAGS) this.actions.written(path);
-          return;
+          return fields.uint32() & CHANGING_FLAGS ? [written(path)] : [];
         }
         case SETSTAT: {
           const path = fields.string();
-          if (fields.uint32() & ATTR_SIZE) this.actions.written(path);
-          return;
+          return fields.uint32() & ATTR_SIZE ? [written(path)] : [];
         }
         case SYMLINK: {
           // OpenSSH (and so everyone) sends the target first, then the new link's name.
           fields.string();
-          this.actions.written(fields.string());
-          return;
+          return [written(fields.string())];
         }
         case REMOVE:
         case RMDIR:
-          this.actions.removed(fields.string());
-          return;
+          return [removed(fields.string())];
         case RENAME: {
           const from = fields.string();
-          this.actions.removed(from);
-          this.actions.written(fields.string());
-          return;
+          return [removed(from), written(fields.string())];
         }
         case EXTENDED: {
           const name = fields.string();
           if (name === 'posix-rename@openssh.com') {
-            this.actions.removed(fields.string());
-            this.actions.written(fields.string());
-          } else if (name === 'hardlink@openssh.com') {
-            fields.string();
-            this.actions.written(fields.string());
+            const from = fields.string();
+            return [removed(from), written(fields.string())];
           }
-          return;
+          if (name === 'hardlink@openssh.com') {
+            fields.string();
+            return [written(fields.string())];
+          }
+          return [];
         }
       }
     } catch {
       // A malformed request: the server answers it; the audit has nothing to add.
     }
+    return [];
   }
 }
 

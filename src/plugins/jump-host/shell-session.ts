@@ -44,8 +44,14 @@ export interface Caller {
 interface Attachment {
   readonly record: AccessRecord;
   exec: ExecSession | null;
-  /** Sees the client's bytes on their way in (the SFTP audit). */
-  readonly observe?: (chunk: Buffer) => void;
+  /** Sees the client's bytes on their way in and the server's on their way out (the SFTP audit). */
+  readonly observe?: Observer;
+}
+
+/** Both directions of a session, seen as they pass. */
+interface Observer {
+  request(chunk: Buffer): void;
+  reply(chunk: Buffer): void;
 }
 
 /** What runs in the container for a session, and how it is audited. */
@@ -55,7 +61,7 @@ interface Launch {
   readonly command: string | null;
   readonly cmd: (target: NodeTarget, containerId: string) => Promise<string[]>;
   readonly tty: boolean;
-  readonly observe?: (record: AccessRecord) => (chunk: Buffer) => void;
+  readonly observe?: (record: AccessRecord) => Observer;
 }
 
 /** Whether the container is no longer running, asking again for up to `patienceMs`. */
@@ -290,7 +296,7 @@ export class ShellSession {
       },
       observe: (record) => {
         const observer = new SftpObserver({ written: (path) => record.fileWritten(path), removed: (path) => record.fileRemoved(path) });
-        return (chunk) => observer.push(chunk);
+        return { request: (chunk) => observer.push(chunk), reply: (chunk) => observer.pushReply(chunk) };
       },
     });
     if (!result.attached && !this.ended) this.refuseNotAttached(name, result);
@@ -440,13 +446,14 @@ export class ShellSession {
     const channel = this.channel!;
     const count = (chunk: Buffer) => {
       attachment.record.bytesOut += chunk.length;
+      attachment.observe?.reply(chunk);
       this.touch();
     };
     exec.stream.on('data', count);
     exec.stream.pipe(channel, { end: false });
     for (const chunk of this.held.splice(0)) {
       attachment.record.bytesIn += chunk.length;
-      attachment.observe?.(chunk);
+      attachment.observe?.request(chunk);
       exec.stream.write(chunk);
     }
     this.heldBytes = 0;
@@ -508,7 +515,7 @@ export class ShellSession {
     const exec = this.attachment?.exec;
     if (exec) {
       this.attachment!.record.bytesIn += chunk.length;
-      this.attachment!.observe?.(chunk);
+      this.attachment!.observe?.request(chunk);
       if (!exec.stream.write(chunk)) {
         this.channel?.pause();
         exec.stream.once('drain', () => this.channel?.resume());
