@@ -14,7 +14,7 @@ export function loadOrCreateHostKey(dataDir: string): string {
   mkdirSync(dataDir, { recursive: true });
   try {
     // 'wx': a second process starting at the same moment keeps the first one's key.
-    writeFileSync(file, ssh2.utils.generateKeyPairSync('ed25519').private, { mode: 0o600, flag: 'wx' });
+    writeFileSync(file, newHostKey(), { mode: 0o600, flag: 'wx' });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
@@ -25,4 +25,17 @@ export function loadOrCreateHostKey(dataDir: string): string {
     throw new Error(`${file} is not a usable SSH host key (${parsed instanceof Error ? parsed.message : 'no private key'})`);
   }
   return key;
+}
+
+/**
+ * A new ed25519 key in OpenSSH's format that ssh2 itself can read back: its generator makes one
+ * it cannot parse about once in 250 ("Malformed OpenSSH private key"), which failed a start.
+ */
+function newHostKey(): string {
+  for (let attempt = 1; ; attempt++) {
+    const key = ssh2.utils.generateKeyPairSync('ed25519').private;
+    const parsed = ssh2.utils.parseKey(key);
+    if (!(parsed instanceof Error) && parsed.isPrivateKey()) return key;
+    if (attempt >= 20) throw new Error(`could not make an SSH host key: ${parsed instanceof Error ? parsed.message : 'no private key'}`);
+  }
 }
