@@ -229,7 +229,7 @@ func (u *upload) Close() error {
 	return nil
 }
 
-// openUpload the hidden file of an upload now open for `path`, or nil.
+// openUploadOf is the upload now open for `path` (writing to its hidden file), or nil.
 func openUploadOf(path string) *upload {
 	uploads.Lock()
 	defer uploads.Unlock()

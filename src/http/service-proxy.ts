@@ -107,14 +107,10 @@ export class ServiceProxy {
   follow(events$: Observable<RecordedEvent>): void {
     this.following = events$.subscribe((event) => {
       if (this.open.size === 0) return;
-      const affects = (c: OpenConnection) => {
-        if (event.stream === `user-${c.pass.actor.id}`) return true;
-        if (event.stream === `instance-${c.address.instanceId}`) return true;
-        return false;
-      };
-      const ending = accessEnding(event) ?? (event.type === 'ServicePortRemoved' ? { code: 'PORT_REMOVED' } : null);
-      if (!ending) return;
-      for (const connection of this.open) if (affects(connection)) void this.recheck(connection);
+      if (!accessEnding(event) && event.type !== 'ServicePortRemoved') return;
+      for (const connection of this.open) {
+        if (event.stream === `user-${connection.pass.actor.id}` || event.stream === `instance-${connection.address.instanceId}`) void this.recheck(connection);
+      }
     });
   }
 

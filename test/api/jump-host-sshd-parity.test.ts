@@ -8,7 +8,7 @@ import { startTestApp, type TestApp } from '../support/app.ts';
 import { removeContainersOf, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
 import { freePort } from '../support/ports.ts';
 import { describeWithService } from '../support/services.ts';
-import { run } from '../support/ssh-clients.ts';
+import { keyOptions, run } from '../support/ssh-clients.ts';
 import { ensureToolsImage } from '../support/test-image.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
@@ -28,8 +28,7 @@ describeWithService(
     let port: number;
     let t: TestApp;
     let lab: Lab;
-    const options = () => ['-F', '/dev/null', '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${join(work, 'known_hosts')}`, '-o', 'LogLevel=ERROR',
-      '-i', join(work, 'key'), '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-o', 'BatchMode=yes'];
+    const options = () => [...keyOptions(join(work, 'key'), join(work, 'known_hosts')), '-o', 'BatchMode=yes'];
     const ssh = (args: string[]) => run('ssh', [...options(), '-p', String(port), ...args], '', 30_000);
 
     beforeAll(async () => {

@@ -9,7 +9,7 @@ import { startTestApp, type TestApp } from '../support/app.ts';
 import { removeContainersOf, runningInstance, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
 import { freePort } from '../support/ports.ts';
 import { describeWithService } from '../support/services.ts';
-import { run } from '../support/ssh-clients.ts';
+import { keyOptions, run } from '../support/ssh-clients.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 const helperBuilt = existsSync(join(loadConfig({}).helperDir, 'linux-amd64', 'tianqi-helper'));
@@ -35,8 +35,7 @@ describeWithService(
     const children = new Set<ChildProcess>();
     const matrix: Record<string, string> = {};
 
-    const options = ['-F', '/dev/null', '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${join(work, 'known_hosts')}`, '-o', 'LogLevel=ERROR',
-      '-i', join(work, 'key'), '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none'];
+    const options = keyOptions(join(work, 'key'), join(work, 'known_hosts'));
     const sftp = (batch: string, extra: string[] = []) => run('sftp', [...options, ...extra, '-P', String(port), '-b', '-', 'alice+box@127.0.0.1'], batch, 60_000);
     const inBox = async (command: string) => {
       const r = await run('ssh', [...options, '-p', String(port), 'alice+box@127.0.0.1', command], '', 30_000);

@@ -23,3 +23,12 @@ export function run(command: string, args: string[], input = '', timeoutMs = 20_
     child.stdin.end(input);
   });
 }
+
+/**
+ * OpenSSH client options for a test that signs in with its own key only: no config file, no
+ * agent, the jump host's key accepted and remembered in `knownHosts`.
+ */
+export function keyOptions(key: string, knownHosts: string): string[] {
+  return ['-F', '/dev/null', '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'LogLevel=ERROR',
+    '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none'];
+}
