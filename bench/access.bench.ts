@@ -5,7 +5,7 @@
 // event loop, as a browser or an ssh client would not. Files and ports over the jump host (SFTP,
 // `ssh -L`) are timed with the real OpenSSH clients, separate processes of their own, next to a
 // direct dockerode exec that streams the same bytes.
-import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
@@ -26,6 +26,7 @@ import { createLogger } from '../src/logger.ts';
 import { ensureServiceImage } from '../test/support/test-image.ts';
 import { percentile } from './stats.ts';
 import { freePort } from '../test/support/ports.ts';
+import { openForward, SftpBatch } from './openssh.ts';
 import { strictApi } from '../test/support/http-client.ts';
 
 const CHILD_FLAG = '--access-bench-clients';
@@ -267,7 +268,7 @@ async function bulk(term: Term, bytes: number): Promise<{ ms: number; bytes: num
  * a TTY, as the jump host's own execs are; stdout's bytes are counted as the engine's frames
  * (8-byte header, payload) go by, without copying them.
  */
-async function catDirect(target: Target, path: string): Promise<Transfer> {
+export async function catDirect(target: Pick<Target, 'dockerSocket' | 'containerId'>, path: string): Promise<Transfer> {
   const docker = new Dockerode({ socketPath: target.dockerSocket });
   const started = performance.now();
   const exec = await docker.getContainer(target.containerId).exec({ Cmd: ['cat', path], AttachStdout: true, AttachStderr: true, Tty: false });
@@ -476,103 +477,6 @@ async function memory(gc: () => void): Promise<{ rss: number; heap: number }> {
 }
 
 /** The options the OpenSSH clients share: no config, no agent, this run's key and known hosts only. */
-function opensshOptions(work: string, logLevel = 'ERROR'): string[] {
-  return [
-    '-F', '/dev/null', '-o', 'StrictHostKeyChecking=no', '-o', `UserKnownHostsFile=${join(work, 'known_hosts')}`, '-o', `LogLevel=${logLevel}`,
-    '-i', join(work, 'id_ed25519'), '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-o', 'BatchMode=yes',
-  ];
-}
-
-/**
- * OpenSSH's `sftp -b -`, kept open between commands. Batch mode prints nothing when a `get` is
- * over, so each command is followed by `pwd`, whose answer (stdout is line-buffered) says that
- * the command before it is done; a failed command ends sftp, and with it the wait.
- */
-class SftpBatch {
-  private stdout = '';
-  private stderr = '';
-  private answers = 0;
-  private wake: (() => void) | null = null;
-  private exited: string | null = null;
-
-  private constructor(private readonly child: ChildProcess) {
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      this.stdout = (this.stdout + text).slice(-4_096);
-      this.answers += text.split('Remote working directory:').length - 1;
-      this.wake?.();
-    });
-    child.stderr!.setEncoding('utf8').on('data', (text: string) => (this.stderr = (this.stderr + text).slice(-4_096)));
-    child.once('exit', (code, signal) => {
-      this.exited = `sftp exited with ${code ?? signal}: ${this.stderr.trim() || this.stdout.slice(-300)}`;
-      this.wake?.();
-    });
-  }
-
-  /** Signs in with the key and waits for the first answer: the connection and the helper are ready. */
-  static async open(work: string, sshPort: number, login: string): Promise<SftpBatch> {
-    const batch = new SftpBatch(spawn('sftp', [...opensshOptions(work), '-P', String(sshPort), '-b', '-', `${login}@127.0.0.1`], { stdio: ['pipe', 'pipe', 'pipe'] }));
-    await batch.run('pwd');
-    return batch;
-  }
-
-  /** Runs one command and resolves with the milliseconds until it was done. */
-  async run(command: string, timeoutMs = 120_000): Promise<number> {
-    const until = this.answers + 1;
-    const started = performance.now();
-    this.child.stdin!.write(`${command}\npwd\n`);
-    const deadline = Date.now() + timeoutMs;
-    while (this.answers < until) {
-      if (this.exited) throw new Error(this.exited);
-      if (Date.now() > deadline) throw new Error(`sftp: no answer to ${command} within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 1_000);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wake = null;
-    }
-    return performance.now() - started;
-  }
-
-  close(): void {
-    this.child.stdin!.end();
-    setTimeout(() => this.child.kill(), 2_000).unref();
-  }
-}
-
-/**
- * `ssh -N -L 127.0.0.1:<local>:127.0.0.1:<remote>` in the background until `close`; resolves once
- * the local port accepts. The probes reach the jump host as forwarded connections too: the
- * service behind the port should send nothing to a client that sends nothing.
- */
-async function openForward(work: string, sshPort: number, login: string, remotePort: number): Promise<{ local: number; stderr(): string; close(): void }> {
-  const local = await freePort();
-  // INFO: a forwarded connection the jump host refuses is told at that level.
-  const child = spawn('ssh', [...opensshOptions(work, 'INFO'), '-p', String(sshPort), '-N', '-o', 'ExitOnForwardFailure=yes',
-    '-L', `127.0.0.1:${local}:127.0.0.1:${remotePort}`, `${login}@127.0.0.1`], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-4_096)));
-  let exited = false;
-  child.once('exit', () => (exited = true));
-  for (const deadline = Date.now() + 30_000; ; await delay(100)) {
-    if (exited) throw new Error(`ssh -L exited: ${stderr.trim()}`);
-    if (Date.now() > deadline) {
-      child.kill();
-      throw new Error(`ssh -L: the local port did not open; ${stderr.trim()}`);
-    }
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = tcpConnect(local, '127.0.0.1', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on('error', () => resolve(false));
-    });
-    if (open) return { local, stderr: () => stderr.trim(), close: () => child.kill() };
-  }
-}
-
 const execFileAsync = promisify(execFile);
 
 /**

@@ -334,6 +334,8 @@ export class LoadRun {
       TIANQI_POLL_INTERVAL_MS: '3600000',
       // 100 sessions of a handful of users: the platform's capacity is measured, not the per-user cap.
       TIANQI_SSH_MAX_SESSIONS_PER_USER: '1000',
+      TIANQI_SSH_MAX_CONNECTIONS_PER_USER: '1000',
+      TIANQI_SSH_MAX_SESSIONS_PER_INSTANCE: '1000',
     };
     const run = new LoadRun(options, engine, dataDir, Number(env.TIANQI_SSH_PORT), env);
     try {

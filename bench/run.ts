@@ -7,6 +7,7 @@ import { coreBench } from './core.bench.ts';
 import { instancesBench } from './instances.bench.ts';
 import { loadBench } from './load.bench.ts';
 import { servicesBench } from './services.bench.ts';
+import { sshdBench } from './sshd.bench.ts';
 
 const suites: Record<string, () => Promise<Record<string, number>>> = {
   core: coreBench,
@@ -14,6 +15,7 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   load: loadBench,
   access: accessBench,
   services: servicesBench,
+  sshd: sshdBench,
 };
 
 const requested = process.argv.slice(2).filter((a) => a !== '--');

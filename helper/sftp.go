@@ -85,11 +85,53 @@ var uploads = struct {
 	byTarget map[string]*upload
 }{byTarget: map[string]*upload{}}
 
+// uploadPrefix names the hidden files of uploads in progress.
+const uploadPrefix = ".tianqi-upload-"
+
+// staleUploadAge is how old a hidden upload file must be before it counts as left behind: an
+// upload whose helper was killed outright (the container stopped, the node lost power) cannot
+// remove its own. Any upload going on writes to its file far more often than that.
+const staleUploadAge = 24 * time.Hour
+
+// swept are the directories this helper has already cleared of stale upload files.
+var swept sync.Map
+
+// sweepStale removes hidden upload files older than staleUploadAge from dir, once per helper
+// process per directory: the first upload into a directory tidies what an earlier one left.
+func sweepStale(dir string, now time.Time) {
+	if _, done := swept.LoadOrStore(dir, true); done {
+		return
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, entry := range entries {
+		if !isUploadName(entry.Name()) || !entry.Type().IsRegular() {
+			continue
+		}
+		info, err := entry.Info()
+		if err == nil && now.Sub(info.ModTime()) > staleUploadAge {
+			_ = os.Remove(filepath.Join(dir, entry.Name()))
+		}
+	}
+}
+
+// isUploadName: a name tempName makes (the prefix and 12 hex digits), not a user's file that happens to start alike.
+func isUploadName(name string) bool {
+	suffix, ok := strings.CutPrefix(name, uploadPrefix)
+	if !ok || len(suffix) != 12 {
+		return false
+	}
+	_, err := hex.DecodeString(suffix)
+	return err == nil
+}
+
 // tempName is short whatever the target's length: a legal 255-byte name must stay uploadable.
 func tempName(dir string) string {
 	var random [6]byte
 	_, _ = rand.Read(random[:])
-	return filepath.Join(dir, ".tianqi-upload-"+hex.EncodeToString(random[:]))
+	return filepath.Join(dir, uploadPrefix+hex.EncodeToString(random[:]))
 }
 
 // openMode is the permission an OPEN asks for. The request server keeps the open's attribute
@@ -130,6 +172,7 @@ func openUpload(r *sftp.Request) (*upload, error) {
 		open = os.O_RDWR
 	}
 	if !exists || flags.Trunc {
+		sweepStale(filepath.Dir(r.Filepath), time.Now())
 		temp := tempName(filepath.Dir(r.Filepath))
 		file, err := os.OpenFile(temp, open|os.O_CREATE|os.O_EXCL, mode)
 		if err != nil {

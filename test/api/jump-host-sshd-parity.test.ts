@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Client, type ClientChannel } from 'ssh2';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
-import { startTestApp, type TestApp } from '../support/app.ts';
+import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
 import { removeContainersOf, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
 import { freePort } from '../support/ports.ts';
 import { describeWithService } from '../support/services.ts';
@@ -35,6 +35,10 @@ describeWithService(
       // The jump host reads these at start (this file's worker only): small, so that the test reaches them.
       process.env.TIANQI_SSH_MAX_SESSIONS_PER_USER = '3';
       process.env.TIANQI_SSH_MAX_FORWARDS_PER_USER = '3';
+      process.env.TIANQI_SSH_MAX_CONNECTIONS_PER_USER = '3';
+      // An instance's share: above one user's, so that only a second user (an admin) reaches it.
+      process.env.TIANQI_SSH_MAX_SESSIONS_PER_INSTANCE = '4';
+      process.env.TIANQI_SSH_MAX_FORWARDS_PER_INSTANCE = '4';
       port = await freePort();
       t = await startTestApp({ TIANQI_SSH_PORT: String(port), TIANQI_POLL_INTERVAL_MS: '60000' });
       lab = await setUpLab(t, socketPath!, ['alice']);
@@ -109,6 +113,67 @@ describeWithService(
       } finally {
         a.end();
         b.end();
+      }
+    }, 60_000);
+
+    it('holds signed-in connections to the user\'s cap, and an instance to its own share of sessions and forwards, each with a message', async () => {
+      const connect = (username: string, auth: { privateKey: Buffer } | { password: string }) => new Promise<Client>((resolve, reject) => {
+        const client = new Client();
+        client.on('ready', () => resolve(client)).on('error', reject);
+        client.connect({ host: '127.0.0.1', port, username, ...auth, readyTimeout: 15_000, hostVerifier: () => true });
+      });
+      const key = { privateKey: readFileSync(join(work, 'key')) };
+      const exec = (client: Client, command: string) => new Promise<{ channel: ClientChannel; told: () => string; exit: Promise<number | null> }>((resolve, reject) =>
+        client.exec(command, (err, channel) => {
+          if (err) return reject(err);
+          let told = '';
+          channel.stderr.on('data', (d: Buffer) => (told += d.toString()));
+          const exit = new Promise<number | null>((done) => {
+            channel.on('exit', (code: number | null) => done(code));
+            channel.on('close', () => done(null));
+          });
+          resolve({ channel, told: () => told, exit });
+        }));
+      const forward = (client: Client) => new Promise<ClientChannel>((resolve, reject) => client.forwardOut('127.0.0.1', 0, '127.0.0.1', 9000, (err, channel) => (err ? reject(err) : resolve(channel))));
+      expect((await ssh(['alice+tools@127.0.0.1', '(nc -ll -p 9000 -e cat &) >/dev/null 2>&1; sleep 0.3'])).code).toBe(0);
+      const instance = (await t.api<{ id: string }[]>('GET', '/api/v1/instances', { token: lab.tokens.alice })).body[0]!;
+      await waitFor(() => t.app.eventStore.readStream(`instance-${instance.id}`), (events) =>
+        events.filter((e) => e.type === 'TerminalSessionOpened').length === events.filter((e) => e.type === 'TerminalSessionClosed').length, 10_000);
+
+      const held: Client[] = [];
+      try {
+        // three connections are alice's cap: a fourth signs in, is told why, and ends with status 1
+        held.push(...await Promise.all([connect('alice+tools', key), connect('alice+tools', key), connect('alice+tools', key)]));
+        const fourth = await connect('alice+tools', key);
+        held.push(fourth);
+        const refused = await exec(fourth, 'echo should-not-run');
+        expect(await refused.exit).toBe(1);
+        expect(refused.told()).toContain('TIANQI_SSH_MAX_CONNECTIONS_PER_USER');
+        // OpenSSH shows it as well
+        const viaOpenSsh = await ssh(['alice+tools@127.0.0.1', 'echo should-not-run']);
+        expect(viaOpenSsh.code).toBe(1);
+        expect(viaOpenSsh.stdout).toBe('');
+        expect(viaOpenSsh.stderr).toContain('TIANQI_SSH_MAX_CONNECTIONS_PER_USER');
+        fourth.end();
+
+        // alice holds three sessions and three forwards on her instance; the admin may add one of each (the instance's four)
+        const [a, b, c] = held;
+        await Promise.all([exec(a!, 'sleep 30'), exec(b!, 'sleep 30'), exec(c!, 'sleep 30')]);
+        await Promise.all([forward(a!), forward(a!), forward(a!)]);
+        const admin = await connect(`admin+tools`, { password: ADMIN_PASSWORD });
+        held.push(admin);
+        const first = await exec(admin, 'sleep 30');
+        const second = await exec(admin, 'sleep 30');
+        expect(await second.exit).toBe(1);
+        expect(second.told()).toContain('TIANQI_SSH_MAX_SESSIONS_PER_INSTANCE');
+        const forwarded = await forward(admin);
+        await expect(forward(admin)).rejects.toThrow();
+        await waitFor(async () => first.told(), (text) => text.includes('TIANQI_SSH_MAX_FORWARDS_PER_INSTANCE'), 5_000);
+        // one of alice's closed: the admin's next forward opens
+        forwarded.close();
+        await waitFor(() => forward(admin).then((ch) => { ch.close(); return true; }, () => false), (ok) => ok, 5_000);
+      } finally {
+        for (const client of held) client.end();
       }
     }, 60_000);
   },

@@ -94,15 +94,15 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     });
   const shell = async (username: string, password: string, window = { cols: 80, rows: 24 }): Promise<Shell> => {
     const client = await connect(username, { password });
-    const channel = await new Promise<ClientChannel>((resolve, reject) =>
-      client.shell({ term: 'xterm', ...window }, (err, ch) => (err ? reject(err) : resolve(ch))));
-    return new Shell(client, channel);
+    // Listeners go on inside the callback: the channel's exit status may come in the same read as
+    // its opening, and is gone by the time a promise continuation runs.
+    return new Promise<Shell>((resolve, reject) =>
+      client.shell({ term: 'xterm', ...window }, (err, ch) => (err ? reject(err) : resolve(new Shell(client, ch)))));
   };
   const exec = async (username: string, password: string, command: string): Promise<Shell> => {
     const client = await connect(username, { password });
-    const channel = await new Promise<ClientChannel>((resolve, reject) =>
-      client.exec(command, (err, ch) => (err ? reject(err) : resolve(ch))));
-    return new Shell(client, channel);
+    return new Promise<Shell>((resolve, reject) =>
+      client.exec(command, (err, ch) => (err ? reject(err) : resolve(new Shell(client, ch)))));
   };
   const sessionEvents = async (instanceId: string) => {
     const events = await t.app.eventStore.readStream(`instance-${instanceId}`);

@@ -114,6 +114,14 @@ describeWithService(
       }, 120_000);
     }
 
+    it('clears hidden files that a killed helper left behind (over a day old) at the next upload into their folder, and no others', async () => {
+      // what a helper killed mid-upload leaves (the container stopped, the node lost power), and one of today
+      await inBox('mkdir -p /data/left && cd /data/left && echo partial > .tianqi-upload-0123456789ab && touch -d "@$(( $(date +%s) - 2 * 86400 ))" .tianqi-upload-0123456789ab'
+        + ' && echo recent > .tianqi-upload-ba9876543210 && echo mine > .tianqi-upload-notes && touch -d "@$(( $(date +%s) - 2 * 86400 ))" .tianqi-upload-notes');
+      expect((await sftp(`put ${join(work, 'model.pt')} /data/left/model.pt`)).code).toBe(0);
+      expect((await inBox('ls -a /data/left')).trim().split('\n').sort()).toEqual(['.', '..', '.tianqi-upload-ba9876543210', '.tianqi-upload-notes', 'model.pt']);
+    });
+
     it('a clean upload still replaces the file, byte for byte', async () => {
       const r = await sftp(`put ${join(work, 'big.bin')} /data/model.pt`);
       expect(r.code, JSON.stringify(r)).toBe(0);

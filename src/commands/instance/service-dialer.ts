@@ -45,21 +45,31 @@ export class ServiceDialer {
 
   /** A connection to the service, or ServiceUnreachableError saying why not. */
   async dial(service: ServiceTarget): Promise<Duplex> {
+    return (await this.dialDirect(service)) ?? this.tunnel(service);
+  }
+
+  /**
+   * A plain TCP connection to the port on the container's bridge address, where this host reaches
+   * it (a local node, TIANQI_SERVICE_ROUTE=auto) and something listens there; null where the port
+   * must be reached from inside the container (a remote node, or a service on its loopback only).
+   * `destination`, where given, is the address asked for in the container: only its loopback or
+   * its own address is the same place as the bridge address.
+   */
+  async dialDirect(service: ServiceTarget, destination?: string): Promise<Socket | null> {
     const key = `${service.containerId}/${service.port}`;
-    if (this.direct(service.target) && !this.recent(this.loopbackOnly.get(key))) {
-      const address = await this.address(service);
-      if (address) {
-        try {
-          return await tcp(address, service.port);
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code !== 'ECONNREFUSED') throw new ServiceUnreachableError(service.port, describe(err));
-          // Refused on the bridge address: perhaps it listens on the container's loopback only.
-          this.loopbackOnly.set(key, this.clock());
-        }
-      }
+    if (!this.direct(service.target) || this.recent(this.loopbackOnly.get(key))) return null;
+    const address = await this.address(service);
+    if (!address) return null;
+    if (destination !== undefined && !isLoopback(destination) && destination !== address) return null;
+    try {
+      return await tcp(address, service.port);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ECONNREFUSED') throw new ServiceUnreachableError(service.port, describe(err));
+      // Refused on the bridge address: perhaps it listens on the container's loopback only.
+      this.loopbackOnly.set(key, this.clock());
+      return null;
     }
-    return this.tunnel(service);
   }
 
   /** Whether something listens on the port now (a connection made and closed at once). */
@@ -103,6 +113,11 @@ export class ServiceDialer {
     if (!connected.ok) throw new ServiceUnreachableError(service.port, connected.reason ?? 'no answer from inside the container');
     return new ExecSocket(connected.exec);
   }
+}
+
+/** An address that means the container's own loopback, as a client names it. */
+function isLoopback(address: string): boolean {
+  return address === 'localhost' || address === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address);
 }
 
 function tcp(host: string, port: number): Promise<Socket> {

@@ -1,17 +1,18 @@
 import type { AddressInfo } from 'node:net';
 import { filter, type Subscription } from 'rxjs';
-import type { AuthContext, Connection } from 'ssh2';
+import type { AuthContext, Connection, ServerChannel, Session } from 'ssh2';
 import ssh2 from 'ssh2';
 import { AccessAudit } from '../../commands/instance/access-audit.ts';
 import { accessEnding, type AccessEndingCode } from '../../domain/instance/access.ts';
 import type { RecordedEvent } from '../../ports/event-store.port.ts';
 import type { Plugin, PluginContext } from '../plugin-host.ts';
 import { ContainerHelper } from '../../commands/instance/container-helper.ts';
+import { ServiceDialer } from '../../commands/instance/service-dialer.ts';
 import { loadOrCreateHostKey } from './host-key.ts';
 import { splitLogin } from './menu.ts';
 import { PortForwards } from './port-forward.ts';
 import { AUTH_METHODS, SshAuthenticator } from './ssh-auth.ts';
-import { INSTANCE_STOPPED, ShellSession, type Caller, type SessionDeps, type UserLimits } from './shell-session.ts';
+import { INSTANCE_STOPPED, ShellSession, type Caller, type SessionDeps, type SshLimits } from './shell-session.ts';
 
 const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60_000;
 /** Like OpenSSH's LoginGraceTime: a connection that never signs in does not stay forever. */
@@ -29,8 +30,15 @@ export function idleTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
   return ms;
 }
 
-/** `TIANQI_SSH_MAX_SESSIONS_PER_USER` (default 64: a few VS Code windows and terminals) and `TIANQI_SSH_MAX_FORWARDS_PER_USER` (256): one user's share of the jump host and of their containers. */
-export function userLimitsFromEnv(env: NodeJS.ProcessEnv): UserLimits {
+/**
+ * The jump host's caps, each a whole number 1–100000: per user over all their connections
+ * `TIANQI_SSH_MAX_CONNECTIONS_PER_USER` (32: VS Code windows, a few terminals, an sftp client and
+ * a script's parallel commands), `TIANQI_SSH_MAX_SESSIONS_PER_USER` (64) and
+ * `TIANQI_SSH_MAX_FORWARDS_PER_USER` (256); per instance over everybody's connections
+ * `TIANQI_SSH_MAX_SESSIONS_PER_INSTANCE` (64) and `TIANQI_SSH_MAX_FORWARDS_PER_INSTANCE` (256):
+ * each session and forward is a process in the tenant's container.
+ */
+export function sshLimitsFromEnv(env: NodeJS.ProcessEnv): SshLimits {
   const read = (name: string, fallback: number) => {
     const raw = env[name];
     if (raw === undefined || raw === '') return fallback;
@@ -38,7 +46,13 @@ export function userLimitsFromEnv(env: NodeJS.ProcessEnv): UserLimits {
     if (!Number.isInteger(n) || n <= 0 || n > 100_000) throw new Error(`${name}: must be a whole number 1–100000, not "${raw}"`);
     return n;
   };
-  return { sessionsPerUser: read('TIANQI_SSH_MAX_SESSIONS_PER_USER', 64), forwardsPerUser: read('TIANQI_SSH_MAX_FORWARDS_PER_USER', 256) };
+  return {
+    connectionsPerUser: read('TIANQI_SSH_MAX_CONNECTIONS_PER_USER', 32),
+    sessionsPerUser: read('TIANQI_SSH_MAX_SESSIONS_PER_USER', 64),
+    forwardsPerUser: read('TIANQI_SSH_MAX_FORWARDS_PER_USER', 256),
+    sessionsPerInstance: read('TIANQI_SSH_MAX_SESSIONS_PER_INSTANCE', 64),
+    forwardsPerInstance: read('TIANQI_SSH_MAX_FORWARDS_PER_INSTANCE', 256),
+  };
 }
 
 /**
@@ -66,6 +80,8 @@ const ENDING_NOTICES: Readonly<Record<AccessEndingCode, string>> = {
 /** One SSH client connection: its sign-in and its sessions. */
 class ClientConnection {
   caller: Caller | null = null;
+  /** Signed in over the user's connection cap: why, told on its first session before it ends. */
+  overCap: string | null = null;
   private readonly sessions = new Set<ShellSession>();
   private idle: NodeJS.Timeout | null = null;
   /** The client is gone: no idle clock any more (ssh2 reports the close before its channels'). */
@@ -170,17 +186,20 @@ class JumpHost {
     private readonly ctx: PluginContext,
     hostKey: string,
     idleTimeoutMs: number,
-    limits: UserLimits,
+    limits: SshLimits,
   ) {
     this.auth = new SshAuthenticator(ctx.accounts);
+    const helper = new ContainerHelper(ctx.runtime, ctx.helperBuilds);
     this.deps = {
       ctx,
       idleTimeoutMs,
       track: (work) => this.track(work),
       audit: new AccessAudit(ctx.bus),
-      helper: new ContainerHelper(ctx.runtime, ctx.helperBuilds),
+      helper,
+      dialer: new ServiceDialer(ctx.runtime, helper, ctx.config.services.route),
       limits,
       usageOf: (userId) => this.usageOf(userId),
+      usageOfInstance: (instanceId) => this.usageOfInstance(instanceId),
     };
     this.server = new ssh2.Server({
       hostKeys: [hostKey],
@@ -225,6 +244,24 @@ class JumpHost {
       forwards += connection.forwards.held;
     }
     return { sessions, forwards };
+  }
+
+  /** Sessions and forwarded connections in one instance, over everybody's connections. */
+  private usageOfInstance(instanceId: string): { sessions: number; forwards: number } {
+    let sessions = 0;
+    let forwards = 0;
+    for (const connection of this.connections) {
+      for (const session of connection.openSessions) if (session.instanceId === instanceId) sessions += 1;
+      forwards += connection.forwards.heldIn(instanceId);
+    }
+    return { sessions, forwards };
+  }
+
+  /** Signed-in connections of a user that count against their cap. */
+  private connectionsOf(userId: string): number {
+    let count = 0;
+    for (const connection of this.connections) if (connection.caller?.actor.id === userId && !connection.overCap) count += 1;
+    return count;
   }
 
   private track(work: Promise<unknown>): void {
@@ -292,6 +329,10 @@ class JumpHost {
       if (left > 0) this.unauthenticated.set(address, left);
       else this.unauthenticated.delete(address);
     };
+    // As sshd does for interactive and bulk sessions alike: a small SFTP answer or a keystroke's
+    // echo must not wait for the client's delayed ACK (40 ms a round trip with Nagle on).
+    // (ssh2's server connection has the method; its typings leave it out.)
+    (client as Connection & { setNoDelay(noDelay: boolean): void }).setNoDelay(true);
     const connection = new ClientConnection(client, address, this.deps.idleTimeoutMs, this.deps);
     this.connections.add(connection);
     const grace = setTimeout(() => client.end(), LOGIN_GRACE_MS);
@@ -303,6 +344,13 @@ class JumpHost {
         switch (outcome.kind) {
           case 'signed-in': {
             const { user } = outcome;
+            const { connectionsPerUser } = this.deps.limits;
+            // Over the cap the sign-in still succeeds, so that the client can be told why (sshd's
+            // MaxSessions answers the same way): its first session says so and ends with status 1.
+            if (this.connectionsOf(user.id) >= connectionsPerUser) {
+              connection.overCap = `您的账号已有 ${connectionsPerUser} 个 SSH 连接（上限由 TIANQI_SSH_MAX_CONNECTIONS_PER_USER 设定），请关闭一些后再试。`;
+              this.ctx.logger.info({ user: user.username, address }, 'ssh connection refused: user connection limit');
+            }
             connection.caller = { actor: { id: user.id, username: user.username, role: user.role }, address, instanceName: login.instanceName };
             auth.accept();
             return;
@@ -328,6 +376,10 @@ class JumpHost {
       this.ctx.logger.info({ user: login.username, instance: login.instanceName, address }, 'ssh sign-in');
     });
     client.on('session', (acceptSession, rejectSession) => {
+      if (connection.overCap) {
+        refuseSession(acceptSession(), connection.overCap, () => client.end());
+        return;
+      }
       if (connection.openSessions.length + connection.opening >= MAX_SESSIONS) {
         rejectSession();
         return;
@@ -352,6 +404,11 @@ class JumpHost {
       });
     });
     client.on('tcpip', (accept, reject, info) => {
+      if (connection.overCap) {
+        reject();
+        client.end();
+        return;
+      }
       void this.recheck(connection).then((caller) => {
         if (!caller) return reject();
         return connection.forwards.request(accept, reject, info);
@@ -377,6 +434,29 @@ class JumpHost {
   }
 }
 
+/**
+ * A session on a connection that may not have one: its first shell, command or subsystem gets the
+ * message on stderr and exit status 1, and then the connection ends.
+ */
+function refuseSession(session: Session, message: string, then: () => void): void {
+  let pty = false;
+  session.on('pty', (accept) => {
+    pty = true;
+    accept?.();
+  });
+  session.on('env', (accept) => accept?.());
+  const refuse = (accept: () => ServerChannel) => {
+    const channel = accept();
+    channel.stderr.write(pty ? `${message}\r\n` : `${message}\n`);
+    channel.exit(1);
+    channel.end();
+    setTimeout(then, 1_000).unref();
+  };
+  session.on('shell', (accept) => refuse(accept));
+  session.on('exec', (accept) => refuse(accept));
+  session.on('subsystem', (accept) => refuse(accept));
+}
+
 export const jumpHostPlugin: Plugin = {
   name: 'jump-host',
   async start(ctx) {
@@ -384,7 +464,7 @@ export const jumpHostPlugin: Plugin = {
       ctx.logger.info('TIANQI_SSH_PORT is 0: no SSH jump host');
       return { async stop() {} };
     }
-    const jumpHost = new JumpHost(ctx, loadOrCreateHostKey(ctx.config.dataDir), idleTimeoutFromEnv(process.env), userLimitsFromEnv(process.env));
+    const jumpHost = new JumpHost(ctx, loadOrCreateHostKey(ctx.config.dataDir), idleTimeoutFromEnv(process.env), sshLimitsFromEnv(process.env));
     const port = await jumpHost.listen(ctx.config.host, ctx.config.sshPort);
     ctx.logger.info({ host: ctx.config.host, port }, 'SSH jump host listening');
     return { stop: () => jumpHost.stop() };

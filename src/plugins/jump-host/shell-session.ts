@@ -9,6 +9,7 @@ import type { InstanceView } from '../../projections/instances.projection.ts';
 import type { PluginContext } from '../plugin-host.ts';
 import { LineEditor } from './line-editor.ts';
 import { HelperUnavailableError, type ContainerHelper } from '../../commands/instance/container-helper.ts';
+import type { ServiceDialer } from '../../commands/instance/service-dialer.ts';
 import { GOODBYE, MENU_HEADER, MENU_PROMPT, NO_INSTANCES, menuLine, menuOrder, transferTool } from './menu.ts';
 import { SftpObserver } from './sftp-observer.ts';
 
@@ -17,19 +18,30 @@ export interface SessionDeps {
   readonly ctx: PluginContext;
   readonly audit: AccessAudit;
   readonly helper: ContainerHelper;
+  /** Reaches a container's port directly where this host can (forwards on a local node). */
+  readonly dialer: ServiceDialer;
   readonly idleTimeoutMs: number;
   /** Keeps an audit write in view until it settles, so stopping the plugin can wait for it. */
   readonly track: (work: Promise<unknown>) => void;
-  /** What one user may hold across all their connections (TIANQI_SSH_MAX_*_PER_USER). */
-  readonly limits: UserLimits;
+  /** What one user and one instance may hold across all connections (TIANQI_SSH_MAX_*). */
+  readonly limits: SshLimits;
   /** What a user holds now across all their connections to this jump host. */
   readonly usageOf: (userId: string) => { sessions: number; forwards: number };
+  /** What all connections hold in one instance now (sessions attached or attaching, forwards open or being set up). */
+  readonly usageOfInstance: (instanceId: string) => { sessions: number; forwards: number };
 }
 
-/** Sessions and forwarded connections one user may have open at once, over all their SSH connections. */
-export interface UserLimits {
+/**
+ * What one user may hold at once over all their SSH connections (signed-in connections, sessions,
+ * forwarded connections), and what one instance may be held by, whoever holds it: each session
+ * and each forward is a process in the tenant's container.
+ */
+export interface SshLimits {
+  readonly connectionsPerUser: number;
   readonly sessionsPerUser: number;
   readonly forwardsPerUser: number;
+  readonly sessionsPerInstance: number;
+  readonly forwardsPerInstance: number;
 }
 
 /** Who is on the other end of one SSH connection (the role as of the last channel opened). */
@@ -369,6 +381,13 @@ export class ShellSession {
     if (instance.status !== 'running' || !instance.containerId) return { attached: false, why: 'not-running', status: instance.status };
     const containerId = instance.containerId;
     const target = await ctx.nodes.target(instance.nodeId);
+    // Counted from here (one pass of the event loop: two attaching at once cannot both slip in).
+    this.instanceId = instance.id;
+    const { sessionsPerInstance } = this.deps.limits;
+    if (this.deps.usageOfInstance(instance.id).sessions > sessionsPerInstance) {
+      this.refuse(`实例 ${instance.name} 已打开 ${sessionsPerInstance} 个 SSH 会话（所有用户合计，上限由 TIANQI_SSH_MAX_SESSIONS_PER_INSTANCE 设定），请关闭一些后再试。`, 'instance session limit');
+      return { attached: true };
+    }
     let cmd: string[];
     try {
       cmd = await launch.cmd(target, containerId);
@@ -379,7 +398,6 @@ export class ShellSession {
     }
     if (this.ended) return { attached: true };
 
-    this.instanceId = instance.id;
     this.instanceOwnerId = instance.ownerId;
     const opened = this.open(instance.id, launch.kind, launch.command ?? cmd[0]!);
     this.deps.track(opened);
