@@ -5,6 +5,9 @@
 // node it also runs as the node guard, which keeps tenant containers off the node's own ports.
 //
 //	tianqi-helper sftp [start-dir]   SFTP version 3 on stdin/stdout
+//	tianqi-helper sftp --listen [start-dir]
+//	                                 SFTP on one TCP connection to the container's address, which must
+//	                                 send the token first; stdout says "listen <port> <token>"
 //	tianqi-helper connect HOST PORT  a TCP connection on stdin/stdout; first line on stdout "ok" or "error <why>"
 //	tianqi-helper which NAME         the path of NAME on $PATH, exit 1 when there is none
 //	tianqi-helper guard [--once] [--no-firewall] [--allow CIDR,…] [--preload LIB] | guard --remove
@@ -27,9 +30,17 @@ func main() {
 	}
 	switch os.Args[1] {
 	case "sftp":
+		args := os.Args[2:]
+		listen := len(args) > 0 && args[0] == "--listen"
+		if listen {
+			args = args[1:]
+		}
 		start := ""
-		if len(os.Args) > 2 {
-			start = os.Args[2]
+		if len(args) > 0 {
+			start = args[0]
+		}
+		if listen {
+			os.Exit(serveSFTPListening(start))
 		}
 		os.Exit(serveSFTP(start))
 	case "connect":
@@ -52,6 +63,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [start-dir] | connect HOST PORT | which NAME | guard [--once] [--no-firewall] [--allow CIDR,…] [--preload LIB] | guard --remove | version")
+	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [--listen] [start-dir] | connect HOST PORT | which NAME | guard [--once] [--no-firewall] [--allow CIDR,…] [--preload LIB] | guard --remove | version")
 	os.Exit(2)
 }

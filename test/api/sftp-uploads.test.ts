@@ -20,11 +20,18 @@ const sha256 = (data: Buffer | string) => createHash('sha256').update(data).dige
  * Uploads over the jump host commit whole or not at all, and arrive with their modes and times,
  * as with OpenSSH's sshd: real OpenSSH sftp and scp against a real container.
  */
-describeWithService(
+const routes = [
+  // a local node: the helper's SFTP server over the container's own address
+  ['auto', 'over the container\'s address'],
+  // as on a node behind TLS: over the engine's exec stream
+  ['tunnel', 'over the engine\'s exec stream'],
+] as const;
+
+for (const [route, way] of routes) describeWithService(
   'Docker engine and a tianqi-helper build',
   Boolean(socketPath) && helperBuilt,
   'start dockerd (see .ci/run), set TIANQI_TEST_DOCKER_SOCKET, and have tianqi-helper in dist/helper (npm test unpacks it)',
-  'SFTP and scp uploads: whole or not at all, with modes and times',
+  `SFTP and scp uploads ${way}: whole or not at all, with modes and times`,
   () => {
     const work = mkdtempSync(join(tmpdir(), 'tianqi-uploads-'));
     let port: number;
@@ -55,7 +62,7 @@ describeWithService(
 
     beforeAll(async () => {
       port = await freePort();
-      t = await startTestApp({ TIANQI_SSH_PORT: String(port), TIANQI_POLL_INTERVAL_MS: '60000' });
+      t = await startTestApp({ TIANQI_SSH_PORT: String(port), TIANQI_POLL_INTERVAL_MS: '60000', TIANQI_SERVICE_ROUTE: route });
       lab = await setUpLab(t, socketPath!, ['alice']);
       await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(work, 'key')]);
       const added = await t.api('POST', '/api/v1/users/me/ssh-keys', { token: lab.tokens.alice, body: { name: 'laptop', publicKey: readFileSync(join(work, 'key.pub'), 'utf8') } });
@@ -68,7 +75,7 @@ describeWithService(
     }, 180_000);
 
     afterAll(async () => {
-      console.log(`interrupted uploads (what the target holds afterwards): ${JSON.stringify(matrix)}`);
+      console.log(`interrupted uploads ${way} (what the target holds afterwards): ${JSON.stringify(matrix)}`);
       for (const child of children) child.kill('SIGKILL');
       await removeContainersOf(t, socketPath);
       await t?.stop();
@@ -96,6 +103,18 @@ describeWithService(
         await gone(child);
       }],
     ];
+
+    it(`serves the session ${way}`, async () => {
+      const child = await slowPut(join(work, 'big.bin'), '/data/route.bin');
+      try {
+        const servers = (await inBox('ps -o args | grep "[t]ianqi-helper sftp"')).trim().split('\n');
+        expect(servers).toHaveLength(1);
+        expect(servers[0]!.includes(' sftp --listen')).toBe(route === 'auto');
+      } finally {
+        process.kill(-child.pid!, 'SIGKILL');
+        await gone(child);
+      }
+    }, 60_000);
 
     for (const [how, interrupt] of interruptions) {
       it(`an upload cut off (${how}) leaves the file it would replace as it was, and no new file, and nothing hidden`, async () => {

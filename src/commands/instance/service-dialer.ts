@@ -72,6 +72,18 @@ export class ServiceDialer {
     }
   }
 
+  /**
+   * A plain TCP connection to a port on the container's own address where this host reaches it
+   * (a local node, route auto), for a listener of the platform's own in there (the helper's SFTP
+   * server); null where it cannot be made, and the caller goes through the engine instead.
+   */
+  async dialContainer(target: NodeTarget, containerId: string, port: number): Promise<Socket | null> {
+    if (!this.direct(target)) return null;
+    const address = await this.address({ target, containerId, port });
+    if (!address) return null;
+    return tcp(address, port).catch(() => null);
+  }
+
   /** Whether something listens on the port now (a connection made and closed at once). */
   async listening(service: ServiceTarget): Promise<boolean> {
     try {
@@ -81,6 +93,11 @@ export class ServiceDialer {
       if (err instanceof ServiceUnreachableError) return false;
       throw err;
     }
+  }
+
+  /** Whether this host reaches the node's containers by their own addresses (a local node, route auto). */
+  reachesDirectly(target: NodeTarget): boolean {
+    return this.direct(target);
   }
 
   private direct(target: NodeTarget): boolean {

@@ -12,6 +12,7 @@ import { HelperUnavailableError, type ContainerHelper } from '../../commands/ins
 import type { ServiceDialer } from '../../commands/instance/service-dialer.ts';
 import { GOODBYE, MENU_HEADER, MENU_PROMPT, NO_INSTANCES, menuLine, menuOrder, transferTool } from './menu.ts';
 import { SftpObserver } from './sftp-observer.ts';
+import { directSftp } from './direct-sftp.ts';
 
 /** What every session of the jump host shares. */
 export interface SessionDeps {
@@ -74,6 +75,8 @@ interface Launch {
   readonly cmd: (target: NodeTarget, containerId: string) => Promise<string[]>;
   readonly tty: boolean;
   readonly observe?: (record: AccessRecord) => Observer;
+  /** Another way to run `cmd` than the engine's exec stream; null: the exec stream after all. */
+  readonly start?: (target: NodeTarget, containerId: string, cmd: readonly string[]) => Promise<ExecSession | null>;
 }
 
 /** Whether the container is no longer running, asking again for up to `patienceMs`. */
@@ -306,6 +309,8 @@ export class ShellSession {
           throw err;
         }
       },
+      // On a local node its bytes go over the container's own address, not the exec stream.
+      start: (target, containerId, cmd) => directSftp(this.deps.ctx.runtime, this.deps.dialer, target, containerId, cmd),
       observe: (record) => {
         const observer = new SftpObserver({ written: (path) => record.fileWritten(path), removed: (path) => record.fileRemoved(path) });
         return { request: (chunk) => observer.push(chunk), reply: (chunk) => observer.pushReply(chunk) };
@@ -412,7 +417,10 @@ export class ShellSession {
     this.attachment = attachment;
     if (launch.kind === 'shell') this.say(`正在连接到 ${instance.name} …`);
     try {
-      attachment.exec = await ctx.runtime.exec(target, containerId, {
+      attachment.exec = (await launch.start?.(target, containerId, cmd).catch((err: unknown) => {
+        ctx.logger.warn({ err }, 'ssh session: the direct way in failed, using the exec stream');
+        return null;
+      })) ?? await ctx.runtime.exec(target, containerId, {
         cmd,
         tty: launch.tty,
         env: launch.tty ? [`TERM=${this.pty?.term || DEFAULT_TERM}`] : [],
