@@ -612,6 +612,8 @@ export async function accessBench(): Promise<Record<string, number>> {
     TIANQI_DATA_DIR: dataDir, TIANQI_HTTP_PORT: '0', TIANQI_SSH_PORT: String(sshPort), TIANQI_HOST: '127.0.0.1', TIANQI_LOG_LEVEL: 'warn',
     TIANQI_ADMIN_PASSWORD: 'bench-admin-password', TIANQI_MASTER_KEY: randomBytes(32).toString('base64'), TIANQI_POLL_INTERVAL_MS: '600000',
   });
+  // 100 idle sessions of one user into one instance: the jump host's capacity is measured, not its caps.
+  for (const cap of ['CONNECTIONS_PER_USER', 'SESSIONS_PER_USER', 'SESSIONS_PER_INSTANCE']) process.env[`TIANQI_SSH_MAX_${cap}`] = '1000';
   const app = new App(config, createLogger('warn'));
   await app.start();
   const url = `http://127.0.0.1:${app.httpPort}`;

@@ -7,7 +7,7 @@
 // (tianqi-helper over a docker exec stream, as on every node); sshd's in a folder of this host.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -88,6 +88,31 @@ async function readPort(port: number): Promise<{ seconds: number; bytes: number 
   return JSON.parse(stdout) as { seconds: number; bytes: number };
 }
 
+/**
+ * CPU time in ms so far of this host's processes by name (their user and system ticks, from
+ * /proc): the helper's (in the container, a process of this host like any other) and sshd's,
+ * whose session processes keep the name `sshd` whatever their title says.
+ */
+function cpuMsOf(name: string): number {
+  const tick = 1000 / 100;
+  let ms = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const open = stat.indexOf('(');
+    const close = stat.lastIndexOf(')');
+    if (stat.slice(open + 1, close) !== name) continue;
+    const fields = stat.slice(close + 2).split(' ');
+    ms += (Number(fields[11]) + Number(fields[12])) * tick;
+  }
+  return ms;
+}
+
 /** The small files: 1,000 of 1–8 KiB, random, in `dir`. */
 function writeSmallFiles(dir: string): number {
   mkdirSync(dir);
@@ -155,19 +180,27 @@ export async function sshdBench(): Promise<Record<string, number>> {
       const { dir } = login[side];
       const local = join(work, `${side}-${measure}-${r}`);
       let ms: number;
-      const cpu = process.cpuUsage();
+      const before = { platform: process.cpuUsage(), helper: cpuMsOf('tianqi-helper'), sshd: cpuMsOf('sshd') };
+      const perMB = (used: number) => used / (BIG_BYTES / 1e6);
+      const spent = (kind: 'download' | 'upload') => {
+        if (side === 'jump') {
+          const used = process.cpuUsage(before.platform);
+          cpu.platform[kind].push(perMB((used.user + used.system) / 1000));
+          cpu.helper[kind].push(perMB(cpuMsOf('tianqi-helper') - before.helper));
+        } else {
+          cpu.sshd[kind].push(perMB(cpuMsOf('sshd') - before.sshd));
+        }
+      };
       switch (measure) {
         case 'download':
           ms = await sftp[side].run(`get ${dir}/big.bin ${local}`);
-          if (side === 'jump') {
-            const used = process.cpuUsage(cpu);
-            cpuPerMB.push((used.user + used.system) / 1000 / (BIG_BYTES / 1e6));
-          }
+          spent('download');
           if (statSync(local).size !== BIG_BYTES) throw new Error(`${side}: the download is ${statSync(local).size} bytes`);
           rmSync(local);
           break;
         case 'upload':
           ms = await sftp[side].run(`put ${big} ${dir}/up-${r}.bin`);
+          spent('upload');
           break;
         case 'smallUp':
           ms = await sftp[side].run(`put -r ${join(work, 'small')} ${dir}/small-${r}`);
@@ -188,8 +221,11 @@ export async function sshdBench(): Promise<Record<string, number>> {
     const measures: Measure[] = ['download', 'upload', 'smallUp', 'smallDown', 'forward'];
     /** The engine's exec stream alone (`docker exec cat` through dockerode): the ceiling of the jump host's path on this machine. */
     const execStream: number[] = [];
-    /** The platform's CPU time (this process: the clients and sshd are others) per MB downloaded through the jump host. */
-    const cpuPerMB: number[] = [];
+    /**
+     * CPU ms per MB of the server side of each bulk transfer: the platform (this process: the
+     * clients are others) and the helper in the container, or sshd (its sftp is in-process).
+     */
+    const cpu = { platform: { download: [] as number[], upload: [] as number[] }, helper: { download: [] as number[], upload: [] as number[] }, sshd: { download: [] as number[], upload: [] as number[] } };
     // One untimed round warms both up (the helper is copied into the container on first use).
     for (const side of ['jump', 'sshd'] as const) {
       await sftp[side].run(`get ${login[side].dir}/big.bin /dev/null`);
@@ -222,7 +258,12 @@ export async function sshdBench(): Promise<Record<string, number>> {
       figures[`${measure}OfSshd`] = round(open / jump);
     }
     figures.execStreamMBps = round(percentile(execStream, 50));
-    figures.downloadJumpHostCpuMsPerMB = round(percentile(cpuPerMB, 50));
+    for (const kind of ['download', 'upload'] as const) {
+      // Server-side CPU per MB: the platform and the helper next to sshd (the clients are the same).
+      figures[`${kind}PlatformCpuMsPerMB`] = round(percentile(cpu.platform[kind], 50));
+      figures[`${kind}HelperCpuMsPerMB`] = round(percentile(cpu.helper[kind], 50));
+      figures[`${kind}SshdCpuMsPerMB`] = round(percentile(cpu.sshd[kind], 50));
+    }
     return figures;
   } finally {
     for (const close of closing.reverse()) close();
