@@ -151,6 +151,25 @@ describeWithService(
       }
     }, 120_000);
 
+    it('the rules come back when the guard starts again after a reboot emptied the firewall (it starts with dockerd: restart policy always)', async () => {
+      const [guard] = await docker.listContainers({ all: true, filters: { label: ['tianqi.role=node-guard'] } });
+      const container = docker.getContainer(guard!.Id);
+      // it comes up with dockerd after a reboot, and with it after a dockerd restart
+      expect((await container.inspect()).HostConfig.RestartPolicy?.Name).toBe('always');
+      const tenant = (await containerOf('online'))!;
+      // what a reboot leaves: no table (and so a tenant reaches the LAN host: the rules are what stops it)
+      await run('nft', ['delete', 'table', 'inet', 'tianqi']);
+      try {
+        matrix['tenant, rules gone (reboot)'] = await reachable(tenant);
+        expect(matrix['tenant, rules gone (reboot)']!['LAN host (10/8)']).toBe(true);
+      } finally {
+        await container.restart();
+      }
+      await waitFor(() => run('nft', ['list', 'table', 'inet', 'tianqi']).then(() => true, () => false), (ok) => ok, 10_000);
+      matrix['tenant, guard restarted'] = await reachable(tenant);
+      expect(matrix['tenant, guard restarted']).toEqual({ 'LAN host (10/8)': false, 'CGNAT (100.64/10)': false, 'link-local (169.254/16)': false, internet: true });
+    }, 120_000);
+
     it('a spec without internet reaches nothing beyond its own bridge', async () => {
       const offline = (await containerOf('offline'))!;
       matrix['tenant, spec without internet'] = await reachable(offline);
