@@ -29,6 +29,7 @@ import { preflight } from './preflight.ts';
 import { systemRoutes } from './commands/system.routes.ts';
 import { provisionerPlugin } from './plugins/instances/provisioner.plugin.ts';
 import { reconcilerPlugin } from './plugins/instances/reconciler.plugin.ts';
+import { schedulerPlugin } from './plugins/instances/scheduler.plugin.ts';
 import { livePlugin } from './plugins/live/live.plugin.ts';
 import { logsPlugin } from './plugins/live/logs.plugin.ts';
 import { jumpHostPlugin } from './plugins/jump-host/jump-host.plugin.ts';
@@ -66,7 +67,7 @@ export const VERSION = '0.1.0';
 export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection, serviceOriginsProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
-export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin, terminalPlugin];
+export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, schedulerPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin, terminalPlugin];
 
 export async function openEventStore(config: Config): Promise<EventStore> {
   if (config.eventStoreUrl) {
@@ -111,6 +112,8 @@ export interface AppOptions {
   readonly plugins?: readonly Plugin[];
   /** Where the generated first-start admin password goes (stdout by default). */
   readonly announce?: (message: string) => void;
+  /** The clock time-driven behaviour goes by (scheduled stops); Date.now unless a test moves it. */
+  readonly clock?: () => number;
 }
 
 /** The composition root: the one place that knows every adapter. */
@@ -194,7 +197,7 @@ export class App {
     this.runtime = new DockerodeRuntime(this.docker);
     this.helperBuilds = new FileHelperBuilds(config.helperDir);
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
-    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore);
+    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock);
     const dialer = new ServiceDialer(this.runtime, new ContainerHelper(this.runtime, this.helperBuilds), config.services.route);
     this.services = new ServiceAccess(this.instances, this.accounts, new ServiceGrants(secrets.deriveKey('services/hs256')), dialer, targetOf, this.bus, this.readStore, {
       ...(config.services.domain ? { domain: config.services.domain } : {}),
@@ -276,6 +279,7 @@ export class App {
       authenticate: (token) => this.accounts.authenticate(token),
       secrets,
       helperBuilds: this.helperBuilds,
+      clock: this.options.clock ?? Date.now,
     });
     this.ready = true;
     logger.info({ http: `${config.host}:${this.httpPort}`, plugins: this.pluginHost.names, replica: this.replicaId }, 'TianQi is ready');

@@ -20,6 +20,7 @@ const Env = z.object({
   TIANQI_MONGO_URL: z.string().regex(/^mongodb(\+srv)?:\/\//, 'must start with mongodb:// or mongodb+srv://').optional(),
   TIANQI_MASTER_KEY: z.string().optional(),
   TIANQI_POLL_INTERVAL_MS: z.coerce.number().int().min(1_000).default(30_000),
+  TIANQI_SCHEDULER_TICK_MS: z.coerce.number().int().min(50).max(5_000).default(1_000),
   TIANQI_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Comma-separated plugin names to switch off, e.g. `jump-host,webhooks`. */
   TIANQI_DISABLED_PLUGINS: z.string().default(''),
@@ -71,6 +72,8 @@ export interface Config {
   readonly mongoUrl?: string;
   readonly masterKey?: string;
   readonly pollIntervalMs: number;
+  /** How often the scheduler looks for due stops: a stop fires at most this late (plus the stop itself). */
+  readonly schedulerTickMs: number;
   readonly logLevel: string;
   readonly disabledPlugins: ReadonlySet<string>;
   readonly sqliteSynchronous: 'NORMAL' | 'FULL';
@@ -123,6 +126,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ...(e.TIANQI_MONGO_URL ? { mongoUrl: e.TIANQI_MONGO_URL } : {}),
     ...(e.TIANQI_MASTER_KEY ? { masterKey: e.TIANQI_MASTER_KEY } : {}),
     pollIntervalMs: e.TIANQI_POLL_INTERVAL_MS,
+    schedulerTickMs: e.TIANQI_SCHEDULER_TICK_MS,
     logLevel: e.TIANQI_LOG_LEVEL,
     disabledPlugins: new Set(e.TIANQI_DISABLED_PLUGINS.split(',').map((s) => s.trim()).filter(Boolean)),
     sqliteSynchronous: e.TIANQI_SQLITE_SYNCHRONOUS,

@@ -36,6 +36,8 @@ export interface PluginContext {
   readonly secrets: SecretBox;
   /** Builds of tianqi-helper: SFTP and forwarding in containers, the node guard. */
   readonly helperBuilds: HelperBuilds;
+  /** The platform's clock in ms (Date.now; tests move it): what time-driven plugins go by. */
+  readonly clock: () => number;
 }
 
 export interface PluginHandle {

@@ -24,17 +24,23 @@ export interface InstanceView {
   readonly remark: string;
   /** The image's service ports and the instance's own (absent on instances from before service ports). */
   readonly servicePorts?: readonly InstanceServicePort[];
+  /** 定时关机: when the instance is to be stopped, and by whom it was set; absent or null when none is. */
+  readonly scheduledStop?: { readonly at: string; readonly byUsername: string } | null;
+  /** `scheduledStop.at`, top-level so the scheduler finds the due ones with one indexed query. */
+  readonly scheduledStopAt?: string | null;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
 
 export const INSTANCES = 'instances';
 
+const NO_SCHEDULE = { scheduledStop: null, scheduledStopAt: null } as const;
+
 /** Instances that are not deleted; deleting one removes its document. */
 export const instancesProjection = documentProjection<InstanceView>({
   name: 'instances',
   collection: INSTANCES,
-  indexes: [{ fields: { ownerId: 1, name: 1 }, unique: true }],
+  indexes: [{ fields: { ownerId: 1, name: 1 }, unique: true }, { fields: { scheduledStopAt: 1 } }],
   idOf: (event) => (event.stream.startsWith('instance-') ? event.stream.slice('instance-'.length) : undefined),
   evolve(doc, recorded) {
     const event = recorded as RecordedEvent & InstanceEvent;
@@ -58,17 +64,22 @@ export const instancesProjection = documentProjection<InstanceView>({
       case 'ContainerCreated':
         return { ...doc, containerId: event.data.containerId, updatedAt: at };
       case 'InstanceProvisioningFailed':
-        return { ...doc, status: 'failed', statusReason: event.data.reason, updatedAt: at };
+        return { ...doc, status: 'failed', statusReason: event.data.reason, ...NO_SCHEDULE, updatedAt: at };
       case 'InstanceStateObserved':
         return { ...doc, status: event.data.status, statusReason: event.data.reason, updatedAt: at };
       case 'InstanceContainerVanished':
-        return { ...doc, status: 'failed', statusReason: event.data.reason, containerId: null, updatedAt: at };
+        return { ...doc, status: 'failed', statusReason: event.data.reason, containerId: null, ...NO_SCHEDULE, updatedAt: at };
       case 'InstanceOperationRequested':
         return { ...doc, pending: event.data.operation, updatedAt: at };
       case 'InstanceOperationFailed':
         return event.data.willRetry ? { ...doc, updatedAt: at } : { ...doc, pending: null, statusReason: event.data.reason, updatedAt: at };
       case 'InstanceOperationCompleted':
-        return { ...doc, pending: null, updatedAt: at };
+        return { ...doc, pending: null, ...(event.data.operation === 'stop' ? NO_SCHEDULE : {}), updatedAt: at };
+      case 'InstanceStopScheduled':
+        return { ...doc, scheduledStop: { at: event.data.at, byUsername: event.data.byUsername }, scheduledStopAt: event.data.at, updatedAt: at };
+      case 'InstanceStopUnscheduled':
+      case 'InstanceScheduledStopFired':
+        return { ...doc, ...NO_SCHEDULE, updatedAt: at };
       case 'InstanceDeleted':
         return null;
       case 'ServicePortAdded':

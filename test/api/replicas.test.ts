@@ -19,7 +19,7 @@ import { describeWithService } from '../support/services.ts';
 
 const mongoUrl = process.env.TIANQI_MONGO_URL;
 const socket = process.env.TIANQI_TEST_DOCKER_SOCKET;
-const SINGLETONS = ['plugin:webhooks', 'plugin:provisioner', 'plugin:reconciler', PROJECTIONS_LEASE];
+const SINGLETONS = ['plugin:webhooks', 'plugin:provisioner', 'plugin:reconciler', 'plugin:scheduler', PROJECTIONS_LEASE];
 const TTL_MS = 1_500;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -91,8 +91,8 @@ describeWithService('MongoDB', Boolean(mongoUrl), 'set TIANQI_MONGO_URL (e.g. mo
     return { database, dataDir, env };
   };
   /** A replica of `l`: the same event log (SQLite file in the shared data dir) and the same database. */
-  const replica = async (l: ReturnType<typeof lab>) => {
-    const t = await startTestApp(l.env, { dataDir: l.dataDir });
+  const replica = async (l: ReturnType<typeof lab>, options: { clock?: () => number; env?: Record<string, string> } = {}) => {
+    const t = await startTestApp({ ...l.env, ...options.env }, { dataDir: l.dataDir, ...(options.clock ? { clock: options.clock } : {}) });
     apps.push(t);
     return t;
   };
@@ -298,6 +298,37 @@ describeWithService('MongoDB', Boolean(mongoUrl), 'set TIANQI_MONGO_URL (e.g. mo
           const containers = await docker.listContainers({ filters: { label: [`tianqi.instance=${instance.id}`] } });
           expect(containers.map((c) => c.Id)).toEqual([instance.containerId]);
         }
+      } finally {
+        await removeContainersOf(b, socket);
+      }
+    });
+
+    it('fires a scheduled stop once, from the replica that took the scheduler lease over', async () => {
+      // both replicas on one clock the test moves
+      let now = Date.now();
+      const clock = () => now;
+      const l = lab();
+      const fast = { TIANQI_SCHEDULER_TICK_MS: '100' };
+      const a = await replica(l, { clock, env: fast });
+      const b = await replica(l, { clock, env: fast });
+      try {
+        const setUp = await setUpLab(b, socket!, ['alice']);
+        const token = setUp.tokens.alice!;
+        expect((await b.app.leases.holderOf('plugin:scheduler'))?.holder).toBe(a.app.replicaId);
+        const instance = await runningInstance(b, token, setUp, 'scheduled');
+        expect(instance.status).toBe('running');
+        expect((await b.api('PUT', `/api/v1/instances/${instance.id}/scheduled-stop`, { token, body: { afterHours: 1 } })).status).toBe(200);
+
+        await a.stop({ keepData: true });
+        apps.splice(apps.indexOf(a), 1);
+        now += 3_600_000 + 1_000;
+        const stopped = await waitFor(() => b.api<{ status: string; pending: string | null }>('GET', `/api/v1/instances/${instance.id}`, { token }).then((r) => r.body),
+          (v) => v.status === 'exited' && v.pending === null, 30_000);
+        expect(stopped.status).toBe('exited');
+        expect((await b.app.leases.holderOf('plugin:scheduler'))?.holder).toBe(b.app.replicaId);
+        const lines = (await b.api<{ summary: string }[]>('GET', `/api/v1/instances/${instance.id}/history`, { token })).body.map((h) => h.summary);
+        expect(lines.filter((line) => line.startsWith('scheduled stop ('))).toHaveLength(1);
+        expect(lines.filter((line) => line === 'stop done')).toHaveLength(1);
       } finally {
         await removeContainersOf(b, socket);
       }

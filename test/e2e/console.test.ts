@@ -259,6 +259,29 @@ describeWithService(
       await shot('instance-history');
     }, 60_000);
 
+    it('schedules a stop (定时关机) from the detail page, sees when, and cancels it', async () => {
+      await byTest('schedule-stop').click();
+      await byTest('schedule-dialog').waitFor();
+      await fillNumber('schedule-hours', 3);
+      const before = Date.now();
+      await byTest('schedule-save').click();
+      await byTest('scheduled-stop').waitFor();
+      expect(await byTest('scheduled-stop').textContent()).toMatch(/^将于 \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} 自动关机$/);
+      const id = new URL(page.url()).pathname.split('/').pop()!;
+      const token = await t.login('admin', ADMIN_PASSWORD);
+      const read = async () => (await t.api<{ scheduledStop: { at: string; byUsername: string } | null }>('GET', `/api/v1/instances/${id}`, { token })).body;
+      const view = await read();
+      expect(view.scheduledStop!.byUsername).toBe('admin');
+      expect(Math.abs(Date.parse(view.scheduledStop!.at) - before - 3 * 3_600_000)).toBeLessThan(60_000);
+      await shot('instance-scheduled-stop');
+
+      await byTest('schedule-stop').click();
+      await expect.poll(() => byTest('schedule-current').textContent()).toContain('admin 设置');
+      await byTest('schedule-cancel').click();
+      await byTest('scheduled-stop').waitFor({ state: 'detached' });
+      expect((await read()).scheduledStop).toBeNull();
+    }, 60_000);
+
     it('opens a terminal in the instance and runs a command', async () => {
       await page.locator('.el-tabs__item', { hasText: '终端' }).click();
       await page.locator('[data-test="terminal-state"].connected').waitFor({ timeout: 20_000 });

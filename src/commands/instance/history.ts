@@ -79,6 +79,12 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
       return `service port ${event.data.port} (${event.data.name}, ${event.data.protocol}) added`;
     case 'ServicePortRemoved':
       return `service port ${event.data.port} removed`;
+    case 'InstanceStopScheduled':
+      return `${event.data.byUsername} scheduled a stop at ${event.data.at}`;
+    case 'InstanceStopUnscheduled':
+      return `${event.data.byUsername} cancelled the scheduled stop`;
+    case 'InstanceScheduledStopFired':
+      return `scheduled stop (${event.data.at}) due: stopping`;
     default:
       return recorded.type;
   }

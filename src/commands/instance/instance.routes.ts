@@ -48,6 +48,8 @@ export const InstanceSchema = z.object({
   pending: z.enum(['start', 'stop', 'restart', 'delete']).nullable(),
   gpuCards: z.array(GpuCard),
   servicePorts: z.array(ServicePortSchema),
+  scheduledStop: z.object({ at: z.string(), byUsername: z.string() }).nullable()
+    .meta({ description: '定时关机: when the instance is to be stopped and who set it; null when none is set' }),
   remark: z.string(),
   createdAt: z.string(),
   updatedAt: z.string(),
@@ -57,6 +59,14 @@ const ListQuery = z.strictObject({
   q: z.string().max(63).optional(),
   nodeId: z.string().max(64).optional(),
   ownerId: z.string().max(64).optional().meta({ description: 'admins only' }),
+});
+const ScheduleStopBody = z.strictObject({
+  at: z.iso.datetime({ offset: true }).optional().meta({ description: 'stop at this time (ISO 8601 with offset)' }),
+  afterHours: z.number().positive().max(8784).optional().meta({ description: 'or: stop this many hours from now (0.5 = 30 minutes)' }),
+}).superRefine((body, ctx) => {
+  if ((body.at === undefined) === (body.afterHours === undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['at'], message: 'give either at or afterHours' });
+  }
 });
 const PlacementQuery = z.strictObject({ specId: z.string().min(1).max(64), imageId: z.string().min(1).max(64) });
 const Candidate = z.object({
@@ -75,8 +85,14 @@ const StatsSchema = z.object({
 });
 
 export function toInstanceDto(view: InstanceView): z.infer<typeof InstanceSchema> {
-  const { _position: _, dataVolume: _v, ...dto } = view as InstanceView & { _position?: number };
-  return { ...dto, spec: { ...dto.spec }, gpuCards: dto.gpuCards.map((g) => ({ ...g })), servicePorts: (dto.servicePorts ?? []).map((p) => ({ ...p })) };
+  const { _position: _, dataVolume: _v, scheduledStopAt: _s, scheduledStop, ...dto } = view as InstanceView & { _position?: number };
+  return {
+    ...dto,
+    spec: { ...dto.spec },
+    gpuCards: dto.gpuCards.map((g) => ({ ...g })),
+    servicePorts: (dto.servicePorts ?? []).map((p) => ({ ...p })),
+    scheduledStop: scheduledStop ? { at: scheduledStop.at, byUsername: scheduledStop.byUsername } : null,
+  };
 }
 
 /**
@@ -192,6 +208,24 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
         },
       }),
     ),
+    route({
+      method: 'put', path: '/instances/:id/scheduled-stop', tag: 'instances', access: 'user', response: InstanceSchema,
+      summary: '定时关机: stop the running instance at a time or after some hours (replaces an earlier one); survives restarts, fires within seconds of its time',
+      body: ScheduleStopBody,
+      // Somebody else's instance is a 404 before the body is read, as everywhere.
+      guard: ({ actor, params }) => instances.visible(actor, params.id!),
+      async handler({ actor, params, body, context }) {
+        return toInstanceDto(await instances.scheduleStop(actor, params.id!, body, context));
+      },
+    }),
+    route({
+      method: 'delete', path: '/instances/:id/scheduled-stop', tag: 'instances', access: 'user', status: 204,
+      summary: 'Cancel the scheduled stop (nothing to cancel is fine)',
+      async handler({ actor, params, context }) {
+        await instances.unscheduleStop(actor, params.id!, context);
+        return reply(204);
+      },
+    }),
     route({
       method: 'delete', path: '/instances/:id', tag: 'instances', access: 'user', status: 204,
       summary: 'Delete the instance: its container, then every named volume it mounted, and its reservation',

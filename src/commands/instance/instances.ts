@@ -107,6 +107,8 @@ export class Instances {
     /** Waits until the read models show everything appended so far. */
     private readonly syncReadModels: () => Promise<unknown>,
     private readonly events: EventStore,
+    /** The platform's clock: what "in 2 hours" counts from (tests move it). */
+    private readonly clock: () => number = Date.now,
   ) {}
 
   /** The instance if the actor may see it (owner or admin); otherwise 404, never 403. */
@@ -395,6 +397,40 @@ export class Instances {
     if (state.status === 'none' || state.status === 'requested') throw new NotFoundError('Instance');
     if (actor.role !== 'admin' && state.ownerId !== actor.id) throw new NotFoundError('Instance');
     return viewOf(state, events.at(-1)!.metadata.time);
+  }
+
+  /**
+   * 定时关机: the owner (or an admin) sets when the running instance stops, at a time or after
+   * some hours; a new one replaces the old. Kept on the instance's stream, so a restart or another
+   * replica finds it.
+   */
+  async scheduleStop(actor: Actor, instanceId: string, when: { at?: string; afterHours?: number }, context: CommandContext): Promise<InstanceView> {
+    await this.visible(actor, instanceId);
+    const now = this.clock();
+    const at = when.at !== undefined ? new Date(when.at).toISOString() : new Date(now + when.afterHours! * 3600_000).toISOString();
+    await this.bus.execute(instanceDecider, instanceStream(instanceId), {
+      type: 'ScheduleStop', data: { at, byUserId: actor.id, byUsername: actor.username },
+    }, { ...context, now: new Date(now).toISOString() });
+    return (await this.store.collection<InstanceView>(INSTANCES).get(instanceId))!;
+  }
+
+  async unscheduleStop(actor: Actor, instanceId: string, context: CommandContext): Promise<void> {
+    await this.visible(actor, instanceId);
+    await this.bus.execute(instanceDecider, instanceStream(instanceId), {
+      type: 'UnscheduleStop', data: { byUserId: actor.id, byUsername: actor.username },
+    }, context);
+  }
+
+  /** Instances whose scheduled stop is due at `now` (an ISO time), soonest first. */
+  async dueStops(now: string): Promise<{ id: string; at: string }[]> {
+    const due = await this.store.collection<InstanceView>(INSTANCES).find({ scheduledStopAt: { $ne: null, $lte: now } }, { sort: { scheduledStopAt: 1 }, limit: 100 });
+    return due.map((i) => ({ id: i.id, at: i.scheduledStopAt! }));
+  }
+
+  /** The scheduler's turn: the stop of that time, if it still stands, is requested and run. */
+  async fireScheduledStop(instanceId: string, at: string, context: CommandContext): Promise<void> {
+    const { events } = await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'FireScheduledStop', data: { at } }, context);
+    if (events.some((e) => e.type === 'InstanceOperationRequested')) await this.runPending(instanceId, context);
   }
 
   /** Declares a service port of the instance's own (owner or admin). */

@@ -129,4 +129,37 @@ describe('instance decider', () => {
       spec.given([...live, deleteRequested, deleted]).when({ type: 'AddServicePort', data: gradio }).thenThrows('NOT_FOUND');
     });
   });
+  describe('scheduled stop (定时关机)', () => {
+    const by = { byUserId: 'u1', byUsername: 'alice' };
+    const at = '2026-01-01T02:00:00.000Z';
+    const scheduled: InstanceEvent = { type: 'InstanceStopScheduled', data: { at, ...by } };
+    const fired: InstanceEvent = { type: 'InstanceScheduledStopFired', data: { at } };
+
+    it('is set on a running instance for a time ahead (normalized), replaced by a new time, and refused otherwise', () => {
+      spec.given(live).when({ type: 'ScheduleStop', data: { at: '2026-01-01T10:00:00+08:00', ...by } }).then([scheduled]);
+      spec.given([...live, scheduled]).when({ type: 'ScheduleStop', data: { at, ...by } }).thenNothing();
+      spec.given([...live, scheduled]).when({ type: 'ScheduleStop', data: { at: '2026-01-01T03:00:00.000Z', ...by } })
+        .then([{ type: 'InstanceStopScheduled', data: { at: '2026-01-01T03:00:00.000Z', ...by } }]);
+      spec.given(live).when({ type: 'ScheduleStop', data: { at: '2025-12-31T23:59:59.000Z', ...by } }).thenThrows('VALIDATION_FAILED');
+      spec.given(live).when({ type: 'ScheduleStop', data: { at: '2027-01-03T00:00:00.000Z', ...by } }).thenThrows('VALIDATION_FAILED');
+      spec.given([...live, exited]).when({ type: 'ScheduleStop', data: { at, ...by } }).thenThrows('NOT_RUNNING');
+      spec.given([...live, stopRequested]).when({ type: 'ScheduleStop', data: { at, ...by } }).thenThrows('NOT_RUNNING');
+    });
+
+    it('fires once, only at the time it stands for, as a stop request', () => {
+      spec.given([...live, scheduled]).when({ type: 'FireScheduledStop', data: { at } }).then([fired, stopRequested]);
+      spec.given([...live, scheduled, fired, stopRequested]).when({ type: 'FireScheduledStop', data: { at } }).thenNothing();
+      spec.given([...live, scheduled]).when({ type: 'FireScheduledStop', data: { at: '2026-01-01T01:00:00.000Z' } }).thenNothing();
+      spec.given([...live, scheduled, { type: 'InstanceStopUnscheduled', data: by }]).when({ type: 'FireScheduledStop', data: { at } }).thenNothing();
+      spec.given([...live, scheduled, deleteRequested]).when({ type: 'FireScheduledStop', data: { at } }).then([fired]);
+    });
+
+    it('ends with a completed stop, a deletion or a failure: a later start does not bring it back', () => {
+      const stopDone: InstanceEvent = { type: 'InstanceOperationCompleted', data: { operation: 'stop' } };
+      spec.given([...live, scheduled, stopRequested, exited, stopDone]).when({ type: 'FireScheduledStop', data: { at } }).thenNothing();
+      spec.given([...live, scheduled, vanished]).when({ type: 'FireScheduledStop', data: { at } }).thenNothing();
+      spec.given([...live, scheduled]).when({ type: 'UnscheduleStop', data: by }).then([{ type: 'InstanceStopUnscheduled', data: by }]);
+      spec.given(live).when({ type: 'UnscheduleStop', data: by }).thenNothing();
+    });
+  });
 });

@@ -1,6 +1,6 @@
 import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
 import { assertNever } from '../shared/decider.ts';
-import { ConflictError, NotFoundError } from '../shared/errors.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../shared/errors.ts';
 import type { ContainerOverrides } from '../catalog/spec.decider.ts';
 import type { AccessKind } from './access.ts';
 import { assertCanAdd, assertCanRemove, type InstanceServicePort, type ServicePort } from './service-ports.ts';
@@ -71,7 +71,20 @@ export type InstanceEvent =
   | DomainEvent<'TerminalSessionOpened', TerminalSessionStart>
   | DomainEvent<'TerminalSessionClosed', TerminalSessionEnd>
   | DomainEvent<'ServicePortAdded', ServicePort>
-  | DomainEvent<'ServicePortRemoved', { port: number }>;
+  | DomainEvent<'ServicePortRemoved', { port: number }>
+  | DomainEvent<'InstanceStopScheduled', ScheduledStop>
+  | DomainEvent<'InstanceStopUnscheduled', { byUserId: string; byUsername: string }>
+  | DomainEvent<'InstanceScheduledStopFired', { at: string }>;
+
+/** 定时关机: the instance is stopped at `at` (an ISO time), set by that user. */
+export interface ScheduledStop {
+  readonly at: string;
+  readonly byUserId: string;
+  readonly byUsername: string;
+}
+
+/** How far ahead a stop may be scheduled. */
+export const MAX_SCHEDULE_AHEAD_MS = 366 * 24 * 3600 * 1000;
 
 /** Audit of a way into the instance: a shell or command (web terminal, SSH), SFTP or a port forward (SSH). */
 export interface TerminalSessionStart {
@@ -132,7 +145,11 @@ export type InstanceCommand =
   | Command<'OpenTerminalSession', TerminalSessionStart>
   | Command<'CloseTerminalSession', TerminalSessionEnd>
   | Command<'AddServicePort', ServicePort>
-  | Command<'RemoveServicePort', { port: number }>;
+  | Command<'RemoveServicePort', { port: number }>
+  | Command<'ScheduleStop', ScheduledStop>
+  | Command<'UnscheduleStop', { byUserId: string; byUsername: string }>
+  /** The scheduler found the stop due: only the schedule of that time fires (a replaced or cancelled one does not). */
+  | Command<'FireScheduledStop', { at: string }>;
 
 export interface LiveInstance extends InstanceRequest, InstancePlacement {
   readonly status: InstanceStatus;
@@ -141,6 +158,8 @@ export interface LiveInstance extends InstanceRequest, InstancePlacement {
   /** An operation that could not reach the engine yet; retried when the node is back. */
   readonly pending: Operation | null;
   readonly deleted: boolean;
+  /** 定时关机, while one is set (absent or null: none). */
+  readonly scheduledStop?: ScheduledStop | null;
 }
 
 export type InstanceState = { readonly status: 'none' } | { readonly status: 'requested'; readonly request: InstanceRequest } | LiveInstance;
@@ -233,6 +252,32 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
       case 'RemoveServicePort':
         assertCanRemove(live(state).servicePorts ?? [], command.data.port);
         return [{ type: 'ServicePortRemoved', data: command.data }];
+      case 'ScheduleStop': {
+        const instance = live(state);
+        if (instance.status !== 'running' || instance.pending === 'stop' || instance.pending === 'delete') {
+          throw new ConflictError('NOT_RUNNING', 'Only a running instance can have a scheduled stop.');
+        }
+        const at = Date.parse(command.data.at);
+        const now = Date.parse(command.metadata.now);
+        if (!Number.isFinite(at) || at <= now) throw new ValidationError({ at: 'must be a time in the future' });
+        if (at - now > MAX_SCHEDULE_AHEAD_MS) throw new ValidationError({ at: 'may be at most 366 days ahead' });
+        const stop = { ...command.data, at: new Date(at).toISOString() };
+        if (instance.scheduledStop?.at === stop.at) return [];
+        return [{ type: 'InstanceStopScheduled', data: stop }];
+      }
+      case 'UnscheduleStop': {
+        const instance = live(state);
+        if (!instance.scheduledStop) return [];
+        return [{ type: 'InstanceStopUnscheduled', data: command.data }];
+      }
+      case 'FireScheduledStop': {
+        if (state.status === 'none' || state.status === 'requested' || state.deleted) return [];
+        if (state.scheduledStop?.at !== command.data.at) return [];
+        const fired: InstanceEvent = { type: 'InstanceScheduledStopFired', data: command.data };
+        // Stopped or being stopped already (or deleted): the schedule is over all the same.
+        if (state.status !== 'running' || state.pending) return [fired];
+        return [fired, { type: 'InstanceOperationRequested', data: { operation: 'stop' } }];
+      }
       default:
         return assertNever(command);
     }
@@ -258,19 +303,25 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
       case 'ContainerCreated':
         return { ...state, containerId: event.data.containerId };
       case 'InstanceProvisioningFailed':
-        return { ...state, status: 'failed', statusReason: event.data.reason };
+        return { ...state, status: 'failed', statusReason: event.data.reason, scheduledStop: null };
       case 'InstanceStateObserved':
         return { ...state, status: event.data.status, statusReason: event.data.reason };
       case 'InstanceContainerVanished':
-        return { ...state, status: 'failed', statusReason: event.data.reason, containerId: null };
+        return { ...state, status: 'failed', statusReason: event.data.reason, containerId: null, scheduledStop: null };
       case 'InstanceOperationRequested':
         return { ...state, pending: event.data.operation };
       case 'InstanceOperationFailed':
         return event.data.willRetry ? state : { ...state, pending: null, statusReason: event.data.reason };
       case 'InstanceOperationCompleted':
-        return { ...state, pending: null };
+        // A stop ends the schedule: a later start does not bring an old stop time back.
+        return { ...state, pending: null, ...(event.data.operation === 'stop' ? { scheduledStop: null } : {}) };
       case 'InstanceDeleted':
-        return { ...state, deleted: true, pending: null };
+        return { ...state, deleted: true, pending: null, scheduledStop: null };
+      case 'InstanceStopScheduled':
+        return { ...state, scheduledStop: event.data };
+      case 'InstanceStopUnscheduled':
+      case 'InstanceScheduledStopFired':
+        return { ...state, scheduledStop: null };
       case 'TerminalSessionOpened':
       case 'TerminalSessionClosed':
         return state;

@@ -179,6 +179,8 @@ export interface Instance {
   statusReason: string;
   pending: Operation | null;
   gpuCards: { index: number; memoryGb: number }[];
+  /** 定时关机, or null. */
+  scheduledStop: { at: string; byUsername: string } | null;
   remark: string;
   createdAt: string;
   updatedAt: string;
