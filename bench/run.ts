@@ -6,6 +6,7 @@ import { accessBench } from './access.bench.ts';
 import { coreBench } from './core.bench.ts';
 import { instancesBench } from './instances.bench.ts';
 import { loadBench } from './load.bench.ts';
+import { scheduleBench } from './schedule.bench.ts';
 import { servicesBench } from './services.bench.ts';
 import { sshdBench } from './sshd.bench.ts';
 
@@ -16,6 +17,7 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   access: accessBench,
   services: servicesBench,
   sshd: sshdBench,
+  schedule: scheduleBench,
 };
 
 const requested = process.argv.slice(2).filter((a) => a !== '--');

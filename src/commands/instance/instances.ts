@@ -427,10 +427,13 @@ export class Instances {
     return due.map((i) => ({ id: i.id, at: i.scheduledStopAt! }));
   }
 
-  /** The scheduler's turn: the stop of that time, if it still stands, is requested and run. */
-  async fireScheduledStop(instanceId: string, at: string, context: CommandContext): Promise<void> {
+  /**
+   * The scheduler's turn: the stop of that time, if it still stands, is requested (at the
+   * scheduler's clock). True when a stop was requested; the caller runs it (`runPending`).
+   */
+  async fireScheduledStop(instanceId: string, at: string, context: CommandContext): Promise<boolean> {
     const { events } = await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'FireScheduledStop', data: { at } }, context);
-    if (events.some((e) => e.type === 'InstanceOperationRequested')) await this.runPending(instanceId, context);
+    return events.some((e) => e.type === 'InstanceOperationRequested');
   }
 
   /** Declares a service port of the instance's own (owner or admin). */
