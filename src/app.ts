@@ -197,7 +197,7 @@ export class App {
     this.runtime = new DockerodeRuntime(this.docker);
     this.helperBuilds = new FileHelperBuilds(config.helperDir);
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
-    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock);
+    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock, config.keepGpusWhenStopped);
     const dialer = new ServiceDialer(this.runtime, new ContainerHelper(this.runtime, this.helperBuilds), config.services.route);
     this.services = new ServiceAccess(this.instances, this.accounts, new ServiceGrants(secrets.deriveKey('services/hs256')), dialer, targetOf, this.bus, this.readStore, {
       ...(config.services.domain ? { domain: config.services.domain } : {}),

@@ -42,6 +42,7 @@ const Env = z.object({
   TIANQI_CONTAINER_CAP_DROP: z.string().regex(/^(none|[A-Z_]+(,[A-Z_]+)*)$/, 'comma-separated capability names, e.g. NET_RAW,MKNOD, or none').optional(),
   /** `0`: no node guard (tenant containers may reach the node's own ports). */
   TIANQI_NODE_GUARD: z.enum(['0', '1']).default('1'),
+  TIANQI_KEEP_GPUS_WHEN_STOPPED: z.enum(['0', '1']).default('0'),
   /** Builds of tianqi-helper (`linux-<arch>/tianqi-helper`), made by scripts/build-helper.ts. */
   TIANQI_HELPER_DIR: z.string().optional(),
   /** Host name (and :port) under which each service gets an origin of its own: `<port>-<instance id>.<domain>` (wildcard DNS). */
@@ -83,6 +84,12 @@ export interface Config {
   readonly replicaId?: string;
   /** Reverse proxies in front of the HTTP port (0: none); the client is that many hops from the right of X-Forwarded-For. */
   readonly trustProxy: number;
+  /**
+   * TIANQI_KEEP_GPUS_WHEN_STOPPED: whether a stopped instance keeps its cards, CPU and memory
+   * reserved (a lab that wants a place kept); by default a stop gives them back and a start takes
+   * the same cards again, or is refused while somebody else has them.
+   */
+  readonly keepGpusWhenStopped: boolean;
   /** Whether instances are placed only on nodes whose guard runs (TIANQI_NODE_GUARD). */
   readonly nodeGuard: boolean;
   /** Limits of every instance's container. */
@@ -135,6 +142,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ...(e.TIANQI_REPLICA_ID ? { replicaId: e.TIANQI_REPLICA_ID } : {}),
     trustProxy: e.TIANQI_TRUST_PROXY,
     nodeGuard: e.TIANQI_NODE_GUARD === '1',
+    keepGpusWhenStopped: e.TIANQI_KEEP_GPUS_WHEN_STOPPED === '1',
     containerLimits: {
       pidsLimit: e.TIANQI_CONTAINER_PIDS_LIMIT ?? DEFAULT_CONTAINER_LIMITS.pidsLimit,
       logMaxSizeMb: e.TIANQI_CONTAINER_LOG_MAX_SIZE_MB ?? DEFAULT_CONTAINER_LIMITS.logMaxSizeMb,

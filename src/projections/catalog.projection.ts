@@ -1,6 +1,6 @@
 import type { ImageFields } from '../domain/catalog/image.decider.ts';
 import type { ConnectionState, GpuCard, NodeEvent, NodeSettings, Reservation } from '../domain/catalog/node.decider.ts';
-import { ledgerCards, nodeCapacity } from '../domain/catalog/node.decider.ts';
+import { computeReleased, ledgerCards, nodeCapacity } from '../domain/catalog/node.decider.ts';
 import { freeMemory } from '../domain/instance/placement.ts';
 import type { SpecFields } from '../domain/catalog/spec.decider.ts';
 import type { RecordedEvent } from '../ports/event-store.port.ts';
@@ -141,6 +141,12 @@ export const nodesProjection = documentProjection<NodeView>({
         return doc && withCapacity({ ...doc, reservations: [...doc.reservations.filter((r) => r.instanceId !== event.data.instanceId), event.data], updatedAt: at });
       case 'NodeCapacityReleased':
         return doc && withCapacity({ ...doc, reservations: doc.reservations.filter((r) => r.instanceId !== event.data.instanceId), updatedAt: at });
+      case 'NodeComputeReleased':
+        return doc && withCapacity({
+          ...doc,
+          reservations: doc.reservations.map((r) => (r.instanceId === event.data.instanceId ? computeReleased(r) : r)),
+          updatedAt: at,
+        });
       case 'NodeDeleted':
         return null;
       default:

@@ -109,6 +109,8 @@ export class Instances {
     private readonly events: EventStore,
     /** The platform's clock: what "in 2 hours" counts from (tests move it). */
     private readonly clock: () => number = Date.now,
+    /** TIANQI_KEEP_GPUS_WHEN_STOPPED: a stop keeps the cards, CPU and memory reserved. */
+    private readonly keepGpusWhenStopped = false,
   ) {}
 
   /** The instance if the actor may see it (owner or admin); otherwise 404, never 403. */
@@ -249,17 +251,27 @@ export class Instances {
   }
 
   /**
-   * A failed instance gave its capacity back. Starting it again takes the same cards again
-   * (its container was created with those device IDs), or answers 409 NO_CAPACITY.
+   * A failed instance gave its capacity back, a stopped one its cards, CPU and memory. Starting
+   * it again takes the same cards again (its container was created with those device IDs), or
+   * answers 409 NO_CAPACITY saying which card somebody else holds now.
    */
   private async ensureReserved(instance: LiveInstance, context: CommandContext): Promise<void> {
     const { state: node } = await this.bus.load(nodeDecider, nodeStream(instance.nodeId));
-    if (node.status !== 'active' || node.reservations[instance.instanceId]) return;
+    const held = node.status === 'active' ? node.reservations[instance.instanceId] : undefined;
+    if (node.status !== 'active' || (held && !held.computeReleased)) return;
     const { spec } = instance;
-    await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), {
-      type: 'ReserveCapacity',
-      data: { instanceId: instance.instanceId, gpus: instance.gpus, vgpu: spec.vgpu, cpuCores: spec.cpuCores, memoryGb: spec.memoryGb, dataDiskGb: spec.dataDiskGb },
-    }, context);
+    try {
+      await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), {
+        type: 'ReserveCapacity',
+        data: { instanceId: instance.instanceId, gpus: instance.gpus, vgpu: spec.vgpu, cpuCores: spec.cpuCores, memoryGb: spec.memoryGb, dataDiskGb: spec.dataDiskGb },
+      }, context);
+    } catch (err) {
+      if (err instanceof ConflictError && err.code === 'NO_CAPACITY') {
+        const cards = instance.gpus.map((g) => g.index).join(', ');
+        throw new ConflictError('NO_CAPACITY', `${err.message.replace(/\.$/, '')}. The instance was stopped and gave its ${cards ? `GPU ${cards}` : 'CPU and memory'} back; it starts again once ${cards ? 'that card is' : 'they are'} free on node ${instance.nodeName} (its container and data are kept there).`);
+      }
+      throw err;
+    }
   }
 
   private async release(nodeId: string, instanceId: string, context: CommandContext): Promise<void> {
@@ -332,11 +344,23 @@ export class Instances {
         return;
       }
       const containerId = instance.containerId!;
+      // A stop that ran just before gave the cards back: take them again, in this instance's turn.
+      if (operation === 'start' || operation === 'restart') {
+        try {
+          await this.ensureReserved(instance, context);
+        } catch (err) {
+          if (err instanceof ConflictError) await record('FailOperation', { operation, reason: err.message, willRetry: false });
+          throw err;
+        }
+      }
       if (operation === 'start') await this.runtime.start(target, containerId);
       if (operation === 'stop') await this.runtime.stop(target, containerId);
       if (operation === 'restart') await this.runtime.restart(target, containerId);
       await this.observe(instanceId, target, containerId, context);
       await record('CompleteOperation', { operation });
+      if (operation === 'stop' && !this.keepGpusWhenStopped) {
+        await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), { type: 'ReleaseCompute', data: { instanceId } }, context);
+      }
     } catch (err) {
       if (err instanceof EngineUnavailableError) {
         await record('FailOperation', { operation, reason: err.message, willRetry: true });

@@ -95,6 +95,29 @@ describe('nodes', () => {
     expect(nodeDecider.decide({ type: 'RecordConnectionCheck', data: { ...ok, onlyOnChange: false }, metadata: meta }, state)).toHaveLength(1);
   });
 
+  it('gives a stopped instance\'s cards, CPU and memory back and keeps its disk; a start takes the same cards again or is refused naming the card', () => {
+    type Event = Parameters<typeof nodeDecider.evolve>[1];
+    const apply = (state: ReturnType<typeof nodeDecider.initialState>, events: readonly Event[]) => events.reduce(nodeDecider.evolve, state);
+    const reservation = { instanceId: 'i1', gpus: [{ index: 2, memoryGb: 80 }], vgpu: false, cpuCores: 8, memoryGb: 64, dataDiskGb: 100 };
+    let state = apply(nodeDecider.initialState(), [{ type: 'NodeRegistered', data: { ...node, nodeId: 'n1' } }, { type: 'NodeCapacityReserved', data: reservation }]);
+    const release = nodeDecider.decide({ type: 'ReleaseCompute', data: { instanceId: 'i1' }, metadata: meta }, state);
+    expect(release).toEqual([{ type: 'NodeComputeReleased', data: { instanceId: 'i1' } }]);
+    state = apply(state, release);
+    expect(state.status === 'active' && state.reservations.i1).toEqual({ ...reservation, gpus: [], cpuCores: 0, memoryGb: 0, computeReleased: true });
+    // once is enough; an instance without a reservation has nothing to give back
+    expect(nodeDecider.decide({ type: 'ReleaseCompute', data: { instanceId: 'i1' }, metadata: meta }, state)).toEqual([]);
+    expect(nodeDecider.decide({ type: 'ReleaseCompute', data: { instanceId: 'i9' }, metadata: meta }, state)).toEqual([]);
+
+    // card 2 is free now: another instance may take it, and then i1's start is refused by name
+    const other = { ...reservation, instanceId: 'i2' };
+    const taken = apply(state, nodeDecider.decide({ type: 'ReserveCapacity', data: other, metadata: meta }, state));
+    expect(() => nodeDecider.decide({ type: 'ReserveCapacity', data: reservation, metadata: meta }, taken)).toThrow(/GPU 2 is taken/);
+    // untaken, i1 gets its own card back: the reservation is whole again
+    const back = nodeDecider.decide({ type: 'ReserveCapacity', data: reservation, metadata: meta }, state);
+    expect(back).toEqual([{ type: 'NodeCapacityReserved', data: reservation }]);
+    expect(nodeDecider.decide({ type: 'ReserveCapacity', data: reservation, metadata: meta }, apply(state, back))).toEqual([]);
+  });
+
   it('marks a connection change and resets the status to unknown', () => {
     const state = nodeDecider.evolve(nodeDecider.initialState(), { type: 'NodeRegistered', data: { ...node, nodeId: 'n1' } });
     const [event] = nodeDecider.decide({ type: 'ChangeNodeSettings', data: { dockerEndpoint: 'tcp://10.0.0.5:2376', remark: 'moved' }, metadata: meta }, state);

@@ -77,6 +77,8 @@ export interface Reservation {
   readonly cpuCores: number;
   readonly memoryGb: number;
   readonly dataDiskGb: number;
+  /** The instance is stopped and gave its cards, CPU and memory back; its data disk stays held. */
+  readonly computeReleased?: boolean;
 }
 
 export type NodeEvent =
@@ -90,7 +92,8 @@ export type NodeEvent =
     }>
   | DomainEvent<'NodeDeleted', { nodeId: string }>
   | DomainEvent<'NodeCapacityReserved', Reservation>
-  | DomainEvent<'NodeCapacityReleased', { instanceId: string }>;
+  | DomainEvent<'NodeCapacityReleased', { instanceId: string }>
+  | DomainEvent<'NodeComputeReleased', { instanceId: string }>;
 
 export type NodeCommand =
   | Command<'RegisterNode', NodeSettings & { nodeId: string }>
@@ -104,7 +107,9 @@ export type NodeCommand =
     }>
   | Command<'DeleteNode', { liveInstances: number }>
   | Command<'ReserveCapacity', Reservation>
-  | Command<'ReleaseCapacity', { instanceId: string }>;
+  | Command<'ReleaseCapacity', { instanceId: string }>
+  /** A stopped instance gives back its cards, CPU and memory; a start takes them again with ReserveCapacity. */
+  | Command<'ReleaseCompute', { instanceId: string }>;
 
 export type NodeState =
   | { readonly status: 'none' }
@@ -188,14 +193,22 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
       }
       case 'ReserveCapacity': {
         const node = active(state);
-        if (node.reservations[command.data.instanceId]) return [];
-        const why = reservationProblem(ledgerOf(node), command.data);
+        const held = node.reservations[command.data.instanceId];
+        if (held && !held.computeReleased) return [];
+        // Taking back what a stop gave back: the same cards, checked against everybody else's.
+        const { [command.data.instanceId]: _, ...others } = node.reservations;
+        const why = reservationProblem(ledgerOf({ ...node, reservations: others }), command.data);
         if (why) throw new ConflictError('NO_CAPACITY', `Node ${node.settings.name} cannot take this instance: ${why}.`);
         return [{ type: 'NodeCapacityReserved', data: command.data }];
       }
       case 'ReleaseCapacity': {
         if (state.status === 'none' || !state.reservations[command.data.instanceId]) return [];
         return [{ type: 'NodeCapacityReleased', data: { instanceId: command.data.instanceId } }];
+      }
+      case 'ReleaseCompute': {
+        const held = state.status === 'none' ? undefined : state.reservations[command.data.instanceId];
+        if (!held || held.computeReleased) return [];
+        return [{ type: 'NodeComputeReleased', data: { instanceId: command.data.instanceId } }];
       }
       default:
         return assertNever(command);
@@ -226,6 +239,11 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
         if (state.status === 'none') return state;
         const { [event.data.instanceId]: _, ...rest } = state.reservations;
         return { ...state, reservations: rest };
+      }
+      case 'NodeComputeReleased': {
+        const held = state.status === 'none' ? undefined : state.reservations[event.data.instanceId];
+        if (state.status === 'none' || !held) return state;
+        return { ...state, reservations: { ...state.reservations, [event.data.instanceId]: computeReleased(held) } };
       }
       default:
         return assertNever(event);
@@ -293,6 +311,11 @@ export function ledgerCards(gpus: readonly { index: number; totalMemoryGb: numbe
     }
     return { index: card.index, totalMemoryGb: card.totalMemoryGb, slicedMemoryGb, whole };
   });
+}
+
+/** What a stopped instance keeps of its reservation: its data disk. */
+export function computeReleased(r: Reservation): Reservation {
+  return { ...r, gpus: [], cpuCores: 0, memoryGb: 0, computeReleased: true };
 }
 
 /** Why a reservation no longer fits the ledger (someone else took the capacity), or null. */
