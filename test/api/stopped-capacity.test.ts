@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../support/app.ts';
-import { removeContainersOf, setUpLab, waitFor, type Lab } from '../support/fixtures.ts';
+import { removeContainersOf, setUpLab, waitFor } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
