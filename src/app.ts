@@ -16,6 +16,7 @@ import { DockerodeEngines } from './adapters/docker/dockerode.engines.ts';
 import { DockerodeRuntime } from './adapters/docker/dockerode.runtime.ts';
 import { FileHelperBuilds } from './adapters/helper/file.helper-builds.ts';
 import { auditRoutes } from './commands/audit/audit.routes.ts';
+import { quotaRoutes } from './commands/quota/quota.routes.ts';
 import { usageRoutes } from './commands/usage/usage.routes.ts';
 import { usageProjection } from './projections/usage.projection.ts';
 import { instanceRoutes } from './commands/instance/instance.routes.ts';
@@ -58,13 +59,14 @@ import { LeasedProjectionRunner } from './projections/leased-projection-runner.t
 import { checkLogIdentity, type StoreDescriptions } from './projections/log-identity.ts';
 import { NODES, imagesProjection, nodesProjection, specsProjection } from './projections/catalog.projection.ts';
 import { usersProjection } from './projections/users.projection.ts';
+import { quotasProjection } from './projections/quotas.projection.ts';
 import { webhooksProjection } from './projections/webhooks.projection.ts';
 import { webhookRoutes } from './commands/webhook/webhook.routes.ts';
 import { webhooksPlugin } from './plugins/webhooks/webhooks.plugin.ts';
 
 export const VERSION = '0.1.0';
 
-export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection, serviceOriginsProjection];
+export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection, serviceOriginsProjection, quotasProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
 export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, schedulerPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin, terminalPlugin];
@@ -215,6 +217,7 @@ export class App {
         ...auditRoutes(this.eventStore, this.readStore),
         ...webhookRoutes(this.bus, this.readStore, secrets),
         ...usageRoutes(this.readStore),
+        ...quotaRoutes(this.bus, this.readStore, this.accounts),
         ...systemRoutes(() => preflight(config, this.helperBuilds)),
       ],
       authenticate: (token) => this.accounts.authenticate(token),

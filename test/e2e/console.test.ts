@@ -190,6 +190,18 @@ describeWithService(
       await page.locator('[data-test="users-table"] .el-table__row', { hasText: USER.username }).waitFor();
       await shot('users');
 
+      // 配额: one instance at once for the new user, set in its dialog
+      await byTest(`quota-${USER.username}`).click();
+      await expect.poll(() => byTest('quota-used').textContent()).toContain('当前占用：0 个实例');
+      await byTest('quota-limit-instances').click();
+      await fillNumber('quota-max-instances', 1);
+      await byTest('quota-save').click();
+      await byTest('quota-dialog').waitFor({ state: 'hidden' });
+      const admin = await t.login('admin', ADMIN_PASSWORD);
+      const users = (await t.api<{ id: string; username: string }[]>('GET', '/api/v1/users', { token: admin })).body;
+      const quota = await t.api<{ limits: unknown }>('GET', `/api/v1/users/${users.find((u) => u.username === USER.username)!.id}/quota`, { token: admin });
+      expect(quota.body.limits).toEqual({ maxInstances: 1, maxGpus: null });
+
       await byTest('menu-webhooks').click();
       await byTest('webhook-create').click();
       await byTest('webhook-url').fill('http://127.0.0.1:59999/tianqi-hook');

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { imageCanRun } from '../../domain/catalog/spec.decider.ts';
-import { ledgerCards, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
+import { ledgerCards, nodeCapacity, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
+import { quotaDecider, quotaStream, roundGpus } from '../../domain/quota/quota.decider.ts';
 import {
   containerName,
   describeExit,
@@ -50,6 +51,19 @@ export interface NewInstance {
 // Not `instance-…`: every consumer reads that prefix as an instance's own stream.
 const instanceNameStream = (ownerId: string, name: string) => `instancename-${ownerId}-${name.toLowerCase()}`;
 const MAX_PLACEMENT_ATTEMPTS = 5;
+
+/**
+ * What an instance counts against a GPU quota: a whole card as 1, a vGPU slice as its memory
+ * over its card's (20 GB of an 80 GB card: 0.25); a card of unknown size counts whole.
+ */
+export function gpuShare(vgpu: boolean, gpus: readonly { index: number; memoryGb: number }[], cards: readonly { index: number; totalMemoryGb: number }[]): number {
+  let share = 0;
+  for (const g of gpus) {
+    const total = cards.find((c) => c.index === g.index)?.totalMemoryGb ?? 0;
+    share += vgpu && total > 0 ? Math.min(1, g.memoryGb / total) : 1;
+  }
+  return roundGpus(share);
+}
 
 /** Turns a node's read model into the ledger placement works on. */
 export function ledgerFromView(node: NodeView): NodeLedger {
@@ -185,15 +199,23 @@ export class Instances {
       throw new ConflictError('NAME_TAKEN', 'You already have an instance with this name.', { name: 'is taken' });
     }
     const reserved = await this.reserve(instanceId, request, input, context);
+    const placedOn = await this.store.collection<NodeView>(NODES).get(reserved.nodeId);
+    try {
+      await this.claimQuota(actor.id, instanceId, input.name, gpuShare(request.vgpu, reserved.gpus, placedOn?.gpus ?? []), context);
+    } catch (err) {
+      await this.release(reserved.nodeId, instanceId, context);
+      throw err;
+    }
     try {
       await claimName(this.bus, nameStream, instanceId, (holder) => this.exists(holder), {
         code: 'NAME_TAKEN', message: 'You already have an instance with this name.', field: 'name',
       }, context);
     } catch (err) {
+      await this.releaseQuota(actor.id, instanceId, context);
       await this.release(reserved.nodeId, instanceId, context);
       throw err;
     }
-    const node = await this.store.collection<NodeView>(NODES).get(reserved.nodeId);
+    const node = placedOn;
     const name = containerName(input.name, instanceId, requestedAt);
     await this.bus.execute(instanceDecider, instanceStream(instanceId), {
       type: 'RequestInstance',
@@ -260,6 +282,9 @@ export class Instances {
     const held = node.status === 'active' ? node.reservations[instance.instanceId] : undefined;
     if (node.status !== 'active' || (held && !held.computeReleased)) return;
     const { spec } = instance;
+    // The owner's quota first: a refusal there leaves the node's ledger untouched.
+    const cards = nodeCapacity(node.settings, node.connection.facts).gpus;
+    await this.claimQuota(instance.ownerId, instance.instanceId, instance.name, gpuShare(spec.vgpu, instance.gpus, cards), context);
     try {
       await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), {
         type: 'ReserveCapacity',
@@ -267,11 +292,22 @@ export class Instances {
       }, context);
     } catch (err) {
       if (err instanceof ConflictError && err.code === 'NO_CAPACITY') {
-        const cards = instance.gpus.map((g) => g.index).join(', ');
-        throw new ConflictError('NO_CAPACITY', `${err.message.replace(/\.$/, '')}. The instance was stopped and gave its ${cards ? `GPU ${cards}` : 'CPU and memory'} back; it starts again once ${cards ? 'that card is' : 'they are'} free on node ${instance.nodeName} (its container and data are kept there).`);
+        await this.releaseQuota(instance.ownerId, instance.instanceId, context);
+        const indices = instance.gpus.map((g) => g.index).join(', ');
+        throw new ConflictError('NO_CAPACITY', `${err.message.replace(/\.$/, '')}. The instance was stopped and gave its ${indices ? `GPU ${indices}` : 'CPU and memory'} back; it starts again once ${indices ? 'that card is' : 'they are'} free on node ${instance.nodeName} (its container and data are kept there).`);
       }
+      await this.releaseQuota(instance.ownerId, instance.instanceId, context);
       throw err;
     }
+  }
+
+  /** Takes a place in the owner's quota (409 QUOTA_EXCEEDED naming the quota); held already is fine. */
+  private async claimQuota(ownerId: string, instanceId: string, instanceName: string, gpus: number, context: CommandContext): Promise<void> {
+    await this.bus.execute(quotaDecider, quotaStream(ownerId), { type: 'ClaimQuota', data: { instanceId, instanceName, gpus } }, context);
+  }
+
+  async releaseQuota(ownerId: string, instanceId: string, context: CommandContext): Promise<void> {
+    await this.bus.execute(quotaDecider, quotaStream(ownerId), { type: 'ReleaseQuota', data: { instanceId } }, context);
   }
 
   private async release(nodeId: string, instanceId: string, context: CommandContext): Promise<void> {
@@ -338,6 +374,7 @@ export class Instances {
           type: 'RecordDeleted', data: { removed: result.removed, notRemoved: result.failed },
         }, context);
         await this.release(instance.nodeId, instanceId, context);
+        await this.releaseQuota(instance.ownerId, instanceId, context);
         await releaseName(this.bus, instanceNameStream(instance.ownerId, instance.name), instanceId, context);
         // The owner's network on that node goes with their last instance there; the first next one makes it again.
         await this.runtime.removeNetworkIfUnused(target, tenantNetwork(instance.ownerId, instance.spec.internet !== false).name).catch(() => false);
@@ -360,6 +397,7 @@ export class Instances {
       await record('CompleteOperation', { operation });
       if (operation === 'stop' && !this.keepGpusWhenStopped) {
         await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), { type: 'ReleaseCompute', data: { instanceId } }, context);
+        await this.releaseQuota(instance.ownerId, instanceId, context);
       }
     } catch (err) {
       if (err instanceof EngineUnavailableError) {

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { quotaDecider, quotaStream } from '../../domain/quota/quota.decider.ts';
 import { nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
 import { EngineRejectedError, EngineUnavailableError, type ContainerLimits, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
@@ -80,6 +81,8 @@ export class Provisioning {
       }
       await record({ type: 'FailProvisioning', data: { reason } });
       await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), { type: 'ReleaseCapacity', data: { instanceId } }, context);
+      // A failed instance holds nothing, in its owner's quota either; a start takes both again.
+      await this.bus.execute(quotaDecider, quotaStream(instance.ownerId), { type: 'ReleaseQuota', data: { instanceId } }, context);
       this.logger.warn({ instanceId, reason }, 'instance failed to start');
     }
   }

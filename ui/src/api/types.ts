@@ -291,3 +291,11 @@ export interface ServiceLink extends ServicePort {
   /** null while the instance is not running. */
   listening: boolean | null;
 }
+
+/** 配额: how many instances and GPUs a user may hold at once (null: no limit), and what they hold. */
+export interface Quota {
+  userId: string;
+  limits: { maxInstances: number | null; maxGpus: number | null };
+  used: { instances: number; gpus: number };
+  holdings: { instanceId: string; instanceName: string; gpus: number }[];
+}

@@ -217,6 +217,16 @@ const en: Messages = {
     backToList: 'Back to instances',
     waiting: 'Waiting for the first sample…',
   },
+  quota: {
+    action: 'Quota',
+    title: 'Quota of {name}',
+    used: 'In use: {instances} instances, {gpus} GPUs',
+    maxInstances: 'Instances at once',
+    maxGpus: 'GPUs at once',
+    limit: 'Limit to',
+    unlimited: 'No limit',
+    hint: 'Checked when an instance is created or started; stopped instances hold none. A whole card counts 1, a vGPU slice its share of the card (20 GB of an 80 GB card: 0.25). Running instances are not affected by a new quota.',
+  },
   schedule: {
     button: 'Schedule stop',
     change: 'Change scheduled stop',

@@ -216,6 +216,16 @@ const zhCN = {
     backToList: '返回实例列表',
     waiting: '正在获取监控数据…',
   },
+  quota: {
+    action: '配额',
+    title: '{name} 的配额',
+    used: '当前占用：{instances} 个实例，{gpus} 张 GPU',
+    maxInstances: '同时运行实例',
+    maxGpus: '同时占用 GPU',
+    limit: '限制为',
+    unlimited: '不限',
+    hint: '创建和启动实例时检查；停止的实例不占配额。整卡按 1 张计，vGPU 按显存占整卡的比例计（80 GB 卡上的 20 GB 计 0.25 张）。已在运行的实例不受新配额影响。',
+  },
   schedule: {
     button: '定时关机',
     change: '修改定时关机',

@@ -1,0 +1,113 @@
+import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
+import { assertNever } from '../shared/decider.ts';
+import { ConflictError, ValidationError } from '../shared/errors.ts';
+
+/**
+ * A user's quota: how many instances and how many GPUs they may hold at once. The limits and
+ * what is held are one stream per user, so a claim is decided against both with the stream's
+ * expected revision: two creates at once cannot both take the last place (the capacity ledger's
+ * guarantee), and a limit lowered meanwhile is seen by the next claim.
+ */
+export interface QuotaLimits {
+  /** Instances holding compute at once (creating, running; stopped ones hold none). null: no limit. */
+  readonly maxInstances: number | null;
+  /** GPUs held at once, whole cards as 1 each and vGPU slices as their share of a card. null: no limit. */
+  readonly maxGpus: number | null;
+}
+
+export interface QuotaHolding {
+  readonly instanceId: string;
+  readonly instanceName: string;
+  /** GPU equivalents: cards × 1, or a slice's memory over its card's. */
+  readonly gpus: number;
+}
+
+export type QuotaEvent =
+  | DomainEvent<'QuotaLimitsSet', QuotaLimits>
+  | DomainEvent<'QuotaClaimed', QuotaHolding>
+  | DomainEvent<'QuotaReleased', { instanceId: string }>;
+
+export type QuotaCommand =
+  | Command<'SetQuotaLimits', QuotaLimits>
+  | Command<'ClaimQuota', QuotaHolding>
+  | Command<'ReleaseQuota', { instanceId: string }>;
+
+export interface QuotaState {
+  readonly limits: QuotaLimits;
+  readonly holdings: Readonly<Record<string, QuotaHolding>>;
+}
+
+export const NO_LIMITS: QuotaLimits = { maxInstances: null, maxGpus: null };
+export const MAX_QUOTA = 100_000;
+
+export const quotaStream = (userId: string) => `quota-user-${userId}`;
+
+/** Two decimals: 0.25 of a card, never 0.30000000000000004. */
+export const roundGpus = (n: number) => Math.round(n * 100) / 100;
+
+export function quotaUse(state: QuotaState): { instances: number; gpus: number } {
+  const held = Object.values(state.holdings);
+  return { instances: held.length, gpus: roundGpus(held.reduce((sum, h) => sum + h.gpus, 0)) };
+}
+
+function assertLimits(limits: QuotaLimits): void {
+  const problems: Record<string, string> = {};
+  const check = (name: keyof QuotaLimits, integer: boolean) => {
+    const value = limits[name];
+    if (value === null) return;
+    if (!Number.isFinite(value) || value < 0 || value > MAX_QUOTA || (integer && !Number.isInteger(value))) {
+      problems[name] = integer ? `must be a whole number 0–${MAX_QUOTA}, or null for no limit` : `must be 0–${MAX_QUOTA}, or null for no limit`;
+    } else if (!integer && roundGpus(value) !== value) {
+      problems[name] = 'at most two decimals';
+    }
+  };
+  check('maxInstances', true);
+  check('maxGpus', false);
+  if (Object.keys(problems).length > 0) throw new ValidationError(problems);
+}
+
+export const quotaDecider: Decider<QuotaCommand, QuotaState, QuotaEvent> = {
+  initialState: () => ({ limits: NO_LIMITS, holdings: {} }),
+  decide(command, state) {
+    switch (command.type) {
+      case 'SetQuotaLimits': {
+        assertLimits(command.data);
+        const { maxInstances, maxGpus } = command.data;
+        if (state.limits.maxInstances === maxInstances && state.limits.maxGpus === maxGpus) return [];
+        return [{ type: 'QuotaLimitsSet', data: { maxInstances, maxGpus } }];
+      }
+      case 'ClaimQuota': {
+        if (state.holdings[command.data.instanceId]) return [];
+        const use = quotaUse(state);
+        const { maxInstances, maxGpus } = state.limits;
+        if (maxInstances !== null && use.instances + 1 > maxInstances) {
+          const names = Object.values(state.holdings).map((h) => h.instanceName).join(', ');
+          throw new ConflictError('QUOTA_EXCEEDED', `Your quota of ${maxInstances} instance${maxInstances === 1 ? '' : 's'} at once is reached${names ? ` (${names})` : ''}. Stop or delete one, or ask an admin for more.`, { quota: 'maxInstances' });
+        }
+        if (command.data.gpus > 0 && maxGpus !== null && roundGpus(use.gpus + command.data.gpus) > maxGpus) {
+          throw new ConflictError('QUOTA_EXCEEDED', `Your quota of ${maxGpus} GPU${maxGpus === 1 ? '' : 's'} at once would be exceeded: ${use.gpus} in use, this one needs ${command.data.gpus}. Stop an instance that holds GPUs, or ask an admin for more.`, { quota: 'maxGpus' });
+        }
+        return [{ type: 'QuotaClaimed', data: command.data }];
+      }
+      case 'ReleaseQuota':
+        if (!state.holdings[command.data.instanceId]) return [];
+        return [{ type: 'QuotaReleased', data: command.data }];
+      default:
+        return assertNever(command);
+    }
+  },
+  evolve(state, event) {
+    switch (event.type) {
+      case 'QuotaLimitsSet':
+        return { ...state, limits: event.data };
+      case 'QuotaClaimed':
+        return { ...state, holdings: { ...state.holdings, [event.data.instanceId]: event.data } };
+      case 'QuotaReleased': {
+        const { [event.data.instanceId]: _, ...rest } = state.holdings;
+        return { ...state, holdings: rest };
+      }
+      default:
+        return assertNever(event);
+    }
+  },
+};
