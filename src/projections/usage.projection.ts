@@ -77,7 +77,7 @@ async function applyUsage(recorded: RecordedEvent, store: ReadStore): Promise<vo
     }
     case 'InstancePlaced': {
       const node = await store.collection<NodeUp>(NODES_UP).get(event.data.nodeId);
-      await change(streamId, { nodeId: event.data.nodeId, nodeUp: node?.up ?? true });
+      await change(streamId, { nodeId: event.data.nodeId, nodeUp: node?.up ?? true, gpus: event.data.gpuShare ?? event.data.gpus.length });
       return;
     }
     case 'InstanceStateObserved':

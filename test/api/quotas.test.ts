@@ -7,8 +7,8 @@ const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 
 interface Quota {
   userId: string;
-  limits: { maxInstances: number | null; maxGpus: number | null };
-  used: { instances: number; gpus: number };
+  limits: { maxInstances: number | null; maxGpus: number | null; maxGpuHoursPerMonth: number | null };
+  used: { instances: number; gpus: number; gpuHoursThisMonth: number };
   holdings: { instanceId: string; instanceName: string; gpus: number }[];
 }
 interface Failure {
@@ -42,18 +42,20 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
   });
 
   it('is set by admins only, read by the user and admins, and refuses bad limits whole', async () => {
-    expect((await quota(aliceId, lab.tokens.alice!)).body).toEqual({ userId: aliceId, limits: { maxInstances: null, maxGpus: null }, used: { instances: 0, gpus: 0 }, holdings: [] });
+    expect((await quota(aliceId, lab.tokens.alice!)).body).toEqual({
+      userId: aliceId, limits: { maxInstances: null, maxGpus: null, maxGpuHoursPerMonth: null }, used: { instances: 0, gpus: 0, gpuHoursThisMonth: 0 }, holdings: [],
+    });
     expect((await quota(aliceId, lab.tokens.bob!)).status).toBe(404);
     expect((await setQuota(aliceId, { maxInstances: 5, maxGpus: null }, lab.tokens.alice)).status).toBe(403);
-    for (const body of [{}, { maxInstances: 1.5, maxGpus: null }, { maxInstances: -1, maxGpus: null }, { maxInstances: 2, maxGpus: 0.125 }, { maxInstances: 2, maxGpus: 2, extra: 1 }, { maxInstances: '2', maxGpus: null }]) {
+    for (const body of [{}, { maxInstances: 1.5, maxGpus: null }, { maxInstances: -1, maxGpus: null }, { maxInstances: 2, maxGpus: 0.125 }, { maxInstances: 2, maxGpus: 2, extra: 1 }, { maxInstances: '2', maxGpus: null }, { maxInstances: 2, maxGpus: null, maxGpuHoursPerMonth: -5 }]) {
       const refused = await setQuota(aliceId, body);
       expect(refused.status, JSON.stringify(body)).toBe(400);
       expect(refused.body.error.code).toBe('VALIDATION_FAILED');
     }
     expect((await setQuota('no-such-user', { maxInstances: 1, maxGpus: null })).status).toBe(404);
-    const set = await setQuota(aliceId, { maxInstances: 2, maxGpus: 1.5 });
+    const set = await setQuota(aliceId, { maxInstances: 2, maxGpus: 1.5, maxGpuHoursPerMonth: 720 });
     expect(set.status).toBe(200);
-    expect(set.body.limits).toEqual({ maxInstances: 2, maxGpus: 1.5 });
+    expect(set.body.limits).toEqual({ maxInstances: 2, maxGpus: 1.5, maxGpuHoursPerMonth: 720 });
   });
 
   it('lets exactly as many concurrent creates through as the quota has places; the rest get 409 QUOTA_EXCEEDED naming it', async () => {
@@ -69,7 +71,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
       expect(r.body.error.message).toContain('2 instances at once');
     }
     const held = (await quota(aliceId, lab.tokens.alice!)).body;
-    expect(held.used).toEqual({ instances: 2, gpus: 0 });
+    expect(held.used).toEqual({ instances: 2, gpus: 0, gpuHoursThisMonth: 0 });
     expect(held.holdings.map((h) => h.instanceId).sort()).toEqual(created.map((c) => c.body.id).sort());
     // the refused ones left nothing: no instance, no node reservation, no name taken
     const names = (await t.api<{ name: string }[]>('GET', '/api/v1/instances', { token: lab.tokens.alice })).body.map((i) => i.name);

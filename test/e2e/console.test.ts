@@ -200,7 +200,7 @@ describeWithService(
       const admin = await t.login('admin', ADMIN_PASSWORD);
       const users = (await t.api<{ id: string; username: string }[]>('GET', '/api/v1/users', { token: admin })).body;
       const quota = await t.api<{ limits: unknown }>('GET', `/api/v1/users/${users.find((u) => u.username === USER.username)!.id}/quota`, { token: admin });
-      expect(quota.body.limits).toEqual({ maxInstances: 1, maxGpus: null });
+      expect(quota.body.limits).toEqual({ maxInstances: 1, maxGpus: null, maxGpuHoursPerMonth: null });
 
       await byTest('menu-webhooks').click();
       await byTest('webhook-create').click();

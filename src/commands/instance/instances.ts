@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { imageCanRun } from '../../domain/catalog/spec.decider.ts';
 import { ledgerCards, nodeCapacity, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { quotaDecider, quotaStream, roundGpus } from '../../domain/quota/quota.decider.ts';
+import { gpuHoursThisMonth as gpuHoursUsed } from '../../domain/usage/metering.ts';
+import { usageRecords } from '../../projections/usage.projection.ts';
 import {
   containerName,
   describeExit,
@@ -200,8 +202,9 @@ export class Instances {
     }
     const reserved = await this.reserve(instanceId, request, input, context);
     const placedOn = await this.store.collection<NodeView>(NODES).get(reserved.nodeId);
+    const share = gpuShare(request.vgpu, reserved.gpus, placedOn?.gpus ?? []);
     try {
-      await this.claimQuota(actor.id, instanceId, input.name, gpuShare(request.vgpu, reserved.gpus, placedOn?.gpus ?? []), context);
+      await this.claimQuota(actor.id, instanceId, input.name, share, context);
     } catch (err) {
       await this.release(reserved.nodeId, instanceId, context);
       throw err;
@@ -245,6 +248,7 @@ export class Instances {
           gpus: reserved.gpus,
           containerName: name,
           dataVolume: `${name}-data`,
+          gpuShare: share,
         },
       },
     }, { ...context, now: requestedAt });
@@ -284,7 +288,7 @@ export class Instances {
     const { spec } = instance;
     // The owner's quota first: a refusal there leaves the node's ledger untouched.
     const cards = nodeCapacity(node.settings, node.connection.facts).gpus;
-    await this.claimQuota(instance.ownerId, instance.instanceId, instance.name, gpuShare(spec.vgpu, instance.gpus, cards), context);
+    await this.claimQuota(instance.ownerId, instance.instanceId, instance.name, instance.gpuShare ?? gpuShare(spec.vgpu, instance.gpus, cards), context);
     try {
       await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), {
         type: 'ReserveCapacity',
@@ -303,7 +307,9 @@ export class Instances {
 
   /** Takes a place in the owner's quota (409 QUOTA_EXCEEDED naming the quota); held already is fine. */
   private async claimQuota(ownerId: string, instanceId: string, instanceName: string, gpus: number, context: CommandContext): Promise<void> {
-    await this.bus.execute(quotaDecider, quotaStream(ownerId), { type: 'ClaimQuota', data: { instanceId, instanceName, gpus } }, context);
+    // The month's GPU-hours from the meter, only where they can matter (a GPU instance).
+    const gpuHoursThisMonth = gpus > 0 ? gpuHoursUsed(await usageRecords(this.store, ownerId), new Date(this.clock()).toISOString()) : 0;
+    await this.bus.execute(quotaDecider, quotaStream(ownerId), { type: 'ClaimQuota', data: { instanceId, instanceName, gpus, gpuHoursThisMonth } }, context);
   }
 
   async releaseQuota(ownerId: string, instanceId: string, context: CommandContext): Promise<void> {

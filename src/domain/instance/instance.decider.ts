@@ -47,6 +47,8 @@ export interface InstancePlacement {
   readonly gpus: readonly { index: number; memoryGb: number }[];
   readonly containerName: string;
   readonly dataVolume: string | null;
+  /** What it counts against GPU quotas (cards 1 each, vGPU slices by share); absent in older records: one per card. */
+  readonly gpuShare?: number;
 }
 
 export type InstanceEvent =

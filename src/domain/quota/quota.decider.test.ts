@@ -3,7 +3,8 @@ import { deciderSpec } from '../shared/decider-spec.ts';
 import { quotaDecider, quotaUse, type QuotaEvent } from './quota.decider.ts';
 
 const spec = deciderSpec(quotaDecider);
-const limits = (maxInstances: number | null, maxGpus: number | null): QuotaEvent => ({ type: 'QuotaLimitsSet', data: { maxInstances, maxGpus } });
+const limits = (maxInstances: number | null, maxGpus: number | null, maxGpuHoursPerMonth: number | null = null): QuotaEvent =>
+  ({ type: 'QuotaLimitsSet', data: { maxInstances, maxGpus, maxGpuHoursPerMonth } });
 const claimed = (instanceId: string, gpus: number): QuotaEvent => ({ type: 'QuotaClaimed', data: { instanceId, instanceName: `n-${instanceId}`, gpus } });
 
 describe('quota decider', () => {
@@ -43,6 +44,14 @@ describe('quota decider', () => {
     spec.given([claimed('a', 1), claimed('b', 1)]).when({ type: 'SetQuotaLimits', data: { maxInstances: 1, maxGpus: 1 } })
       .then([limits(1, 1)]);
     spec.given([claimed('a', 1)]).when({ type: 'ReleaseQuota', data: { instanceId: 'x' } }).thenNothing();
+  });
+
+  it('refuses a GPU instance once the month\'s GPU-hours are used up, and lets a CPU-only one through', () => {
+    const given = [limits(null, null, 100)];
+    spec.given(given).when({ type: 'ClaimQuota', data: { instanceId: 'a', instanceName: 'n-a', gpus: 1, gpuHoursThisMonth: 99.5 } }).then([claimed('a', 1)]);
+    spec.given(given).when({ type: 'ClaimQuota', data: { instanceId: 'a', instanceName: 'n-a', gpus: 1, gpuHoursThisMonth: 100 } }).thenThrows('QUOTA_EXCEEDED');
+    spec.given(given).when({ type: 'ClaimQuota', data: { instanceId: 'b', instanceName: 'n-b', gpus: 0, gpuHoursThisMonth: 250 } }).then([claimed('b', 0)]);
+    spec.given([]).when({ type: 'SetQuotaLimits', data: { maxInstances: null, maxGpus: null, maxGpuHoursPerMonth: 0.001 } }).thenThrows('VALIDATION_FAILED');
   });
 
   it('takes whole instance counts and GPU numbers with two decimals, or null', () => {

@@ -13,6 +13,8 @@ export interface QuotaLimits {
   readonly maxInstances: number | null;
   /** GPUs held at once, whole cards as 1 each and vGPU slices as their share of a card. null: no limit. */
   readonly maxGpus: number | null;
+  /** GPU-hours per calendar month (UTC), running time × GPUs; absent or null: no limit. */
+  readonly maxGpuHoursPerMonth?: number | null;
 }
 
 export interface QuotaHolding {
@@ -29,7 +31,8 @@ export type QuotaEvent =
 
 export type QuotaCommand =
   | Command<'SetQuotaLimits', QuotaLimits>
-  | Command<'ClaimQuota', QuotaHolding>
+  /** `gpuHoursThisMonth`: what the user has used this month, read from the meter by the caller. */
+  | Command<'ClaimQuota', QuotaHolding & { gpuHoursThisMonth?: number }>
   | Command<'ReleaseQuota', { instanceId: string }>;
 
 export interface QuotaState {
@@ -37,7 +40,7 @@ export interface QuotaState {
   readonly holdings: Readonly<Record<string, QuotaHolding>>;
 }
 
-export const NO_LIMITS: QuotaLimits = { maxInstances: null, maxGpus: null };
+export const NO_LIMITS: QuotaLimits = { maxInstances: null, maxGpus: null, maxGpuHoursPerMonth: null };
 export const MAX_QUOTA = 100_000;
 
 export const quotaStream = (userId: string) => `quota-user-${userId}`;
@@ -54,7 +57,7 @@ function assertLimits(limits: QuotaLimits): void {
   const problems: Record<string, string> = {};
   const check = (name: keyof QuotaLimits, integer: boolean) => {
     const value = limits[name];
-    if (value === null) return;
+    if (value === null || value === undefined) return;
     if (!Number.isFinite(value) || value < 0 || value > MAX_QUOTA || (integer && !Number.isInteger(value))) {
       problems[name] = integer ? `must be a whole number 0–${MAX_QUOTA}, or null for no limit` : `must be 0–${MAX_QUOTA}, or null for no limit`;
     } else if (!integer && roundGpus(value) !== value) {
@@ -63,6 +66,7 @@ function assertLimits(limits: QuotaLimits): void {
   };
   check('maxInstances', true);
   check('maxGpus', false);
+  if (limits.maxGpuHoursPerMonth !== undefined) check('maxGpuHoursPerMonth', false);
   if (Object.keys(problems).length > 0) throw new ValidationError(problems);
 }
 
@@ -73,13 +77,20 @@ export const quotaDecider: Decider<QuotaCommand, QuotaState, QuotaEvent> = {
       case 'SetQuotaLimits': {
         assertLimits(command.data);
         const { maxInstances, maxGpus } = command.data;
-        if (state.limits.maxInstances === maxInstances && state.limits.maxGpus === maxGpus) return [];
-        return [{ type: 'QuotaLimitsSet', data: { maxInstances, maxGpus } }];
+        const maxGpuHoursPerMonth = command.data.maxGpuHoursPerMonth ?? null;
+        const was = state.limits;
+        if (was.maxInstances === maxInstances && was.maxGpus === maxGpus && (was.maxGpuHoursPerMonth ?? null) === maxGpuHoursPerMonth) return [];
+        return [{ type: 'QuotaLimitsSet', data: { maxInstances, maxGpus, maxGpuHoursPerMonth } }];
       }
       case 'ClaimQuota': {
-        if (state.holdings[command.data.instanceId]) return [];
+        const { gpuHoursThisMonth, ...holding } = command.data;
+        if (state.holdings[holding.instanceId]) return [];
         const use = quotaUse(state);
         const { maxInstances, maxGpus } = state.limits;
+        const monthly = state.limits.maxGpuHoursPerMonth ?? null;
+        if (holding.gpus > 0 && monthly !== null && (gpuHoursThisMonth ?? 0) >= monthly) {
+          throw new ConflictError('QUOTA_EXCEEDED', `Your quota of ${monthly} GPU-hours this month is used up (${gpuHoursThisMonth} used). CPU-only instances still start; ask an admin for more, or wait for next month.`, { quota: 'maxGpuHoursPerMonth' });
+        }
         if (maxInstances !== null && use.instances + 1 > maxInstances) {
           const names = Object.values(state.holdings).map((h) => h.instanceName).join(', ');
           throw new ConflictError('QUOTA_EXCEEDED', `Your quota of ${maxInstances} instance${maxInstances === 1 ? '' : 's'} at once is reached${names ? ` (${names})` : ''}. Stop or delete one, or ask an admin for more.`, { quota: 'maxInstances' });
@@ -87,7 +98,7 @@ export const quotaDecider: Decider<QuotaCommand, QuotaState, QuotaEvent> = {
         if (command.data.gpus > 0 && maxGpus !== null && roundGpus(use.gpus + command.data.gpus) > maxGpus) {
           throw new ConflictError('QUOTA_EXCEEDED', `Your quota of ${maxGpus} GPU${maxGpus === 1 ? '' : 's'} at once would be exceeded: ${use.gpus} in use, this one needs ${command.data.gpus}. Stop an instance that holds GPUs, or ask an admin for more.`, { quota: 'maxGpus' });
         }
-        return [{ type: 'QuotaClaimed', data: command.data }];
+        return [{ type: 'QuotaClaimed', data: holding }];
       }
       case 'ReleaseQuota':
         if (!state.holdings[command.data.instanceId]) return [];

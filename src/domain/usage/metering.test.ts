@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyUsageChange, usageInWindow, type UsageChange, type UsageRecord } from './metering.ts';
+import { applyUsageChange, usageInWindow, type UsageChange, type UsageRecord, gpuHoursThisMonth, monthStart } from './metering.ts';
 
 const fresh: UsageRecord = {
   id: 'i1', ownerId: 'u1', ownerName: 'alice', name: 'train', specId: 's1', nodeId: 'n1',
@@ -56,5 +56,24 @@ describe('metering', () => {
   it('ignores repeated observations', () => {
     const r = script([[T(0), { running: true }], [T(1), { running: true }], [T(2), { nodeUp: true }]]);
     expect(r.intervals).toHaveLength(1);
+  });
+});
+
+describe('GPU-hours this month', () => {
+  const interval = (start: string, end: string | null) => ({ start, end, pricePerHour: 1 });
+  it('counts running time × GPUs from the first of the month (UTC) to now, across instances', () => {
+    const now = '2026-12-06T12:00:00.000Z';
+    const records = [
+      // 4 cards from 30 Nov 22:00 to 1 Dec 02:00: only the 2 hours in December count, × 4
+      { gpus: 4, intervals: [interval('2026-11-30T22:00:00.000Z', '2026-12-01T02:00:00.000Z')] },
+      // a quarter card, still running since 6 Dec 08:00: 4 hours × 0.25
+      { gpus: 0.25, intervals: [interval('2026-12-06T08:00:00.000Z', null)] },
+      // CPU only: no GPU-hours however long
+      { gpus: 0, intervals: [interval('2026-12-01T00:00:00.000Z', null)] },
+      // older records without a GPU figure count nothing
+      { intervals: [interval('2026-12-02T00:00:00.000Z', '2026-12-03T00:00:00.000Z')] },
+    ];
+    expect(gpuHoursThisMonth(records, now)).toBe(2 * 4 + 4 * 0.25);
+    expect(monthStart(now)).toBe('2026-12-01T00:00:00.000Z');
   });
 });

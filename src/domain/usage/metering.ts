@@ -24,9 +24,11 @@ export interface UsageRecord {
   readonly deleted: boolean;
   readonly pricePerHour: number;
   readonly intervals: readonly BilledInterval[];
+  /** GPUs it holds while running (cards 1 each, vGPU slices by share): GPU-hours are billed hours × this. */
+  readonly gpus?: number;
 }
 
-export type UsageChange = Partial<Pick<UsageRecord, 'running' | 'nodeUp' | 'deleted' | 'pricePerHour' | 'nodeId'>>;
+export type UsageChange = Partial<Pick<UsageRecord, 'running' | 'nodeUp' | 'deleted' | 'pricePerHour' | 'nodeId' | 'gpus'>>;
 
 export const billable = (r: Pick<UsageRecord, 'running' | 'nodeUp' | 'deleted'>) => r.running && r.nodeUp && !r.deleted;
 
@@ -51,6 +53,20 @@ export interface Usage {
   readonly seconds: number;
   /** Sum of seconds × price per hour / 3600, rounded to 4 decimals. */
   readonly cost: number;
+}
+
+/** The start of `now`'s calendar month in UTC (the usage report's default window). */
+export function monthStart(now: string): string {
+  const d = new Date(now);
+  return new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1)).toISOString();
+}
+
+/** GPU-hours of these records from the start of `now`'s month to `now`, two decimals. */
+export function gpuHoursThisMonth(records: readonly Pick<UsageRecord, 'intervals' | 'gpus'>[], now: string): number {
+  const from = monthStart(now);
+  let hours = 0;
+  for (const r of records) if (r.gpus) hours += (usageInWindow(r, from, now, now).seconds / 3600) * r.gpus;
+  return Math.round(hours * 100) / 100;
 }
 
 /** What a record costs inside [from, to); an open interval counts up to `now`. */

@@ -295,7 +295,7 @@ export interface ServiceLink extends ServicePort {
 /** 配额: how many instances and GPUs a user may hold at once (null: no limit), and what they hold. */
 export interface Quota {
   userId: string;
-  limits: { maxInstances: number | null; maxGpus: number | null };
-  used: { instances: number; gpus: number };
+  limits: { maxInstances: number | null; maxGpus: number | null; maxGpuHoursPerMonth: number | null };
+  used: { instances: number; gpus: number; gpuHoursThisMonth: number };
   holdings: { instanceId: string; instanceName: string; gpus: number }[];
 }

@@ -220,12 +220,13 @@ const en: Messages = {
   quota: {
     action: 'Quota',
     title: 'Quota of {name}',
-    used: 'In use: {instances} instances, {gpus} GPUs',
+    used: 'In use: {instances} instances, {gpus} GPUs; {hours} GPU-hours this month',
     maxInstances: 'Instances at once',
     maxGpus: 'GPUs at once',
+    maxGpuHours: 'GPU-hours a month',
     limit: 'Limit to',
     unlimited: 'No limit',
-    hint: 'Checked when an instance is created or started; stopped instances hold none. A whole card counts 1, a vGPU slice its share of the card (20 GB of an 80 GB card: 0.25). Running instances are not affected by a new quota.',
+    hint: 'Checked when an instance is created or started; stopped instances hold none. A whole card counts 1, a vGPU slice its share of the card (20 GB of an 80 GB card: 0.25). GPU-hours are running time × GPUs per calendar month (UTC); once used up, GPU instances cannot be created or started. Running instances are not affected by a new quota.',
   },
   schedule: {
     button: 'Schedule stop',

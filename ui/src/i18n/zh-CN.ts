@@ -219,12 +219,13 @@ const zhCN = {
   quota: {
     action: '配额',
     title: '{name} 的配额',
-    used: '当前占用：{instances} 个实例，{gpus} 张 GPU',
+    used: '当前占用：{instances} 个实例，{gpus} 张 GPU；本月已用 {hours} GPU 小时',
     maxInstances: '同时运行实例',
     maxGpus: '同时占用 GPU',
+    maxGpuHours: '每月 GPU 小时',
     limit: '限制为',
     unlimited: '不限',
-    hint: '创建和启动实例时检查；停止的实例不占配额。整卡按 1 张计，vGPU 按显存占整卡的比例计（80 GB 卡上的 20 GB 计 0.25 张）。已在运行的实例不受新配额影响。',
+    hint: '创建和启动实例时检查；停止的实例不占配额。整卡按 1 张计，vGPU 按显存占整卡的比例计（80 GB 卡上的 20 GB 计 0.25 张）。每月 GPU 小时按运行时长 × GPU 数计（UTC 自然月），用完后不能再创建或启动 GPU 实例。已在运行的实例不受新配额影响。',
   },
   schedule: {
     button: '定时关机',
