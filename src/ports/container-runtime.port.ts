@@ -140,6 +140,8 @@ export interface GpuMemoryReading {
   readonly index: number;
   readonly usedBytes: number;
   readonly totalBytes: number;
+  /** The card's utilisation over nvidia-smi's sample period, 0–100; null where the card does not say. */
+  readonly utilizationPercent: number | null;
 }
 
 /** An interactive process in a container (a shell for the web terminal or the SSH jump host). */

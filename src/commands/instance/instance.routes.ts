@@ -80,7 +80,7 @@ const Candidate = z.object({
 const StatsSchema = z.object({
   cpuPercent: z.number(), memoryUsageBytes: z.number(), memoryLimitBytes: z.number(), memoryPercent: z.number(),
   networkRxBytes: z.number(), networkTxBytes: z.number(), blockReadBytes: z.number(), blockWriteBytes: z.number(), pids: z.number(),
-  gpus: z.array(z.object({ index: z.number(), memoryUsedBytes: z.number().nullable(), memoryTotalBytes: z.number().nullable() })),
+  gpus: z.array(z.object({ index: z.number(), memoryUsedBytes: z.number().nullable(), memoryTotalBytes: z.number().nullable(), utilizationPercent: z.number().nullable() })),
   at: z.string(),
 });
 
@@ -119,7 +119,9 @@ export async function gpuUsage(runtime: ContainerRuntime, target: NodeTarget, in
   const readings = await runtime.gpuMemory(target, instance.containerId).catch(() => null);
   return instance.gpuCards.map((card, position) => {
     const reading = readings?.find((g) => g.index === position);
-    return { index: card.index, memoryUsedBytes: reading?.usedBytes ?? null, memoryTotalBytes: reading?.totalBytes ?? null };
+    return {
+      index: card.index, memoryUsedBytes: reading?.usedBytes ?? null, memoryTotalBytes: reading?.totalBytes ?? null, utilizationPercent: reading?.utilizationPercent ?? null,
+    };
   });
 }
 

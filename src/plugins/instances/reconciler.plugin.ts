@@ -22,7 +22,7 @@ export interface InstanceMetrics {
   readonly memoryUsageBytes: number | null;
   readonly memoryLimitBytes: number | null;
   /** Per granted card; null values when nvidia-smi could not be read in the container (never 0). */
-  readonly gpus: readonly { index: number; memoryUsedBytes: number | null; memoryTotalBytes: number | null }[];
+  readonly gpus: readonly { index: number; memoryUsedBytes: number | null; memoryTotalBytes: number | null; utilizationPercent: number | null }[];
 }
 
 /**

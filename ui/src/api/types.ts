@@ -196,7 +196,7 @@ export interface Stats {
   blockReadBytes: number;
   blockWriteBytes: number;
   pids: number;
-  gpus: { index: number; memoryUsedBytes: number | null; memoryTotalBytes: number | null }[];
+  gpus: { index: number; memoryUsedBytes: number | null; memoryTotalBytes: number | null; utilizationPercent: number | null }[];
   at: string;
 }
 
