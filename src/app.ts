@@ -31,6 +31,7 @@ import { systemRoutes } from './commands/system.routes.ts';
 import { provisionerPlugin } from './plugins/instances/provisioner.plugin.ts';
 import { reconcilerPlugin } from './plugins/instances/reconciler.plugin.ts';
 import { schedulerPlugin } from './plugins/instances/scheduler.plugin.ts';
+import { idleStopPlugin } from './plugins/instances/idle-stop.plugin.ts';
 import { livePlugin } from './plugins/live/live.plugin.ts';
 import { logsPlugin } from './plugins/live/logs.plugin.ts';
 import { jumpHostPlugin } from './plugins/jump-host/jump-host.plugin.ts';
@@ -69,7 +70,7 @@ export const VERSION = '0.1.0';
 export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection, serviceOriginsProjection, quotasProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
-export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, schedulerPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin, terminalPlugin];
+export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, schedulerPlugin, idleStopPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin, terminalPlugin];
 
 export async function openEventStore(config: Config): Promise<EventStore> {
   if (config.eventStoreUrl) {
@@ -237,6 +238,7 @@ export class App {
       trustProxy: config.trustProxy,
       isPlatformToken: (token) => this.accounts.isPlatformToken(token),
       logger: logger.child({ component: 'service-proxy' }),
+      onUse: (instanceId) => this.instances.noteServiceUse(instanceId),
     });
     this.serviceProxy = proxy;
     const api = app.callback();

@@ -21,6 +21,7 @@ const Env = z.object({
   TIANQI_MASTER_KEY: z.string().optional(),
   TIANQI_POLL_INTERVAL_MS: z.coerce.number().int().min(1_000).default(30_000),
   TIANQI_SCHEDULER_TICK_MS: z.coerce.number().int().min(50).max(5_000).default(1_000),
+  TIANQI_IDLE_TICK_MS: z.coerce.number().int().min(50).max(300_000).default(30_000),
   TIANQI_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Comma-separated plugin names to switch off, e.g. `jump-host,webhooks`. */
   TIANQI_DISABLED_PLUGINS: z.string().default(''),
@@ -75,6 +76,8 @@ export interface Config {
   readonly pollIntervalMs: number;
   /** How often the scheduler looks for due stops: a stop fires at most this late (plus the stop itself). */
   readonly schedulerTickMs: number;
+  /** How often the idle auto-stop looks at running instances (their samples come every TIANQI_POLL_INTERVAL_MS). */
+  readonly idleTickMs: number;
   readonly logLevel: string;
   readonly disabledPlugins: ReadonlySet<string>;
   readonly sqliteSynchronous: 'NORMAL' | 'FULL';
@@ -134,6 +137,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ...(e.TIANQI_MASTER_KEY ? { masterKey: e.TIANQI_MASTER_KEY } : {}),
     pollIntervalMs: e.TIANQI_POLL_INTERVAL_MS,
     schedulerTickMs: e.TIANQI_SCHEDULER_TICK_MS,
+    idleTickMs: e.TIANQI_IDLE_TICK_MS,
     logLevel: e.TIANQI_LOG_LEVEL,
     disabledPlugins: new Set(e.TIANQI_DISABLED_PLUGINS.split(',').map((s) => s.trim()).filter(Boolean)),
     sqliteSynchronous: e.TIANQI_SQLITE_SYNCHRONOUS,

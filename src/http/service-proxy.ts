@@ -30,6 +30,8 @@ export interface ServiceProxyOptions {
   /** Whether a bearer token is one of the platform's, valid or not (it is then never passed on to the service). */
   readonly isPlatformToken: (token: string) => boolean;
   readonly logger: Logger;
+  /** A signed-in request or WebSocket message reached the instance's service (activity for the idle auto-stop). */
+  readonly onUse?: (instanceId: string) => void;
 }
 
 /** Headers of one hop only (RFC 9110 §7.6.1), never passed on. */
@@ -146,6 +148,7 @@ export class ServiceProxy {
       if (ticket !== null) return await this.exchange(req, res, address, ticket);
       const pass = await this.options.access.authorize(address, credentialsOf(req, address));
       this.assertSameOrigin(req, pass, false);
+      this.options.onUse?.(address.instanceId);
       await this.forward(req, res, address, pass);
     } catch (err) {
       this.fail(req, res, err);
@@ -172,6 +175,9 @@ export class ServiceProxy {
         if (upstreamHead.length > 0) socket.write(upstreamHead);
         if (head.length > 0) upstreamSocket.write(head);
         upstreamSocket.pipe(socket).pipe(upstreamSocket);
+        // What the browser sends (a notebook cell run, a keystroke) is use; what the service pushes is not.
+        this.options.onUse?.(address.instanceId);
+        socket.on('data', () => this.options.onUse?.(address.instanceId));
         const close = () => {
           untrack();
           upstreamSocket.destroy();

@@ -28,6 +28,14 @@ export interface InstanceView {
   readonly scheduledStop?: { readonly at: string; readonly byUsername: string } | null;
   /** `scheduledStop.at`, top-level so the scheduler finds the due ones with one indexed query. */
   readonly scheduledStopAt?: string | null;
+  /** Sessions and forwards open into it (from the audit's opens and closes; 0 once it stops). */
+  readonly openSessions?: number;
+  /** The last session opened or closed, service page used, or start. */
+  readonly lastActivityAt?: string;
+  /** Idle auto-stop: idle since then, and when it will be stopped once warned; null while in use. */
+  readonly idle?: { readonly since: string; readonly stopAt: string | null } | null;
+  /** The owner switched the idle auto-stop off for it. */
+  readonly idleOptOut?: boolean;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -50,7 +58,7 @@ export const instancesProjection = documentProjection<InstanceView>({
       // The placement follows in the same append, so no reader sees an instance without a node.
       return {
         id: instanceId, ...request, nodeId: '', nodeName: '', containerId: null, containerName: '', dataVolume: null, status: 'creating',
-        statusReason: 'requested', pending: null, gpuCards: [], createdAt: requestedAt, updatedAt: at,
+        statusReason: 'requested', pending: null, gpuCards: [], createdAt: requestedAt, updatedAt: at, openSessions: 0, lastActivityAt: requestedAt,
       };
     }
     if (!doc) return undefined;
@@ -66,7 +74,25 @@ export const instancesProjection = documentProjection<InstanceView>({
       case 'InstanceProvisioningFailed':
         return { ...doc, status: 'failed', statusReason: event.data.reason, ...NO_SCHEDULE, updatedAt: at };
       case 'InstanceStateObserved':
-        return { ...doc, status: event.data.status, statusReason: event.data.reason, updatedAt: at };
+        return {
+          ...doc, status: event.data.status, statusReason: event.data.reason, updatedAt: at,
+          ...(event.data.status === 'running' ? { lastActivityAt: at } : { openSessions: 0, idle: null }),
+        };
+      case 'TerminalSessionOpened':
+        return { ...doc, openSessions: (doc.openSessions ?? 0) + 1, lastActivityAt: at };
+      case 'TerminalSessionClosed':
+        return { ...doc, openSessions: Math.max(0, (doc.openSessions ?? 0) - 1), lastActivityAt: at };
+      case 'InstanceServiceUsed':
+        return { ...doc, lastActivityAt: at };
+      case 'InstanceIdleStarted':
+        return { ...doc, idle: { since: event.data.since, stopAt: null }, updatedAt: at };
+      case 'InstanceIdleWarned':
+        return { ...doc, idle: doc.idle ? { ...doc.idle, stopAt: event.data.stopAt } : null, updatedAt: at };
+      case 'InstanceIdleEnded':
+      case 'InstanceIdleStopFired':
+        return { ...doc, idle: null, updatedAt: at };
+      case 'InstanceIdleOptOutSet':
+        return { ...doc, idleOptOut: event.data.optOut, ...(event.data.optOut ? { idle: null } : {}), updatedAt: at };
       case 'InstanceContainerVanished':
         return { ...doc, status: 'failed', statusReason: event.data.reason, containerId: null, ...NO_SCHEDULE, updatedAt: at };
       case 'InstanceOperationRequested':
@@ -74,7 +100,7 @@ export const instancesProjection = documentProjection<InstanceView>({
       case 'InstanceOperationFailed':
         return event.data.willRetry ? { ...doc, updatedAt: at } : { ...doc, pending: null, statusReason: event.data.reason, updatedAt: at };
       case 'InstanceOperationCompleted':
-        return { ...doc, pending: null, ...(event.data.operation === 'stop' ? NO_SCHEDULE : {}), updatedAt: at };
+        return { ...doc, pending: null, ...(event.data.operation === 'stop' ? { ...NO_SCHEDULE, idle: null } : {}), updatedAt: at };
       case 'InstanceStopScheduled':
         return { ...doc, scheduledStop: { at: event.data.at, byUsername: event.data.byUsername }, scheduledStopAt: event.data.at, updatedAt: at };
       case 'InstanceStopUnscheduled':

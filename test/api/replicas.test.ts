@@ -19,7 +19,7 @@ import { describeWithService } from '../support/services.ts';
 
 const mongoUrl = process.env.TIANQI_MONGO_URL;
 const socket = process.env.TIANQI_TEST_DOCKER_SOCKET;
-const SINGLETONS = ['plugin:webhooks', 'plugin:provisioner', 'plugin:reconciler', 'plugin:scheduler', PROJECTIONS_LEASE];
+const SINGLETONS = ['plugin:webhooks', 'plugin:provisioner', 'plugin:reconciler', 'plugin:scheduler', 'plugin:idle-stop', PROJECTIONS_LEASE];
 const TTL_MS = 1_500;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

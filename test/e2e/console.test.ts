@@ -143,6 +143,9 @@ describeWithService(
       await fillNumber('spec-cpu', 1);
       await fillNumber('spec-memory', 1);
       await fillNumber('spec-price', 0.5);
+      // 空闲自动关机 after 120 idle minutes (the defaults for the thresholds), owners may opt out
+      await byTest('spec-idle').click();
+      await fillNumber('spec-idle-minutes', 120);
       await byTest('spec-save').click();
       await page.locator('[data-test="specs-table"] .el-table__row', { hasText: 'cpu-1c' }).waitFor();
       await shot('specs');
@@ -248,6 +251,12 @@ describeWithService(
       await page.waitForURL(/\/instances\/[^/]+$/);
       expect(await byTest('instance-name').textContent()).toBe(INSTANCE);
       expect(await byTest('facts').textContent()).toContain(imageAddress);
+      // the spec's idle policy in words, and the owner's switch: off for this instance, on again
+      await expect.poll(() => byTest('idle-control').textContent()).toContain('空闲 120 分钟');
+      await byTest('idle-switch').click();
+      await expect.poll(async () => (await t.api<{ idleOptOut: boolean }[]>('GET', '/api/v1/instances', { token: await t.login('admin', ADMIN_PASSWORD) })).body[0]!.idleOptOut).toBe(true);
+      await byTest('idle-switch').click();
+      await expect.poll(async () => (await t.api<{ idleOptOut: boolean }[]>('GET', '/api/v1/instances', { token: await t.login('admin', ADMIN_PASSWORD) })).body[0]!.idleOptOut).toBe(false);
       await byTest('stats-cpu').waitFor({ timeout: 20_000 });
       expect(await byTest('stats-pids').textContent()).toMatch(/^\d+$/);
       await shot('instance-detail');

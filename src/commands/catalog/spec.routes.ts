@@ -29,6 +29,12 @@ const fields = {
     noNewPrivileges: z.boolean().optional().meta({ description: 'false lets setuid programs (sudo) work' }),
   }).optional().meta({ description: "exceptions to the platform's container limits (TIANQI_CONTAINER_*) for this spec's instances" }),
   internet: z.boolean().meta({ description: '无外网 when false: instances reach nothing beyond their own bridge (no internet, no private networks); takes effect for instances created after the change' }),
+  idleStop: z.strictObject({
+    minutes: z.number().int().meta({ description: 'idle this long (5–10080 minutes), the instance is stopped; warned 10 minutes before (or at the half)' }),
+    cpuPercent: z.number().meta({ description: 'CPU below this (percent of one core) counts as idle, 0–100' }),
+    gpuPercent: z.number().meta({ description: 'every GPU below this utilisation counts as idle, 0–100' }),
+    optOutAllowed: z.boolean().meta({ description: 'whether owners may switch it off for their instance' }),
+  }).nullable().meta({ description: '空闲自动关机 for this spec\'s running instances (also those running now); null: none' }),
 };
 const CreateSpec = z.strictObject({
   name: fields.name,
@@ -45,6 +51,7 @@ const CreateSpec = z.strictObject({
   remark: fields.remark.default(''),
   containerOverrides: fields.containerOverrides,
   internet: fields.internet.default(true),
+  idleStop: fields.idleStop.default(null),
 });
 const UpdateSpec = z.strictObject(fields).partial();
 export const SpecSchema = z.object({ id: z.string(), ...fields, createdAt: z.string(), updatedAt: z.string() });
@@ -54,7 +61,7 @@ const SpecListQuery = catalogListQuery.extend({
 
 export function toSpecDto(view: SpecView): z.infer<typeof SpecSchema> {
   const { nameLower: _n, _position: _p, ...dto } = view as SpecView & { _position?: number };
-  return { ...dto, internet: dto.internet ?? true };
+  return { ...dto, internet: dto.internet ?? true, idleStop: dto.idleStop ?? null };
 }
 
 export function specRoutes(bus: CommandBus, store: ReadStore): RouteSpec[] {

@@ -85,6 +85,18 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
       return `${event.data.byUsername} cancelled the scheduled stop`;
     case 'InstanceScheduledStopFired':
       return `scheduled stop (${event.data.at}) due: stopping`;
+    case 'InstanceIdleStarted':
+      return `idle since ${event.data.since} (no session, CPU and GPU below the spec's idle thresholds)`;
+    case 'InstanceIdleEnded':
+      return 'in use again: the idle auto-stop starts over';
+    case 'InstanceIdleWarned':
+      return `idle: will be stopped at ${event.data.stopAt} unless used`;
+    case 'InstanceIdleStopFired':
+      return `idle for ${event.data.minutes} minutes since ${event.data.since}: stopping`;
+    case 'InstanceIdleOptOutSet':
+      return `${event.data.byUsername} switched the idle auto-stop ${event.data.optOut ? 'off' : 'on'} for this instance`;
+    case 'InstanceServiceUsed':
+      return 'a service page was used';
     default:
       return recorded.type;
   }

@@ -50,6 +50,9 @@ export const InstanceSchema = z.object({
   servicePorts: z.array(ServicePortSchema),
   scheduledStop: z.object({ at: z.string(), byUsername: z.string() }).nullable()
     .meta({ description: '定时关机: when the instance is to be stopped and who set it; null when none is set' }),
+  idle: z.object({ since: z.string(), stopAt: z.string().nullable() }).nullable()
+    .meta({ description: '空闲自动关机: idle since then (and, once warned, when it will be stopped unless used); null while in use or without a policy' }),
+  idleOptOut: z.boolean().meta({ description: 'the owner switched the spec\'s idle auto-stop off for it' }),
   remark: z.string(),
   createdAt: z.string(),
   updatedAt: z.string(),
@@ -85,13 +88,15 @@ const StatsSchema = z.object({
 });
 
 export function toInstanceDto(view: InstanceView): z.infer<typeof InstanceSchema> {
-  const { _position: _, dataVolume: _v, scheduledStopAt: _s, scheduledStop, ...dto } = view as InstanceView & { _position?: number };
+  const { _position: _, dataVolume: _v, scheduledStopAt: _s, scheduledStop, openSessions: _o, lastActivityAt: _l, idle, idleOptOut, ...dto } = view as InstanceView & { _position?: number };
   return {
     ...dto,
     spec: { ...dto.spec },
     gpuCards: dto.gpuCards.map((g) => ({ ...g })),
     servicePorts: (dto.servicePorts ?? []).map((p) => ({ ...p })),
     scheduledStop: scheduledStop ? { at: scheduledStop.at, byUsername: scheduledStop.byUsername } : null,
+    idle: idle ? { since: idle.since, stopAt: idle.stopAt } : null,
+    idleOptOut: idleOptOut ?? false,
   };
 }
 
@@ -221,6 +226,15 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
       },
     }),
     route({
+      method: 'put', path: '/instances/:id/idle-stop', tag: 'instances', access: 'user', response: InstanceSchema,
+      summary: '空闲自动关机 for this instance: `{optOut: true}` switches the spec\'s idle auto-stop off (409 IDLE_STOP_REQUIRED where the spec does not allow it), `false` on again',
+      body: z.strictObject({ optOut: z.boolean() }),
+      guard: ({ actor, params }) => instances.visible(actor, params.id!),
+      async handler({ actor, params, body, context }) {
+        return toInstanceDto(await instances.setIdleOptOut(actor, params.id!, body.optOut, context));
+      },
+    }),
+    route({
       method: 'delete', path: '/instances/:id/scheduled-stop', tag: 'instances', access: 'user', status: 204,
       summary: 'Cancel the scheduled stop (nothing to cancel is fine)',
       async handler({ actor, params, context }) {
@@ -241,7 +255,8 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
       response: z.array(z.object({ revision: z.number(), type: z.string(), at: z.string(), by: z.string().nullable(), summary: z.string() })),
       async handler({ actor, params }) {
         await instances.visible(actor, params.id!);
-        const events = await instances.history(params.id!);
+        // A service's use is recorded once a minute for the idle auto-stop: activity, not history.
+        const events = (await instances.history(params.id!)).filter((e) => e.type !== 'InstanceServiceUsed');
         const users = store.collection<UserView>(USERS);
         const names = new Map<string, string>();
         for (const id of new Set(events.map((e) => e.metadata.userId).filter((u): u is string => Boolean(u)))) {

@@ -53,6 +53,8 @@ export interface NewInstance {
 // Not `instance-…`: every consumer reads that prefix as an instance's own stream.
 const instanceNameStream = (ownerId: string, name: string) => `instancename-${ownerId}-${name.toLowerCase()}`;
 const MAX_PLACEMENT_ATTEMPTS = 5;
+/** How often a service's use is recorded for the idle auto-stop, per instance and replica. */
+const SERVICE_USE_EVERY_MS = 60_000;
 
 /**
  * What an instance counts against a GPU quota: a whole card as 1, a vGPU slice as its memory
@@ -502,6 +504,35 @@ export class Instances {
   async fireScheduledStop(instanceId: string, at: string, context: CommandContext): Promise<boolean> {
     const { events } = await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'FireScheduledStop', data: { at } }, context);
     return events.some((e) => e.type === 'InstanceOperationRequested');
+  }
+
+  /**
+   * The owner (or an admin) switches the idle auto-stop off or on for the instance; off only
+   * where the spec's policy allows it (409 IDLE_STOP_REQUIRED).
+   */
+  async setIdleOptOut(actor: Actor, instanceId: string, optOut: boolean, context: CommandContext): Promise<InstanceView> {
+    const instance = await this.visible(actor, instanceId);
+    const spec = await this.store.collection<SpecView>(SPECS).get(instance.specId);
+    const allowed = spec?.idleStop?.optOutAllowed ?? true;
+    await this.bus.execute(instanceDecider, instanceStream(instanceId), {
+      type: 'SetIdleOptOut', data: { optOut, allowed, byUsername: actor.username },
+    }, context);
+    return (await this.store.collection<InstanceView>(INSTANCES).get(instanceId))!;
+  }
+
+  private readonly serviceUses = new Map<string, number>();
+
+  /**
+   * A service page of the instance was used (a proxied request or WebSocket message): activity
+   * for the idle auto-stop, recorded at most once a minute per instance and replica.
+   */
+  noteServiceUse(instanceId: string): void {
+    const now = this.clock();
+    if (now - (this.serviceUses.get(instanceId) ?? 0) < SERVICE_USE_EVERY_MS) return;
+    this.serviceUses.set(instanceId, now);
+    if (this.serviceUses.size > 10_000) this.serviceUses.delete(this.serviceUses.keys().next().value!);
+    void this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'RecordServiceUse', data: {} }, { now: new Date(now).toISOString(), correlationId: 'service-proxy' })
+      .catch(() => this.serviceUses.delete(instanceId));
   }
 
   /** Declares a service port of the instance's own (owner or admin). */

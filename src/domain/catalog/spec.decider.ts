@@ -2,6 +2,7 @@ import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
 import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../shared/errors.ts';
 import { assertNotInUse, changedFields } from './image.decider.ts';
+import { idlePolicyProblems, type IdlePolicy } from '../instance/idle.ts';
 
 /** 产品规格: what an instance gets and what it costs. */
 export interface SpecFields {
@@ -24,6 +25,8 @@ export interface SpecFields {
   readonly containerOverrides?: ContainerOverrides;
   /** false: instances of this spec reach no network beyond their own bridge (无外网); absent: true. */
   readonly internet?: boolean;
+  /** 空闲自动关机: the admin's idle auto-stop for this spec's instances; absent or null: none. */
+  readonly idleStop?: IdlePolicy | null;
 }
 
 /** A spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
@@ -68,6 +71,7 @@ export function specProblems(spec: SpecFields): Record<string, string> {
   } else if (spec.vgpuSupported) {
     problems.vgpuSupported = 'needs gpuCount above 0: a vGPU spec slices GPU memory';
   }
+  if (spec.idleStop) Object.assign(problems, idlePolicyProblems(spec.idleStop));
   if (!problems.cpuCores && spec.cpuCores <= 0) problems.cpuCores = 'must be at least 1';
   if (!problems.memoryGb && spec.memoryGb <= 0) problems.memoryGb = 'must be at least 1';
   return problems;

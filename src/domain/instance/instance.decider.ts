@@ -76,7 +76,13 @@ export type InstanceEvent =
   | DomainEvent<'ServicePortRemoved', { port: number }>
   | DomainEvent<'InstanceStopScheduled', ScheduledStop>
   | DomainEvent<'InstanceStopUnscheduled', { byUserId: string; byUsername: string }>
-  | DomainEvent<'InstanceScheduledStopFired', { at: string }>;
+  | DomainEvent<'InstanceScheduledStopFired', { at: string }>
+  | DomainEvent<'InstanceIdleStarted', { since: string }>
+  | DomainEvent<'InstanceIdleEnded', Record<string, never>>
+  | DomainEvent<'InstanceIdleWarned', { stopAt: string }>
+  | DomainEvent<'InstanceIdleStopFired', { since: string; minutes: number }>
+  | DomainEvent<'InstanceIdleOptOutSet', { optOut: boolean; byUsername: string }>
+  | DomainEvent<'InstanceServiceUsed', Record<string, never>>;
 
 /** 定时关机: the instance is stopped at `at` (an ISO time), set by that user. */
 export interface ScheduledStop {
@@ -151,7 +157,15 @@ export type InstanceCommand =
   | Command<'ScheduleStop', ScheduledStop>
   | Command<'UnscheduleStop', { byUserId: string; byUsername: string }>
   /** The scheduler found the stop due: only the schedule of that time fires (a replaced or cancelled one does not). */
-  | Command<'FireScheduledStop', { at: string }>;
+  | Command<'FireScheduledStop', { at: string }>
+  /** The idle auto-stop's findings (src/domain/instance/idle.ts): each recorded once. */
+  | Command<'RecordIdle', { since: string }>
+  | Command<'RecordBusy', Record<string, never>>
+  | Command<'WarnIdle', { stopAt: string }>
+  | Command<'FireIdleStop', { since: string; minutes: number }>
+  /** `allowed`: whether the spec's policy lets the owner opt out (the caller reads the spec). */
+  | Command<'SetIdleOptOut', { optOut: boolean; allowed: boolean; byUsername: string }>
+  | Command<'RecordServiceUse', Record<string, never>>;
 
 export interface LiveInstance extends InstanceRequest, InstancePlacement {
   readonly status: InstanceStatus;
@@ -162,6 +176,12 @@ export interface LiveInstance extends InstanceRequest, InstancePlacement {
   readonly deleted: boolean;
   /** 定时关机, while one is set (absent or null: none). */
   readonly scheduledStop?: ScheduledStop | null;
+  /** Idle since then, as the idle auto-stop found; absent or null while in use. */
+  readonly idleSince?: string | null;
+  /** Whether this idle period's coming stop has been warned of. */
+  readonly idleWarned?: boolean;
+  /** The owner switched the idle auto-stop off for it (where the spec allows). */
+  readonly idleOptOut?: boolean;
 }
 
 export type InstanceState = { readonly status: 'none' } | { readonly status: 'requested'; readonly request: InstanceRequest } | LiveInstance;
@@ -280,6 +300,34 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
         if (state.status !== 'running' || state.pending) return [fired];
         return [fired, { type: 'InstanceOperationRequested', data: { operation: 'stop' } }];
       }
+      case 'RecordIdle': {
+        const instance = live(state);
+        if (instance.status !== 'running' || instance.idleSince === command.data.since) return [];
+        return [{ type: 'InstanceIdleStarted', data: command.data }];
+      }
+      case 'RecordBusy':
+        return live(state).idleSince ? [{ type: 'InstanceIdleEnded', data: {} }] : [];
+      case 'WarnIdle': {
+        const instance = live(state);
+        if (!instance.idleSince || instance.idleWarned) return [];
+        return [{ type: 'InstanceIdleWarned', data: command.data }];
+      }
+      case 'FireIdleStop': {
+        if (state.status === 'none' || state.status === 'requested' || state.deleted) return [];
+        // Only the idle period it was decided on: a use since then has started it over.
+        if (state.idleSince !== command.data.since || state.status !== 'running' || state.pending) return [];
+        return [{ type: 'InstanceIdleStopFired', data: command.data }, { type: 'InstanceOperationRequested', data: { operation: 'stop' } }];
+      }
+      case 'SetIdleOptOut': {
+        const instance = live(state);
+        if (command.data.optOut && !command.data.allowed) {
+          throw new ConflictError('IDLE_STOP_REQUIRED', 'This spec\'s idle auto-stop cannot be switched off for an instance.');
+        }
+        if (Boolean(instance.idleOptOut) === command.data.optOut) return [];
+        return [{ type: 'InstanceIdleOptOutSet', data: { optOut: command.data.optOut, byUsername: command.data.byUsername } }];
+      }
+      case 'RecordServiceUse':
+        return live(state).status === 'running' ? [{ type: 'InstanceServiceUsed', data: {} }] : [];
       default:
         return assertNever(command);
     }
@@ -316,7 +364,7 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
         return event.data.willRetry ? state : { ...state, pending: null, statusReason: event.data.reason };
       case 'InstanceOperationCompleted':
         // A stop ends the schedule: a later start does not bring an old stop time back.
-        return { ...state, pending: null, ...(event.data.operation === 'stop' ? { scheduledStop: null } : {}) };
+        return { ...state, pending: null, ...(event.data.operation === 'stop' ? { scheduledStop: null, idleSince: null, idleWarned: false } : {}) };
       case 'InstanceDeleted':
         return { ...state, deleted: true, pending: null, scheduledStop: null };
       case 'InstanceStopScheduled':
@@ -324,6 +372,17 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
       case 'InstanceStopUnscheduled':
       case 'InstanceScheduledStopFired':
         return { ...state, scheduledStop: null };
+      case 'InstanceIdleStarted':
+        return { ...state, idleSince: event.data.since, idleWarned: false };
+      case 'InstanceIdleEnded':
+      case 'InstanceIdleStopFired':
+        return { ...state, idleSince: null, idleWarned: false };
+      case 'InstanceIdleWarned':
+        return { ...state, idleWarned: true };
+      case 'InstanceIdleOptOutSet':
+        return { ...state, idleOptOut: event.data.optOut, ...(event.data.optOut ? { idleSince: null, idleWarned: false } : {}) };
+      case 'InstanceServiceUsed':
+        return state;
       case 'TerminalSessionOpened':
       case 'TerminalSessionClosed':
         return state;

@@ -200,7 +200,7 @@ async function recordUsage(ctx: PluginContext, target: Awaited<ReturnType<Plugin
   ]);
   const metrics: InstanceMetrics = {
     id: instance.id,
-    at: new Date().toISOString(),
+    at: new Date(ctx.clock()).toISOString(),
     cpuPercent: sample?.cpuPercent ?? null,
     memoryUsageBytes: sample?.memoryUsageBytes ?? null,
     memoryLimitBytes: sample?.memoryLimitBytes ?? null,

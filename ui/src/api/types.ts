@@ -65,6 +65,8 @@ export interface Spec {
   remark: string;
   /** false: 无外网, instances reach nothing beyond their own bridge. */
   internet: boolean;
+  /** 空闲自动关机 for this spec's running instances, or null. */
+  idleStop: IdlePolicy | null;
   /** The spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
   containerOverrides?: {
     /** Processes and threads at most (0 = no limit; platform default 8192). */
@@ -181,6 +183,9 @@ export interface Instance {
   gpuCards: { index: number; memoryGb: number }[];
   /** 定时关机, or null. */
   scheduledStop: { at: string; byUsername: string } | null;
+  /** 空闲自动关机: idle since then, and (once warned) when it stops unless used; null while in use. */
+  idle: { since: string; stopAt: string | null } | null;
+  idleOptOut: boolean;
   remark: string;
   createdAt: string;
   updatedAt: string;
@@ -290,6 +295,13 @@ export interface ServiceLink extends ServicePort {
   url: string | null;
   /** null while the instance is not running. */
   listening: boolean | null;
+}
+
+export interface IdlePolicy {
+  minutes: number;
+  cpuPercent: number;
+  gpuPercent: number;
+  optOutAllowed: boolean;
 }
 
 /** 配额: how many instances and GPUs a user may hold at once (null: no limit), and what they hold. */
