@@ -22,6 +22,14 @@ const Env = z.object({
   TIANQI_POLL_INTERVAL_MS: z.coerce.number().int().min(1_000).default(30_000),
   TIANQI_SCHEDULER_TICK_MS: z.coerce.number().int().min(50).max(5_000).default(1_000),
   TIANQI_IDLE_TICK_MS: z.coerce.number().int().min(50).max(300_000).default(30_000),
+  TIANQI_TIME_ZONE: z.string().default('Asia/Shanghai').refine((zone) => {
+    try {
+      new Intl.DateTimeFormat('en', { timeZone: zone });
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'must be an IANA time zone such as Asia/Shanghai'),
   TIANQI_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Comma-separated plugin names to switch off, e.g. `jump-host,webhooks`. */
   TIANQI_DISABLED_PLUGINS: z.string().default(''),
@@ -78,6 +86,8 @@ export interface Config {
   readonly schedulerTickMs: number;
   /** How often the idle auto-stop looks at running instances (their samples come every TIANQI_POLL_INTERVAL_MS). */
   readonly idleTickMs: number;
+  /** Times in messages to people (group bots): TIANQI_TIME_ZONE, an IANA zone. */
+  readonly timeZone: string;
   readonly logLevel: string;
   readonly disabledPlugins: ReadonlySet<string>;
   readonly sqliteSynchronous: 'NORMAL' | 'FULL';
@@ -138,6 +148,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pollIntervalMs: e.TIANQI_POLL_INTERVAL_MS,
     schedulerTickMs: e.TIANQI_SCHEDULER_TICK_MS,
     idleTickMs: e.TIANQI_IDLE_TICK_MS,
+    timeZone: e.TIANQI_TIME_ZONE,
     logLevel: e.TIANQI_LOG_LEVEL,
     disabledPlugins: new Set(e.TIANQI_DISABLED_PLUGINS.split(',').map((s) => s.trim()).filter(Boolean)),
     sqliteSynchronous: e.TIANQI_SQLITE_SYNCHRONOUS,

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { NotFoundError } from '../../domain/shared/errors.ts';
 import { webhookDecider, webhookStream } from '../../domain/webhook/webhook.decider.ts';
+import { WEBHOOK_FORMATS, maskBotUrl } from '../../domain/webhook/bots.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import type { SecretBox } from '../../ports/secret-box.port.ts';
@@ -28,12 +29,18 @@ const eventPattern = z
 const CreateWebhook = z.strictObject({
   url: webhookUrl,
   events: z.array(eventPattern).min(1, 'must name at least one event type').max(100, 'must name at most 100 event types'),
+  format: z.enum(WEBHOOK_FORMATS).default('tianqi').meta({
+    description: 'tianqi: the event as signed JSON; wecom, dingtalk, feishu: a message in Chinese to a 企业微信 / 钉钉 / 飞书 group bot (its address is then kept sealed and shown masked)',
+  }),
   secret: z
     .string()
-    .min(16, 'must be at least 16 characters')
     .max(256, 'must be at most 256 characters')
-    .meta({ description: 'write-only; the HMAC-SHA256 key of the X-TianQi-Signature header', writeOnly: true }),
+    .optional()
+    .meta({ description: 'write-only; tianqi: the HMAC-SHA256 key of the X-TianQi-Signature header (16+ characters, required); dingtalk, feishu: the bot\'s 加签 / 签名校验 secret, if it has one', writeOnly: true }),
   description: text(500).default(''),
+}).superRefine((body, ctx) => {
+  if (body.format === 'tianqi' && (body.secret ?? '').length < 16) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'must be at least 16 characters' });
+  if (body.format === 'wecom' && body.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: '企业微信 bots do not sign: leave it out' });
 });
 
 export const WebhookSchema = z.object({
@@ -41,6 +48,7 @@ export const WebhookSchema = z.object({
   url: z.string(),
   events: z.array(z.string()),
   description: z.string(),
+  format: z.enum(WEBHOOK_FORMATS),
   hasSecret: z.boolean(),
   createdAt: z.string(),
 });
@@ -58,7 +66,7 @@ export const DeliveryAttemptSchema = z.object({
 
 function toWebhookDto(view: WebhookView): z.infer<typeof WebhookSchema> {
   const { id, url, events, description, createdAt } = view;
-  return { id, url, events: [...events], description, hasSecret: true, createdAt };
+  return { id, url, events: [...events], description, format: view.format ?? 'tianqi', hasSecret: view.hasSecret ?? true, createdAt };
 }
 
 export function webhookRoutes(bus: CommandBus, store: ReadStore, secrets: SecretBox): RouteSpec[] {
@@ -82,8 +90,12 @@ export function webhookRoutes(bus: CommandBus, store: ReadStore, secrets: Secret
       body: CreateWebhook, response: WebhookSchema,
       async handler({ body, context }) {
         const webhookId = randomUUID();
-        const { secret, ...fields } = body;
-        const data = { webhookId, ...fields, secretSealed: secrets.seal(secret) };
+        const { secret, url, ...fields } = body;
+        // A bot's address is its key: sealed like the secret, and only its masked form is kept in plain.
+        const bot = body.format !== 'tianqi';
+        const data = {
+          webhookId, ...fields, hasSecret: Boolean(secret), url: bot ? maskBotUrl(url) : url, ...(bot ? { urlSealed: secrets.seal(url) } : {}), secretSealed: secrets.seal(secret ?? ''),
+        };
         await bus.execute(webhookDecider, webhookStream(webhookId), { type: 'RegisterWebhook', data }, context);
         return reply(201, toWebhookDto(await existing(webhookId)));
       },

@@ -1,6 +1,7 @@
 import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
 import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError } from '../shared/errors.ts';
+import type { WebhookFormat } from './bots.ts';
 
 /** An outside receiver of events (admins register it). */
 export interface WebhookFields {
@@ -9,20 +10,25 @@ export interface WebhookFields {
   /** Event type names (`InstanceStateObserved`) or prefixes ending in `*` (`Instance*`, `*`). */
   readonly events: readonly string[];
   readonly description: string;
+  /** How events are sent: the platform's signed JSON (absent: this), or a group bot's message. */
+  readonly format?: WebhookFormat;
+  /** Whether a secret was given (absent: yes; a 企业微信 bot, or a bot without 加签, has none). */
+  readonly hasSecret?: boolean;
 }
 
 /** The HMAC key is sealed by the SecretBox before it enters the event, like node secrets. */
 export type WebhookEvent =
-  | DomainEvent<'WebhookRegistered', WebhookFields & { webhookId: string; secretSealed: string }>
+  /** A group bot's address carries its key: `url` is then masked and `urlSealed` the address. */
+  | DomainEvent<'WebhookRegistered', WebhookFields & { webhookId: string; secretSealed: string; urlSealed?: string }>
   | DomainEvent<'WebhookDeleted', { webhookId: string }>;
 
 export type WebhookCommand =
-  | Command<'RegisterWebhook', WebhookFields & { webhookId: string; secretSealed: string }>
+  | Command<'RegisterWebhook', WebhookFields & { webhookId: string; secretSealed: string; urlSealed?: string }>
   | Command<'DeleteWebhook', Record<string, never>>;
 
 export type WebhookState =
   | { readonly status: 'none' }
-  | { readonly status: 'active' | 'deleted'; readonly webhookId: string; readonly fields: WebhookFields; readonly secretSealed: string };
+  | { readonly status: 'active' | 'deleted'; readonly webhookId: string; readonly fields: WebhookFields; readonly secretSealed: string; readonly urlSealed?: string };
 
 export const webhookStream = (webhookId: string) => `webhook-${webhookId}`;
 
@@ -43,8 +49,8 @@ export const webhookDecider: Decider<WebhookCommand, WebhookState, WebhookEvent>
   evolve(state, event) {
     switch (event.type) {
       case 'WebhookRegistered': {
-        const { webhookId, secretSealed, url, events, description } = event.data;
-        return { status: 'active', webhookId, secretSealed, fields: { url, events, description } };
+        const { webhookId, secretSealed, urlSealed, ...fields } = event.data;
+        return { status: 'active', webhookId, secretSealed, ...(urlSealed ? { urlSealed } : {}), fields };
       }
       case 'WebhookDeleted':
         return state.status === 'none' ? state : { ...state, status: 'deleted' };

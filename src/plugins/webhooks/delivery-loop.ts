@@ -4,6 +4,8 @@ import { filter, firstValueFrom, fromEvent, race, timer, type BehaviorSubject, t
 import type { CommandBus } from '../../commands/command-bus.ts';
 import { redactEventData } from '../../domain/shared/redact.ts';
 import { isDeliverableStream, matchesEventTypes, retryDelayMs } from '../../domain/webhook/delivery.ts';
+import type { BotFormat, WebhookFormat } from '../../domain/webhook/bots.ts';
+import { botAccepted, botRequest } from './bot-messages.ts';
 import {
   RECENT_ATTEMPTS,
   webhookDeliveryDecider,
@@ -26,8 +28,10 @@ export interface WebhookTarget {
   readonly id: string;
   readonly url: string;
   readonly events: readonly string[];
-  /** The HMAC key, opened from its sealed form. */
+  /** The HMAC key, opened from its sealed form ('' for a bot without one). */
   readonly secret: string;
+  /** The platform's JSON (absent), or a group bot's message. */
+  readonly format?: WebhookFormat;
 }
 
 export interface DeliveryDependencies {
@@ -36,6 +40,8 @@ export interface DeliveryDependencies {
   readonly logger: Logger;
   /** Position of the newest event appended: rings when there is more to read. */
   readonly head$: BehaviorSubject<Position>;
+  /** A group bot's words for an event (instance and node names looked up). */
+  readonly message?: (event: RecordedEvent) => Promise<{ title: string; text: string }>;
 }
 
 /** Events read from the log per page: the loop holds at most one page, however far behind it is. */
@@ -136,7 +142,7 @@ export class DeliveryLoop {
       const started = performance.now();
       const answer = await this.post(event, body);
       if (this.stopped) return false;
-      const ok = answer.status !== null && answer.status >= 200 && answer.status < 300;
+      const ok = answer.status !== null && answer.status >= 200 && answer.status < 300 && answer.error === null;
       if (ok) this.cursor = event.position;
       const durationMs = Math.round(performance.now() - started);
       await this.note({ eventId: event.id, type: event.type, position: event.position, attempt, ...answer, durationMs, at });
@@ -147,6 +153,8 @@ export class DeliveryLoop {
   }
 
   private async post(event: RecordedEvent, body: string): Promise<{ status: number | null; error: string | null }> {
+    const format = this.target.format ?? 'tianqi';
+    if (format !== 'tianqi') return this.postToBot(format, event);
     try {
       const response = await fetch(this.target.url, {
         method: 'POST',
@@ -164,6 +172,26 @@ export class DeliveryLoop {
       await response.body?.cancel();
       const ok = response.status >= 200 && response.status < 300;
       return { status: response.status, error: ok ? null : `answered ${response.status} ${response.statusText}`.trim() };
+    } catch (err) {
+      return { status: null, error: describeFailure(err, this.options.timeoutMs) };
+    }
+  }
+
+  /** A group bot: its message format and signature, and its answer's code decides. */
+  private async postToBot(format: BotFormat, event: RecordedEvent): Promise<{ status: number | null; error: string | null }> {
+    try {
+      const { title, text } = this.deps.message ? await this.deps.message(event) : { title: '天启算力', text: event.type };
+      const request = botRequest(format, this.target.url, title, text, this.target.secret, Date.now());
+      const response = await fetch(request.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'user-agent': 'TianQi-Webhooks' },
+        body: request.body,
+        redirect: 'manual',
+        signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.options.timeoutMs)]),
+      });
+      const answer = (await response.text()).slice(0, 4_096);
+      const taken = botAccepted(format, response.status, answer);
+      return { status: response.status, error: taken.ok ? null : taken.error };
     } catch (err) {
       return { status: null, error: describeFailure(err, this.options.timeoutMs) };
     }

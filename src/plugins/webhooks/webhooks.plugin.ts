@@ -1,4 +1,8 @@
 import { BehaviorSubject } from 'rxjs';
+import type { WebhookFormat } from '../../domain/webhook/bots.ts';
+import { messageFor, type Names } from './people.ts';
+import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
+import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
 import type { WebhookEvent } from '../../domain/webhook/webhook.decider.ts';
 import { webhookDecider, webhookStream } from '../../domain/webhook/webhook.decider.ts';
 import type { RecordedEvent } from '../../ports/event-store.port.ts';
@@ -31,19 +35,35 @@ export const webhooksPlugin: Plugin = {
     const stopping = new Set<Promise<void>>();
     const deleted = new Set<string>();
     const head$ = new BehaviorSubject((await ctx.eventStore.headPosition()) ?? 0);
-    const dependencies = { eventStore: ctx.eventStore, bus: ctx.bus, logger: ctx.logger, head$ };
+    const timeZone = ctx.config.timeZone;
+    /** A group bot's words: the instance's or node's name from the read models (a deleted one keeps its id). */
+    const message = async (event: RecordedEvent) => {
+      const id = event.stream.slice(event.stream.indexOf('-') + 1);
+      const names: Names = {};
+      if (event.stream.startsWith('instance-')) {
+        const instance = await ctx.readStore.collection<InstanceView>(INSTANCES).get(id);
+        if (instance) Object.assign(names, { instance: { name: instance.name, ownerName: instance.ownerName } });
+      } else if (event.stream.startsWith('node-')) {
+        const node = await ctx.readStore.collection<NodeView>(NODES).get(id);
+        if (node) Object.assign(names, { node: node.name });
+      }
+      return messageFor(event, names, timeZone);
+    };
+    const dependencies = { eventStore: ctx.eventStore, bus: ctx.bus, logger: ctx.logger, head$, message };
 
-    const startLoop = (webhook: { webhookId: string; url: string; events: readonly string[]; secretSealed: string }, checkpoint: number) => {
-      const { webhookId: id, url, events } = webhook;
+    const startLoop = (webhook: { webhookId: string; url: string; events: readonly string[]; secretSealed: string; urlSealed?: string; format?: WebhookFormat }, checkpoint: number) => {
+      const { webhookId: id, events, format } = webhook;
       if (loops.has(id) || deleted.has(id)) return;
       let secret: string;
+      let url: string;
       try {
         secret = ctx.secrets.open(webhook.secretSealed);
+        url = webhook.urlSealed ? ctx.secrets.open(webhook.urlSealed) : webhook.url;
       } catch (err) {
         ctx.logger.error({ err, webhookId: id }, 'the webhook secret cannot be opened (another master key?); its deliveries are paused');
         return;
       }
-      const loop = new DeliveryLoop({ id, url, events, secret }, checkpoint, dependencies, options);
+      const loop = new DeliveryLoop({ id, url, events, secret, ...(format ? { format } : {}) }, checkpoint, dependencies, options);
       loops.set(id, loop);
       loop.start();
     };
@@ -66,7 +86,9 @@ export const webhooksPlugin: Plugin = {
     await ctx.waitForProjections(head$.value);
     for (const view of await ctx.readStore.collection<WebhookView>(WEBHOOKS).all()) {
       const { state } = await ctx.bus.load(webhookDecider, webhookStream(view.id));
-      if (state.status === 'active') startLoop({ webhookId: view.id, ...state.fields, secretSealed: state.secretSealed }, view.checkpoint);
+      if (state.status === 'active') {
+        startLoop({ webhookId: view.id, ...state.fields, secretSealed: state.secretSealed, ...(state.urlSealed ? { urlSealed: state.urlSealed } : {}) }, view.checkpoint);
+      }
     }
     return {
       async stop() {

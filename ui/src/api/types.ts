@@ -241,6 +241,7 @@ export interface SshAccess {
 }
 
 export interface Webhook {
+  format?: 'tianqi' | 'wecom' | 'dingtalk' | 'feishu';
   id: string;
   url: string;
   /** Event type names, prefixes ending in `*`, or `*` for every event. */

@@ -548,6 +548,14 @@ const en: Messages = {
     added: 'Key added',
   },
   webhooks: {
+    formatLabel: 'Kind',
+    format: { tianqi: 'Platform JSON (signed)', wecom: 'WeCom group bot', dingtalk: 'DingTalk group bot', feishu: 'Feishu group bot' },
+    formatHint: {
+      tianqi: 'Events as JSON, with an X-TianQi-Signature header (HMAC-SHA256).',
+      wecom: 'Paste the bot\'s webhook address (with its key); messages go as Chinese markdown. The address is the key: only a masked one is shown after saving.',
+      dingtalk: 'Paste the bot\'s webhook address (with access_token); with 加签 on, enter its SEC… secret below.',
+      feishu: 'Paste the bot\'s webhook address; with signature verification on, enter its secret below.',
+    },
     description: 'Description',
     generate: 'Generate',
     secretMin: 'At least 16 characters',

@@ -546,6 +546,14 @@ const zhCN = {
     added: '公钥已添加',
   },
   webhooks: {
+    formatLabel: '类型',
+    format: { tianqi: '平台 JSON（签名）', wecom: '企业微信群机器人', dingtalk: '钉钉群机器人', feishu: '飞书群机器人' },
+    formatHint: {
+      tianqi: '事件原样以 JSON 发送，带 X-TianQi-Signature 签名头（HMAC-SHA256）。',
+      wecom: '粘贴机器人的 Webhook 地址（含 key）；消息以中文 markdown 发送。地址即密钥，保存后只显示打码后的地址。',
+      dingtalk: '粘贴机器人的 Webhook 地址（含 access_token）；若开启了「加签」，在下方填写 SEC 开头的密钥。',
+      feishu: '粘贴机器人的 Webhook 地址；若开启了「签名校验」，在下方填写签名密钥。',
+    },
     description: '说明',
     generate: '随机生成',
     secretMin: '至少 16 个字符',
