@@ -32,9 +32,9 @@ export const webhooksProjection = documentProjection<WebhookView>({
     const event = recorded as RecordedEvent & (WebhookEvent | WebhookDeliveryEvent);
     switch (event.type) {
       case 'WebhookRegistered': {
-        const { webhookId, url, events, description, format, hasSecret } = event.data;
+        const { webhookId, url, events, description, format, hasSecret, ownerId } = event.data;
         // Delivery starts after the registration itself: a webhook gets what happens from then on.
-        return { id: webhookId, url, events, description, format: format ?? 'tianqi', hasSecret: hasSecret ?? true, createdAt: recorded.metadata.time, checkpoint: recorded.position, deliveries: [] };
+        return { id: webhookId, url, events, description, format: format ?? 'tianqi', hasSecret: hasSecret ?? true, ...(ownerId ? { ownerId } : {}), createdAt: recorded.metadata.time, checkpoint: recorded.position, deliveries: [] };
       }
       case 'WebhookDeliveriesRecorded':
         // A record written while the webhook was being deleted finds no document and is dropped.

@@ -194,13 +194,15 @@ describe('webhooks', () => {
     }
   });
 
-  it('is for admins only: a user gets 403 and nothing changes', async () => {
+  it('keeps the platform\'s webhooks the admins\': a user sees none of them, may not add one (403) nor touch one (404), and nothing changes', async () => {
     const hook = (await api<Webhook[]>('GET', '/api/v1/webhooks')).body[0]!;
     const before = await t.app.eventStore.headPosition();
-    expect((await api('GET', '/api/v1/webhooks', { token: user })).status).toBe(403);
-    expect((await api('POST', '/api/v1/webhooks', { token: user, body: { url: 'https://example.com/', events: ['*'], secret: SECRET } })).status).toBe(403);
-    expect((await api('DELETE', `/api/v1/webhooks/${hook.id}`, { token: user })).status).toBe(403);
-    expect((await api('GET', `/api/v1/webhooks/${hook.id}/deliveries`, { token: user })).status).toBe(403);
+    const seen = await api<Webhook[]>('GET', '/api/v1/webhooks', { token: user });
+    expect(seen.status).toBe(200);
+    expect(seen.body).toEqual([]);
+    expect((await api('POST', '/api/v1/webhooks', { token: user, body: { url: 'https://example.com/', events: ['*'], secret: SECRET, scope: 'platform' } })).status).toBe(403);
+    expect((await api('DELETE', `/api/v1/webhooks/${hook.id}`, { token: user })).status).toBe(404);
+    expect((await api('GET', `/api/v1/webhooks/${hook.id}/deliveries`, { token: user })).status).toBe(404);
     expect((await t.api('GET', '/api/v1/webhooks')).status).toBe(401);
     expect(await t.app.eventStore.headPosition()).toBe(before);
   });

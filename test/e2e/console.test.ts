@@ -383,6 +383,8 @@ describeWithService(
         expect(await byTest(menu).count(), menu).toBe(0);
       }
       expect(await byTest(`instance-${INSTANCE}`).count()).toBe(0);
+      // their own notifications (webhooks and group bots for their instances), none of the platform's
+      expect(await byTest('menu-notifications').count()).toBe(1);
       await shot('user-instances');
       // Admin pages typed in the address bar lead back to the instances.
       await go('/nodes');

@@ -42,7 +42,8 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'id')]);
     const key = await t.api<{ id: string }>('POST', '/api/v1/users/me/ssh-keys', { token: lab.tokens.alice, body: { publicKey: readFileSync(join(dir, 'id.pub'), 'utf8') } });
     await t.api('PATCH', `/api/v1/nodes/${lab.nodeId}`, { token: lab.admin, body: { sshPassword: secrets.sshPassword } });
-    const hook = await t.api<{ id: string }>('POST', '/api/v1/webhooks', { token: lab.admin, body: { url: 'http://127.0.0.1:9/hook', events: ['Image*'], secret: secrets.webhookSecret } });
+    // alice's own webhook (users have their own since they follow their instances): hers to read, bob's to be refused
+    const hook = await t.api<{ id: string }>('POST', '/api/v1/webhooks', { token: lab.tokens.alice, body: { url: 'http://127.0.0.1:9/hook', events: ['Instance*'], secret: secrets.webhookSecret } });
     const me = await t.api<{ id: string }>('GET', '/api/v1/auth/me', { token: lab.tokens.alice });
     ids = { users: me.body.id, images: lab.imageId, specs: lab.specId, nodes: lab.nodeId, instances: instance.id, webhooks: hook.body.id, 'ssh-keys': key.body.id };
     const doc = (await t.api<{ paths: Record<string, Record<string, { security?: unknown[]; responses: Record<string, unknown>; requestBody?: { content: { 'application/json': { schema: Operation['body'] } } } }>> }>('GET', '/api/openapi.json')).body;
@@ -80,7 +81,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
       const r = await call(op.method, withQuery(op), lab.tokens.bob, op.method === 'GET' || op.method === 'DELETE' ? undefined : {});
       const label = `${op.method} ${op.path}`;
       if (op.adminOnly) expect(r.status, label).toBe(403);
-      else if (/\/(instances|users)\/[0-9a-f-]{36}/.test(op.path)) expect(r.status, label).toBe(404);
+      else if (/\/(instances|users|webhooks)\/[0-9a-f-]{36}/.test(op.path)) expect(r.status, label).toBe(404);
       else expect([200, 400, 404], label).toContain(r.status);
     }
     // Writes that were refused appended nothing (the only writes by bob that may pass are his own creates with {} = 400).

@@ -22,7 +22,8 @@ const routes: RouteRecordRaw[] = [
       { path: 'specs', name: 'specs', component: () => import('@/views/SpecsView.vue'), meta: { admin: true, title: 'nav.specs' } },
       { path: 'nodes', name: 'nodes', component: () => import('@/views/NodesView.vue'), meta: { admin: true, title: 'nav.nodes' } },
       { path: 'users', name: 'users', component: () => import('@/views/UsersView.vue'), meta: { admin: true, title: 'nav.users' } },
-      { path: 'webhooks', name: 'webhooks', component: () => import('@/views/WebhooksView.vue'), meta: { admin: true, title: 'nav.webhooks' } },
+      // Admins' are the platform's; a user's follow their own instances (消息通知).
+      { path: 'webhooks', name: 'webhooks', component: () => import('@/views/WebhooksView.vue'), meta: { title: 'nav.webhooks' } },
       { path: 'usage', name: 'usage', component: () => import('@/views/UsageView.vue'), meta: { title: 'nav.usage' } },
       { path: 'ssh-keys', name: 'ssh-keys', component: () => import('@/views/SshKeysView.vue'), meta: { title: 'nav.sshKeys' } },
       { path: ':pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue') },

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { NotFoundError } from '../../domain/shared/errors.ts';
+import { ForbiddenError, NotFoundError } from '../../domain/shared/errors.ts';
+import type { Actor } from '../user/accounts.ts';
 import { webhookDecider, webhookStream } from '../../domain/webhook/webhook.decider.ts';
 import { WEBHOOK_FORMATS, maskBotUrl } from '../../domain/webhook/bots.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
@@ -38,6 +39,9 @@ const CreateWebhook = z.strictObject({
     .optional()
     .meta({ description: 'write-only; tianqi: the HMAC-SHA256 key of the X-TianQi-Signature header (16+ characters, required); dingtalk, feishu: the bot\'s 加签 / 签名校验 secret, if it has one', writeOnly: true }),
   description: text(500).default(''),
+  scope: z.enum(['platform', 'mine']).optional().meta({
+    description: 'platform (admins only; their default): every matching event; mine (users\' only kind): only events of the caller\'s own instances',
+  }),
 }).superRefine((body, ctx) => {
   if (body.format === 'tianqi' && (body.secret ?? '').length < 16) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'must be at least 16 characters' });
   if (body.format === 'wecom' && body.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: '企业微信 bots do not sign: leave it out' });
@@ -49,6 +53,8 @@ export const WebhookSchema = z.object({
   events: z.array(z.string()),
   description: z.string(),
   format: z.enum(WEBHOOK_FORMATS),
+  scope: z.enum(['platform', 'mine']),
+  ownerId: z.string().nullable().meta({ description: 'whose own instances it follows; null for the platform\'s' }),
   hasSecret: z.boolean(),
   createdAt: z.string(),
 });
@@ -66,31 +72,38 @@ export const DeliveryAttemptSchema = z.object({
 
 function toWebhookDto(view: WebhookView): z.infer<typeof WebhookSchema> {
   const { id, url, events, description, createdAt } = view;
-  return { id, url, events: [...events], description, format: view.format ?? 'tianqi', hasSecret: view.hasSecret ?? true, createdAt };
+  return {
+    id, url, events: [...events], description, format: view.format ?? 'tianqi', scope: view.ownerId ? 'mine' : 'platform', ownerId: view.ownerId ?? null,
+    hasSecret: view.hasSecret ?? true, createdAt,
+  };
 }
 
 export function webhookRoutes(bus: CommandBus, store: ReadStore, secrets: SecretBox): RouteSpec[] {
   const webhooks = () => store.collection<WebhookView>(WEBHOOKS);
-  const existing = async (id: string) => {
+  /** A webhook the actor may see: admins any, users their own (another's is a 404, never a 403). */
+  const existing = async (id: string, actor?: Actor) => {
     const webhook = await webhooks().get(id);
-    if (!webhook) throw new NotFoundError('Webhook');
+    if (!webhook || (actor && actor.role !== 'admin' && webhook.ownerId !== actor.id)) throw new NotFoundError('Webhook');
     return webhook;
   };
   return [
     route({
-      method: 'get', path: '/webhooks', tag: 'webhooks', access: 'admin', summary: 'List webhooks, oldest first',
+      method: 'get', path: '/webhooks', tag: 'webhooks', access: 'user', summary: 'List webhooks, oldest first (admins: all; users: their own)',
       response: z.array(WebhookSchema),
-      async handler() {
-        return (await webhooks().find({}, { sort: { createdAt: 1 } })).map(toWebhookDto);
+      async handler({ actor }) {
+        return (await webhooks().find(actor.role === 'admin' ? {} : { ownerId: actor.id }, { sort: { createdAt: 1 } })).map(toWebhookDto);
       },
     }),
     route({
-      method: 'post', path: '/webhooks', tag: 'webhooks', access: 'admin', status: 201,
-      summary: 'Register a webhook: matching events from now on are POSTed to it, signed with the secret',
+      method: 'post', path: '/webhooks', tag: 'webhooks', access: 'user', status: 201,
+      summary: 'Register a webhook: matching events from now on are POSTed to it (users: only their own instances\' events)',
       body: CreateWebhook, response: WebhookSchema,
-      async handler({ body, context }) {
+      async handler({ actor, body, context }) {
         const webhookId = randomUUID();
-        const { secret, url, ...fields } = body;
+        const { secret, url, scope, ...fields } = body;
+        const mine = (scope ?? (actor.role === 'admin' ? 'platform' : 'mine')) === 'mine';
+        if (!mine && actor.role !== 'admin') throw new ForbiddenError('Only admins register webhooks for the whole platform; yours follow your own instances (scope: mine).');
+        if (mine) Object.assign(fields, { ownerId: actor.id });
         // A bot's address is its key: sealed like the secret, and only its masked form is kept in plain.
         const bot = body.format !== 'tianqi';
         const data = {
@@ -101,18 +114,19 @@ export function webhookRoutes(bus: CommandBus, store: ReadStore, secrets: Secret
       },
     }),
     route({
-      method: 'delete', path: '/webhooks/:id', tag: 'webhooks', access: 'admin', status: 204, summary: 'Delete a webhook; its deliveries stop',
-      async handler({ params, context }) {
+      method: 'delete', path: '/webhooks/:id', tag: 'webhooks', access: 'user', status: 204, summary: 'Delete a webhook; its deliveries stop (users: their own)',
+      async handler({ actor, params, context }) {
+        await existing(params.id!, actor);
         await bus.execute(webhookDecider, webhookStream(params.id!), { type: 'DeleteWebhook', data: {} }, context);
         return reply(204);
       },
     }),
     route({
-      method: 'get', path: '/webhooks/:id/deliveries', tag: 'webhooks', access: 'admin',
-      summary: 'The latest delivery attempts (up to 100), newest first, with status codes and errors',
+      method: 'get', path: '/webhooks/:id/deliveries', tag: 'webhooks', access: 'user',
+      summary: 'The latest delivery attempts (up to 100), newest first, with status codes and errors (users: their own webhooks)',
       response: z.array(DeliveryAttemptSchema),
-      async handler({ params }) {
-        return (await existing(params.id!)).deliveries;
+      async handler({ actor, params }) {
+        return (await existing(params.id!, actor)).deliveries;
       },
     }),
   ];

@@ -14,6 +14,11 @@ export interface WebhookFields {
   readonly format?: WebhookFormat;
   /** Whether a secret was given (absent: yes; a 企业微信 bot, or a bot without 加签, has none). */
   readonly hasSecret?: boolean;
+  /**
+   * A user's own webhook: only events of the instances they own reach it (absent: the platform's,
+   * made by an admin, with every matching event).
+   */
+  readonly ownerId?: string;
 }
 
 /** The HMAC key is sealed by the SecretBox before it enters the event, like node secrets. */

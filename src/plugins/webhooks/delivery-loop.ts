@@ -32,6 +32,8 @@ export interface WebhookTarget {
   readonly secret: string;
   /** The platform's JSON (absent), or a group bot's message. */
   readonly format?: WebhookFormat;
+  /** A user's own webhook: only events of instances this user owns. */
+  readonly ownerId?: string;
 }
 
 export interface DeliveryDependencies {
@@ -42,6 +44,8 @@ export interface DeliveryDependencies {
   readonly head$: BehaviorSubject<Position>;
   /** A group bot's words for an event (instance and node names looked up). */
   readonly message?: (event: RecordedEvent) => Promise<{ title: string; text: string }>;
+  /** The owner of an instance, deleted ones included (for users' own webhooks). */
+  readonly ownerOf?: (instanceId: string) => Promise<string | null>;
 }
 
 /** Events read from the log per page: the loop holds at most one page, however far behind it is. */
@@ -118,7 +122,7 @@ export class DeliveryLoop {
         if (page.length === 0) await this.appendAfter(seen);
         for (const event of page) {
           if (this.stopped) return;
-          if (this.wants(event) && !(await this.deliver(event))) return;
+          if (this.wants(event) && (await this.mine(event)) && !(await this.deliver(event))) return;
           this.cursor = event.position;
         }
         failures = 0;
@@ -128,6 +132,14 @@ export class DeliveryLoop {
         await this.sleep(retryDelayMs(failures, this.options.retryBaseMs, this.options.retryCapMs));
       }
     }
+  }
+
+  /** A user's webhook gets only their own instances' events: nothing of anybody else's ever leaves. */
+  private async mine(event: RecordedEvent): Promise<boolean> {
+    const owner = this.target.ownerId;
+    if (owner === undefined) return true;
+    if (!event.stream.startsWith('instance-') || !this.deps.ownerOf) return false;
+    return (await this.deps.ownerOf(event.stream.slice('instance-'.length))) === owner;
   }
 
   private wants(event: RecordedEvent): boolean {

@@ -49,10 +49,22 @@ export const webhooksPlugin: Plugin = {
       }
       return messageFor(event, names, timeZone);
     };
-    const dependencies = { eventStore: ctx.eventStore, bus: ctx.bus, logger: ctx.logger, head$, message };
+    /** Instance owners never change: looked up once (the read model, or a deleted one's first event). */
+    const owners = new Map<string, string | null>();
+    const ownerOf = async (instanceId: string): Promise<string | null> => {
+      if (owners.has(instanceId)) return owners.get(instanceId)!;
+      const view = await ctx.readStore.collection<InstanceView>(INSTANCES).get(instanceId);
+      const owner = view?.ownerId
+        ?? ((await ctx.eventStore.readStream(`instance-${instanceId}`)).find((e) => e.type === 'InstanceRequested')?.data as { ownerId?: string } | undefined)?.ownerId
+        ?? null;
+      owners.set(instanceId, owner);
+      if (owners.size > 50_000) owners.delete(owners.keys().next().value!);
+      return owner;
+    };
+    const dependencies = { eventStore: ctx.eventStore, bus: ctx.bus, logger: ctx.logger, head$, message, ownerOf };
 
-    const startLoop = (webhook: { webhookId: string; url: string; events: readonly string[]; secretSealed: string; urlSealed?: string; format?: WebhookFormat }, checkpoint: number) => {
-      const { webhookId: id, events, format } = webhook;
+    const startLoop = (webhook: { webhookId: string; url: string; events: readonly string[]; secretSealed: string; urlSealed?: string; format?: WebhookFormat; ownerId?: string }, checkpoint: number) => {
+      const { webhookId: id, events, format, ownerId } = webhook;
       if (loops.has(id) || deleted.has(id)) return;
       let secret: string;
       let url: string;
@@ -63,7 +75,7 @@ export const webhooksPlugin: Plugin = {
         ctx.logger.error({ err, webhookId: id }, 'the webhook secret cannot be opened (another master key?); its deliveries are paused');
         return;
       }
-      const loop = new DeliveryLoop({ id, url, events, secret, ...(format ? { format } : {}) }, checkpoint, dependencies, options);
+      const loop = new DeliveryLoop({ id, url, events, secret, ...(format ? { format } : {}), ...(ownerId ? { ownerId } : {}) }, checkpoint, dependencies, options);
       loops.set(id, loop);
       loop.start();
     };

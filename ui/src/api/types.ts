@@ -242,6 +242,7 @@ export interface SshAccess {
 
 export interface Webhook {
   format?: 'tianqi' | 'wecom' | 'dingtalk' | 'feishu';
+  scope?: 'platform' | 'mine';
   id: string;
   url: string;
   /** Event type names, prefixes ending in `*`, or `*` for every event. */

@@ -14,6 +14,7 @@ const en: Messages = {
     nodes: 'Nodes',
     users: 'Users',
     webhooks: 'Webhooks',
+    notifications: 'Notifications',
     usage: 'Usage',
     sshKeys: 'SSH keys',
   },
@@ -549,6 +550,10 @@ const en: Messages = {
   },
   webhooks: {
     formatLabel: 'Kind',
+    subtitleMine: 'Idle warnings, auto-stops, scheduled stops, failed creations of your instances, pushed to your WeCom / DingTalk / Feishu group bot or your address',
+    scope: 'Scope',
+    scopeMine: 'A user\'s own instances',
+    scopePlatform: 'Whole platform',
     format: { tianqi: 'Platform JSON (signed)', wecom: 'WeCom group bot', dingtalk: 'DingTalk group bot', feishu: 'Feishu group bot' },
     formatHint: {
       tianqi: 'Events as JSON, with an X-TianQi-Signature header (HMAC-SHA256).',

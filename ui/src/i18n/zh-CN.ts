@@ -13,6 +13,7 @@ const zhCN = {
     nodes: '算力节点',
     users: '用户管理',
     webhooks: 'Webhook',
+    notifications: '消息通知',
     usage: '用量计费',
     sshKeys: 'SSH 密钥',
   },
@@ -547,6 +548,10 @@ const zhCN = {
   },
   webhooks: {
     formatLabel: '类型',
+    subtitleMine: '你的实例空闲提醒、自动关机、定时关机、创建失败等事件，推送到你的企业微信 / 钉钉 / 飞书群机器人或你的地址',
+    scope: '范围',
+    scopeMine: '用户自己的实例',
+    scopePlatform: '全平台',
     format: { tianqi: '平台 JSON（签名）', wecom: '企业微信群机器人', dingtalk: '钉钉群机器人', feishu: '飞书群机器人' },
     formatHint: {
       tianqi: '事件原样以 JSON 发送，带 X-TianQi-Signature 签名头（HMAC-SHA256）。',
