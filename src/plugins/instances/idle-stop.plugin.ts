@@ -4,9 +4,7 @@ import { SPECS, type SpecView } from '../../projections/catalog.projection.ts';
 import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
 import type { Plugin } from '../plugin-host.ts';
 import { METRICS, type InstanceMetrics } from './reconciler.plugin.ts';
-
-/** Engine stops the idle auto-stop has under way at most. */
-const MAX_STOPS_AT_ONCE = 32;
+import { TimedStops } from './timed-stops.ts';
 
 /**
  * 空闲自动关机: every tick (TIANQI_IDLE_TICK_MS, 30 s) each running instance whose spec has an
@@ -21,9 +19,6 @@ export const idleStopPlugin: Plugin = {
   singleton: true,
   async start(ctx) {
     const log = ctx.logger.child({ plugin: 'idle-stop' });
-    let stopped = false;
-    let passing: Promise<void> = Promise.resolve();
-    const stopping = new Map<string, Promise<void>>();
     const context = () => ({ now: new Date(ctx.clock()).toISOString(), correlationId: 'idle-stop' });
     const command = (instanceId: string, type: string, data: object) =>
       ctx.bus.execute(instanceDecider, instanceStream(instanceId), { type, data } as never, context());
@@ -54,37 +49,24 @@ export const idleStopPlugin: Plugin = {
           log.info({ instanceId: instance.id, stopAt: step.stopAt }, 'idle instance warned');
           return;
         case 'stop': {
-          if (stopping.has(instance.id) || stopping.size >= MAX_STOPS_AT_ONCE) return;
+          if (!stops.canStop(instance.id)) return;
           const { events } = await command(instance.id, 'FireIdleStop', { since: instance.idle!.since, minutes: policy!.minutes });
           if (!events.some((e) => e.type === 'InstanceOperationRequested')) return;
           log.info({ instanceId: instance.id, since: instance.idle!.since }, 'idle instance stopped');
-          const job = ctx.instances.runPending(instance.id, { correlationId: 'idle-stop' })
-            .catch((err: unknown) => log.warn({ err, instanceId: instance.id }, 'idle stop requested; the engine did not do it yet'))
-            .finally(() => stopping.delete(instance.id));
-          stopping.set(instance.id, job);
+          stops.run(instance.id);
         }
       }
     };
 
-    const tick = async () => {
-      const specs = new Map((await ctx.readStore.collection<SpecView>(SPECS).find({})).map((s) => [s.id, s]));
+    const stops = new TimedStops(ctx, log, 'idle-stop', ctx.config.idleTickMs, async () => {
+      const specs = new Map((await ctx.readStore.collection<SpecView>(SPECS).find({})).map((spec) => [spec.id, spec]));
       for (const instance of await ctx.readStore.collection<InstanceView>(INSTANCES).find({ status: 'running' })) {
-        if (stopped) return;
+        if (stops.ended) return;
         const policy = specs.get(instance.specId)?.idleStop ?? null;
         if (!policy && !instance.idle) continue;
         await look(instance, policy).catch((err: unknown) => log.warn({ err, instanceId: instance.id }, 'idle check failed; the next tick tries again'));
       }
-    };
-    const timer = setInterval(() => {
-      passing = passing.then(() => (stopped ? undefined : tick())).catch((err: unknown) => log.error({ err }, 'idle pass failed'));
-    }, ctx.config.idleTickMs);
-    return {
-      async stop() {
-        stopped = true;
-        clearInterval(timer);
-        await passing;
-        await Promise.allSettled([...stopping.values()]);
-      },
-    };
+    });
+    return { stop: () => stops.stop() };
   },
 };

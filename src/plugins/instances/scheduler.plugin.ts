@@ -1,4 +1,5 @@
 import type { Plugin } from '../plugin-host.ts';
+import { TimedStops } from './timed-stops.ts';
 
 /**
  * 定时关机: every tick (TIANQI_SCHEDULER_TICK_MS, 1 s) the instances whose scheduled stop is due
@@ -14,16 +15,11 @@ export const schedulerPlugin: Plugin = {
   singleton: true,
   async start(ctx) {
     const log = ctx.logger.child({ plugin: 'scheduler' });
-    let stopped = false;
-    let passing: Promise<void> = Promise.resolve();
-    /** Stops under way: a pass fires every due stop at once and does not wait for the engines. */
-    const stopping = new Map<string, Promise<void>>();
-    const tick = async () => {
+    const stops = new TimedStops(ctx, log, 'scheduler', ctx.config.schedulerTickMs, async () => {
       const now = new Date(ctx.clock()).toISOString();
       for (const due of await ctx.instances.dueStops(now)) {
-        if (stopped) return;
-        if (stopping.has(due.id)) continue;
-        if (stopping.size >= MAX_STOPS_AT_ONCE) break;
+        if (stops.ended) return;
+        if (!stops.canStop(due.id)) continue;
         try {
           if (!(await ctx.instances.fireScheduledStop(due.id, due.at, { now: new Date(ctx.clock()).toISOString(), correlationId: 'scheduler' }))) continue;
         } catch (err) {
@@ -31,27 +27,9 @@ export const schedulerPlugin: Plugin = {
           continue;
         }
         log.info({ instanceId: due.id, at: due.at, lateMs: ctx.clock() - Date.parse(due.at) }, 'scheduled stop fired');
-        // The stop itself as any stop: one at a time per instance, an unreachable node runs it when back.
-        const job = ctx.instances.runPending(due.id, { correlationId: 'scheduler' })
-          .catch((err: unknown) => log.warn({ err, instanceId: due.id }, 'scheduled stop requested; the engine did not do it yet'))
-          .finally(() => stopping.delete(due.id));
-        stopping.set(due.id, job);
+        stops.run(due.id);
       }
-    };
-    const timer = setInterval(() => {
-      // One pass at a time: a slow read must not pile passes up.
-      passing = passing.then(() => (stopped ? undefined : tick())).catch((err: unknown) => log.error({ err }, 'scheduler pass failed'));
-    }, ctx.config.schedulerTickMs);
-    return {
-      async stop() {
-        stopped = true;
-        clearInterval(timer);
-        await passing;
-        await Promise.allSettled([...stopping.values()]);
-      },
-    };
+    });
+    return { stop: () => stops.stop() };
   },
 };
-
-/** Engine stops the scheduler has under way at most: 500 instances due at 18:00 do not all hit their nodes at once. */
-const MAX_STOPS_AT_ONCE = 32;
