@@ -216,7 +216,7 @@ export class App {
         ...instanceRoutes(this.instances, this.runtime, targetOf, this.readStore, config.sshPort),
         ...serviceRoutes(this.instances, this.services, config.trustProxy),
         ...auditRoutes(this.eventStore, this.readStore),
-        ...webhookRoutes(this.bus, this.readStore, secrets),
+        ...webhookRoutes(this.bus, this.readStore, secrets, Boolean(config.smtp)),
         ...usageRoutes(this.readStore),
         ...quotaRoutes(this.bus, this.readStore, this.accounts),
         ...systemRoutes(() => preflight(config, this.helperBuilds)),

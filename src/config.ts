@@ -37,6 +37,8 @@ const Env = z.object({
   TIANQI_SQLITE_SYNCHRONOUS: z.enum(['NORMAL', 'FULL']).default('NORMAL'),
   /** Bearer token a Prometheus scraper may use for GET /metrics (admins' tokens work too). */
   TIANQI_METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  TIANQI_SMTP_URL: z.string().regex(/^smtps?:\/\/[^\s]+$/, 'must be smtp://[user:password@]host[:port] or smtps://…').optional(),
+  TIANQI_SMTP_FROM: z.string().min(3).max(320).default('TianQi GPU Manager <noreply@localhost>'),
   /** How long a replica's lease on singleton work lasts unrenewed: the takeover time after a crash. */
   TIANQI_LEASE_TTL_MS: z.coerce.number().int().min(1_000).default(15_000),
   TIANQI_LEASE_RENEW_MS: z.coerce.number().int().min(100).default(5_000),
@@ -92,6 +94,8 @@ export interface Config {
   readonly disabledPlugins: ReadonlySet<string>;
   readonly sqliteSynchronous: 'NORMAL' | 'FULL';
   readonly metricsToken?: string;
+  /** The SMTP relay for email notifications (TIANQI_SMTP_URL; its password is never logged), and the sender. */
+  readonly smtp?: { readonly url: string; readonly from: string };
   /** Leases of the projections and singleton plugins among replicas (MongoDB `leases`). */
   readonly lease: { readonly ttlMs: number; readonly renewEveryMs: number };
   readonly replicaId?: string;
@@ -153,6 +157,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     disabledPlugins: new Set(e.TIANQI_DISABLED_PLUGINS.split(',').map((s) => s.trim()).filter(Boolean)),
     sqliteSynchronous: e.TIANQI_SQLITE_SYNCHRONOUS,
     ...(e.TIANQI_METRICS_TOKEN ? { metricsToken: e.TIANQI_METRICS_TOKEN } : {}),
+    ...(e.TIANQI_SMTP_URL ? { smtp: { url: e.TIANQI_SMTP_URL, from: e.TIANQI_SMTP_FROM } } : {}),
     lease: { ttlMs: e.TIANQI_LEASE_TTL_MS, renewEveryMs: e.TIANQI_LEASE_RENEW_MS },
     ...(e.TIANQI_REPLICA_ID ? { replicaId: e.TIANQI_REPLICA_ID } : {}),
     trustProxy: e.TIANQI_TRUST_PROXY,

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { ForbiddenError, NotFoundError } from '../../domain/shared/errors.ts';
+import { ForbiddenError, NotFoundError, ValidationError } from '../../domain/shared/errors.ts';
 import type { Actor } from '../user/accounts.ts';
 import { webhookDecider, webhookStream } from '../../domain/webhook/webhook.decider.ts';
-import { WEBHOOK_FORMATS, maskBotUrl } from '../../domain/webhook/bots.ts';
+import { MAILTO, WEBHOOK_FORMATS, maskBotUrl, type WebhookFormat } from '../../domain/webhook/bots.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import type { SecretBox } from '../../ports/secret-box.port.ts';
@@ -19,9 +19,15 @@ const webhookUrl = z
   .string()
   .trim()
   .max(2_048, 'must be at most 2048 characters')
-  .refine((s) => URL.canParse(s) && ['http:', 'https:'].includes(new URL(s).protocol), 'must be an http:// or https:// URL')
-  .refine((s) => !URL.canParse(s) || (new URL(s).username === '' && new URL(s).password === ''), 'must not contain a user name or password')
-  .meta({ example: 'https://hooks.example.com/tianqi' });
+  .meta({ example: 'https://hooks.example.com/tianqi', description: 'http(s) address; for format email: mailto:<one address>' });
+
+/** Why an address does not fit its format, or null. */
+function urlProblem(url: string, format: WebhookFormat): string | null {
+  if (format === 'email') return MAILTO.test(url) ? null : 'must be mailto: and one email address, such as mailto:zhangsan@lab.example.cn';
+  if (!URL.canParse(url) || !['http:', 'https:'].includes(new URL(url).protocol)) return 'must be an http:// or https:// URL';
+  if (new URL(url).username !== '' || new URL(url).password !== '') return 'must not contain a user name or password';
+  return null;
+}
 
 const eventPattern = z
   .string()
@@ -43,8 +49,10 @@ const CreateWebhook = z.strictObject({
     description: 'platform (admins only; their default): every matching event; mine (users\' only kind): only events of the caller\'s own instances',
   }),
 }).superRefine((body, ctx) => {
+  const problem = urlProblem(body.url, body.format);
+  if (problem) ctx.addIssue({ code: 'custom', path: ['url'], message: problem });
   if (body.format === 'tianqi' && (body.secret ?? '').length < 16) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'must be at least 16 characters' });
-  if (body.format === 'wecom' && body.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: '企业微信 bots do not sign: leave it out' });
+  if ((body.format === 'wecom' || body.format === 'email') && body.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: `${body.format === 'wecom' ? '企业微信 bots do not sign' : 'email is not signed'}: leave it out` });
 });
 
 export const WebhookSchema = z.object({
@@ -78,7 +86,7 @@ function toWebhookDto(view: WebhookView): z.infer<typeof WebhookSchema> {
   };
 }
 
-export function webhookRoutes(bus: CommandBus, store: ReadStore, secrets: SecretBox): RouteSpec[] {
+export function webhookRoutes(bus: CommandBus, store: ReadStore, secrets: SecretBox, emailEnabled = false): RouteSpec[] {
   const webhooks = () => store.collection<WebhookView>(WEBHOOKS);
   /** A webhook the actor may see: admins any, users their own (another's is a 404, never a 403). */
   const existing = async (id: string, actor?: Actor) => {
@@ -101,11 +109,14 @@ export function webhookRoutes(bus: CommandBus, store: ReadStore, secrets: Secret
       async handler({ actor, body, context }) {
         const webhookId = randomUUID();
         const { secret, url, scope, ...fields } = body;
+        if (body.format === 'email' && !emailEnabled) {
+          throw new ValidationError({ format: 'email needs the deployment\'s SMTP relay: TIANQI_SMTP_URL is not set' });
+        }
         const mine = (scope ?? (actor.role === 'admin' ? 'platform' : 'mine')) === 'mine';
         if (!mine && actor.role !== 'admin') throw new ForbiddenError('Only admins register webhooks for the whole platform; yours follow your own instances (scope: mine).');
         if (mine) Object.assign(fields, { ownerId: actor.id });
         // A bot's address is its key: sealed like the secret, and only its masked form is kept in plain.
-        const bot = body.format !== 'tianqi';
+        const bot = body.format !== 'tianqi' && body.format !== 'email';
         const data = {
           webhookId, ...fields, hasSecret: Boolean(secret), url: bot ? maskBotUrl(url) : url, ...(bot ? { urlSealed: secrets.seal(url) } : {}), secretSealed: secrets.seal(secret ?? ''),
         };

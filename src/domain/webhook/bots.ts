@@ -2,9 +2,12 @@
  * Webhook formats: the platform's signed JSON, or a message to a 企业微信, 钉钉 or 飞书 group bot
  * (src/plugins/webhooks/bot-messages.ts sends them).
  */
-export type WebhookFormat = 'tianqi' | 'wecom' | 'dingtalk' | 'feishu';
-export const WEBHOOK_FORMATS = ['tianqi', 'wecom', 'dingtalk', 'feishu'] as const;
-export type BotFormat = Exclude<WebhookFormat, 'tianqi'>;
+export type WebhookFormat = 'tianqi' | 'wecom' | 'dingtalk' | 'feishu' | 'email';
+export const WEBHOOK_FORMATS = ['tianqi', 'wecom', 'dingtalk', 'feishu', 'email'] as const;
+export type BotFormat = Exclude<WebhookFormat, 'tianqi' | 'email'>;
+
+/** An email "webhook": `mailto:` and one address, sent through the deployment's SMTP relay. */
+export const MAILTO = /^mailto:[^\s@<>(),;:"]+@[^\s@<>(),;:"]+\.[^\s@<>(),;:"]+$/;
 
 /**
  * The address as lists show it: a bot's address carries its key (企业微信 `key=`, 钉钉

@@ -46,6 +46,8 @@ export interface DeliveryDependencies {
   readonly message?: (event: RecordedEvent) => Promise<{ title: string; text: string }>;
   /** The owner of an instance, deleted ones included (for users' own webhooks). */
   readonly ownerOf?: (instanceId: string) => Promise<string | null>;
+  /** Sends an email through the deployment's SMTP relay (absent: none configured). */
+  readonly mail?: (to: string, subject: string, text: string) => Promise<void>;
 }
 
 /** Events read from the log per page: the loop holds at most one page, however far behind it is. */
@@ -166,6 +168,7 @@ export class DeliveryLoop {
 
   private async post(event: RecordedEvent, body: string): Promise<{ status: number | null; error: string | null }> {
     const format = this.target.format ?? 'tianqi';
+    if (format === 'email') return this.sendMail(event);
     if (format !== 'tianqi') return this.postToBot(format, event);
     try {
       const response = await fetch(this.target.url, {
@@ -186,6 +189,18 @@ export class DeliveryLoop {
       return { status: response.status, error: ok ? null : `answered ${response.status} ${response.statusText}`.trim() };
     } catch (err) {
       return { status: null, error: describeFailure(err, this.options.timeoutMs) };
+    }
+  }
+
+  /** An email: taken once the SMTP relay accepted it (its answer is the error when it does not). */
+  private async sendMail(event: RecordedEvent): Promise<{ status: number | null; error: string | null }> {
+    if (!this.deps.mail) return { status: null, error: 'no SMTP relay is configured (TIANQI_SMTP_URL)' };
+    try {
+      const { title, text } = this.deps.message ? await this.deps.message(event) : { title: '天启算力', text: event.type };
+      await this.deps.mail(this.target.url.slice('mailto:'.length), `【${title}】${text.split('\n')[0]!}`.slice(0, 200), text);
+      return { status: 250, error: null };
+    } catch (err) {
+      return { status: null, error: `the SMTP relay refused: ${err instanceof Error ? err.message : String(err)}`.slice(0, 500) };
     }
   }
 

@@ -1,3 +1,4 @@
+import { createTransport } from 'nodemailer';
 import { BehaviorSubject } from 'rxjs';
 import type { WebhookFormat } from '../../domain/webhook/bots.ts';
 import { messageFor, type Names } from './people.ts';
@@ -61,7 +62,14 @@ export const webhooksPlugin: Plugin = {
       if (owners.size > 50_000) owners.delete(owners.keys().next().value!);
       return owner;
     };
-    const dependencies = { eventStore: ctx.eventStore, bus: ctx.bus, logger: ctx.logger, head$, message, ownerOf };
+    // One connection pool to the SMTP relay for every email webhook.
+    const transport = ctx.config.smtp ? createTransport(ctx.config.smtp.url) : null;
+    const mail = transport
+      ? async (to: string, subject: string, text: string) => {
+        await transport.sendMail({ from: ctx.config.smtp!.from, to, subject, text });
+      }
+      : undefined;
+    const dependencies = { eventStore: ctx.eventStore, bus: ctx.bus, logger: ctx.logger, head$, message, ownerOf, ...(mail ? { mail } : {}) };
 
     const startLoop = (webhook: { webhookId: string; url: string; events: readonly string[]; secretSealed: string; urlSealed?: string; format?: WebhookFormat; ownerId?: string }, checkpoint: number) => {
       const { webhookId: id, events, format, ownerId } = webhook;
@@ -107,6 +115,7 @@ export const webhooksPlugin: Plugin = {
         subscription.unsubscribe();
         await Promise.all([...[...loops.values()].map((loop) => loop.stop({ record: true })), ...stopping]);
         loops.clear();
+        transport?.close();
       },
     };
   },

@@ -241,7 +241,7 @@ export interface SshAccess {
 }
 
 export interface Webhook {
-  format?: 'tianqi' | 'wecom' | 'dingtalk' | 'feishu';
+  format?: 'tianqi' | 'wecom' | 'dingtalk' | 'feishu' | 'email';
   scope?: 'platform' | 'mine';
   id: string;
   url: string;
