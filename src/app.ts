@@ -61,13 +61,14 @@ import { checkLogIdentity, type StoreDescriptions } from './projections/log-iden
 import { NODES, imagesProjection, nodesProjection, specsProjection } from './projections/catalog.projection.ts';
 import { usersProjection } from './projections/users.projection.ts';
 import { quotasProjection } from './projections/quotas.projection.ts';
+import { groupsProjection } from './projections/groups.projection.ts';
 import { webhooksProjection } from './projections/webhooks.projection.ts';
 import { webhookRoutes } from './commands/webhook/webhook.routes.ts';
 import { webhooksPlugin } from './plugins/webhooks/webhooks.plugin.ts';
 
 export const VERSION = '0.1.0';
 
-export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection, serviceOriginsProjection, quotasProjection];
+export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection, serviceOriginsProjection, quotasProjection, groupsProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
 export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, schedulerPlugin, idleStopPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin, terminalPlugin];

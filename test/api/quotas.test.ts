@@ -7,6 +7,7 @@ const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 
 interface Quota {
   userId: string;
+  groupId: string | null;
   limits: { maxInstances: number | null; maxGpus: number | null; maxGpuHoursPerMonth: number | null };
   used: { instances: number; gpus: number; gpuHoursThisMonth: number };
   holdings: { instanceId: string; instanceName: string; gpus: number }[];
@@ -43,7 +44,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
 
   it('is set by admins only, read by the user and admins, and refuses bad limits whole', async () => {
     expect((await quota(aliceId, lab.tokens.alice!)).body).toEqual({
-      userId: aliceId, limits: { maxInstances: null, maxGpus: null, maxGpuHoursPerMonth: null }, used: { instances: 0, gpus: 0, gpuHoursThisMonth: 0 }, holdings: [],
+      userId: aliceId, groupId: null, limits: { maxInstances: null, maxGpus: null, maxGpuHoursPerMonth: null }, used: { instances: 0, gpus: 0, gpuHoursThisMonth: 0 }, holdings: [],
     });
     expect((await quota(aliceId, lab.tokens.bob!)).status).toBe(404);
     expect((await setQuota(aliceId, { maxInstances: 5, maxGpus: null }, lab.tokens.alice)).status).toBe(403);
@@ -103,5 +104,44 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     expect((await quota(aliceId, lab.tokens.alice!)).body.used.instances).toBe(3);
     expect((await t.api('DELETE', `/api/v1/instances/${second!.instanceId}`, { token: lab.tokens.alice })).status).toBe(204);
     expect((await quota(aliceId, lab.tokens.alice!)).body.used.instances).toBe(2);
+  }, 120_000);
+
+  it('a group shares one quota among its members: concurrent creates of two members get its places once; a refusal names the group', async () => {
+    const bobId = (await t.api<{ id: string }>('GET', '/api/v1/auth/me', { token: lab.tokens.bob })).body.id;
+    // alice's own quota out of the way: only the group's counts here
+    expect((await setQuota(aliceId, { maxInstances: null, maxGpus: null })).status).toBe(200);
+    const group = await t.api<{ id: string; name: string }>('POST', '/api/v1/groups', { token: lab.admin, body: { name: 'NLP 组' } });
+    expect(group.status).toBe(201);
+    expect((await t.api('POST', '/api/v1/groups', { token: lab.admin, body: { name: 'nlp 组' } })).status).toBe(409);
+    expect((await t.api('POST', '/api/v1/groups', { token: lab.tokens.alice, body: { name: 'mine' } })).status).toBe(403);
+    for (const id of [aliceId, bobId]) expect((await t.api('PUT', `/api/v1/users/${id}/group`, { token: lab.admin, body: { groupId: group.body.id } })).status).toBe(200);
+    expect((await t.api('PUT', `/api/v1/users/${bobId}/group`, { token: lab.admin, body: { groupId: 'no-such-group' } })).status).toBe(400);
+    const held = (await quota(aliceId, lab.tokens.alice!)).body.used.instances;
+    // room for two more in the group, whoever asks
+    expect((await t.api('PUT', `/api/v1/groups/${group.body.id}/quota`, { token: lab.admin, body: { maxInstances: 2, maxGpus: null } })).status).toBe(200);
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => t.api<{ id: string } & Failure>('POST', '/api/v1/instances', {
+      token: i % 2 === 0 ? lab.tokens.alice : lab.tokens.bob, body: { name: `g-${i}`, imageId: lab.imageId, specId: lab.specId },
+    })));
+    const created = answers.filter((a) => a.status === 201);
+    const refused = answers.filter((a) => a.status === 409);
+    console.log(`concurrent creates of two members against a group quota of 2: ${created.length} created, ${refused.length} refused`);
+    expect(created).toHaveLength(2);
+    expect(refused).toHaveLength(4);
+    for (const r of refused) {
+      expect(r.body.error.fields).toEqual({ quota: 'group.maxInstances' });
+      expect(r.body.error.message).toContain('NLP 组');
+    }
+    // what alice held before she joined stays counted where it was: her own quota only
+    expect((await quota(aliceId, lab.tokens.alice!)).body.used.instances).toBe(held + created.filter((c) => answers.indexOf(c) % 2 === 0).length);
+    const groupView = (await t.api<{ id: string; members: { userId: string }[]; quota: { used: { instances: number } } }[]>('GET', '/api/v1/groups', { token: lab.admin })).body
+      .find((g) => g.id === group.body.id)!;
+    expect(groupView.quota.used.instances).toBe(2);
+    expect(groupView.members.map((m) => m.userId).sort()).toEqual([aliceId, bobId].sort());
+
+    // a group with members stays; emptied, it goes
+    expect((await t.api<Failure>('DELETE', `/api/v1/groups/${group.body.id}`, { token: lab.admin })).body.error.code).toBe('GROUP_IN_USE');
+    for (const c of created) expect((await t.api('DELETE', `/api/v1/instances/${c.body.id}`, { token: lab.admin })).status).toBe(204);
+    for (const id of [aliceId, bobId]) expect((await t.api('PUT', `/api/v1/users/${id}/group`, { token: lab.admin, body: { groupId: null } })).status).toBe(200);
+    expect((await t.api('DELETE', `/api/v1/groups/${group.body.id}`, { token: lab.admin })).status).toBe(204);
   }, 120_000);
 });

@@ -193,17 +193,28 @@ describeWithService(
       await page.locator('[data-test="users-table"] .el-table__row', { hasText: USER.username }).waitFor();
       await shot('users');
 
-      // 配额: one instance at once for the new user, set in its dialog
+      // 用户组: one added in its dialog
+      await byTest('groups-open').click();
+      await byTest('group-name').fill('NLP 组');
+      await byTest('group-add').click();
+      await page.locator('[data-test="groups-table"] .el-table__row', { hasText: 'NLP 组' }).waitFor();
+      await page.keyboard.press('Escape');
+      await byTest('groups-dialog').waitFor({ state: 'hidden' });
+      // 配额: one instance at once for the new user, and the group, set in its dialog
       await byTest(`quota-${USER.username}`).click();
       await expect.poll(() => byTest('quota-used').textContent()).toContain('当前占用：0 个实例');
       await byTest('quota-limit-instances').click();
       await fillNumber('quota-max-instances', 1);
+      await byTest('quota-group').click();
+      await page.locator('.el-select-dropdown__item:visible', { hasText: 'NLP 组' }).click();
       await byTest('quota-save').click();
       await byTest('quota-dialog').waitFor({ state: 'hidden' });
       const admin = await t.login('admin', ADMIN_PASSWORD);
       const users = (await t.api<{ id: string; username: string }[]>('GET', '/api/v1/users', { token: admin })).body;
       const quota = await t.api<{ limits: unknown }>('GET', `/api/v1/users/${users.find((u) => u.username === USER.username)!.id}/quota`, { token: admin });
       expect(quota.body.limits).toEqual({ maxInstances: 1, maxGpus: null, maxGpuHoursPerMonth: null });
+      const groups = (await t.api<{ id: string; name: string }[]>('GET', '/api/v1/groups', { token: admin })).body;
+      expect((quota.body as { groupId?: string }).groupId).toBe(groups.find((g) => g.name === 'NLP 组')!.id);
 
       await byTest('menu-webhooks').click();
       await byTest('webhook-create').click();

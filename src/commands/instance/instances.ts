@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { imageCanRun } from '../../domain/catalog/spec.decider.ts';
 import { ledgerCards, nodeCapacity, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
-import { quotaDecider, quotaStream, roundGpus } from '../../domain/quota/quota.decider.ts';
+import { groupQuotaStream, quotaDecider, quotaStream, roundGpus } from '../../domain/quota/quota.decider.ts';
+import { GROUPS, type GroupView } from '../../projections/groups.projection.ts';
+import { QUOTAS, type QuotaView } from '../../projections/quotas.projection.ts';
 import { gpuHoursThisMonth as gpuHoursUsed } from '../../domain/usage/metering.ts';
 import { usageRecords } from '../../projections/usage.projection.ts';
 import {
@@ -309,13 +311,35 @@ export class Instances {
 
   /** Takes a place in the owner's quota (409 QUOTA_EXCEEDED naming the quota); held already is fine. */
   private async claimQuota(ownerId: string, instanceId: string, instanceName: string, gpus: number, context: CommandContext): Promise<void> {
+    const now = new Date(this.clock()).toISOString();
     // The month's GPU-hours from the meter, only where they can matter (a GPU instance).
-    const gpuHoursThisMonth = gpus > 0 ? gpuHoursUsed(await usageRecords(this.store, ownerId), new Date(this.clock()).toISOString()) : 0;
-    await this.bus.execute(quotaDecider, quotaStream(ownerId), { type: 'ClaimQuota', data: { instanceId, instanceName, gpus, gpuHoursThisMonth } }, context);
+    const hoursOf = async (userIds: readonly string[]) =>
+      gpus > 0 ? gpuHoursUsed((await Promise.all(userIds.map((id) => usageRecords(this.store, id)))).flat(), now) : 0;
+    const { state } = await this.bus.load(quotaDecider, quotaStream(ownerId));
+    const groupId = state.groupId ?? null;
+    const group = groupId ? await this.store.collection<GroupView>(GROUPS).get(groupId) : null;
+    await this.bus.execute(quotaDecider, quotaStream(ownerId), {
+      type: 'ClaimQuota', data: { instanceId, instanceName, gpus, gpuHoursThisMonth: await hoursOf([ownerId]), ...(group ? { groupId: group.id } : {}) },
+    }, context);
+    if (!group) return;
+    // Then the group's, on its own stream: a refusal there gives the user's place back.
+    try {
+      const members = (await this.store.collection<QuotaView>(QUOTAS).find({ groupId: group.id })).map((m) => m.id);
+      await this.bus.execute(quotaDecider, groupQuotaStream(group.id), {
+        type: 'ClaimQuota', data: { instanceId, instanceName, gpus, gpuHoursThisMonth: await hoursOf(members), group: group.name },
+      }, context);
+    } catch (err) {
+      await this.bus.execute(quotaDecider, quotaStream(ownerId), { type: 'ReleaseQuota', data: { instanceId } }, context);
+      throw err;
+    }
   }
 
+  /** Gives the instance's place back in its owner's quota, and in the group's it was counted in. */
   async releaseQuota(ownerId: string, instanceId: string, context: CommandContext): Promise<void> {
+    const { state } = await this.bus.load(quotaDecider, quotaStream(ownerId));
+    const groupId = state.holdings[instanceId]?.groupId;
     await this.bus.execute(quotaDecider, quotaStream(ownerId), { type: 'ReleaseQuota', data: { instanceId } }, context);
+    if (groupId) await this.bus.execute(quotaDecider, groupQuotaStream(groupId), { type: 'ReleaseQuota', data: { instanceId } }, context);
   }
 
   private async release(nodeId: string, instanceId: string, context: CommandContext): Promise<void> {

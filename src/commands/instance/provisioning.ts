@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import { quotaDecider, quotaStream } from '../../domain/quota/quota.decider.ts';
 import { nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
 import { EngineRejectedError, EngineUnavailableError, type ContainerLimits, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
@@ -81,8 +80,8 @@ export class Provisioning {
       }
       await record({ type: 'FailProvisioning', data: { reason } });
       await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), { type: 'ReleaseCapacity', data: { instanceId } }, context);
-      // A failed instance holds nothing, in its owner's quota either; a start takes both again.
-      await this.bus.execute(quotaDecider, quotaStream(instance.ownerId), { type: 'ReleaseQuota', data: { instanceId } }, context);
+      // A failed instance holds nothing, in its owner's (and group's) quota either; a start takes both again.
+      await this.instances.releaseQuota(instance.ownerId, instanceId, context);
       this.logger.warn({ instanceId, reason }, 'instance failed to start');
     }
   }

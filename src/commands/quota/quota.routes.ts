@@ -1,8 +1,12 @@
 import { z } from 'zod';
-import { MAX_QUOTA, NO_LIMITS, quotaDecider, quotaStream } from '../../domain/quota/quota.decider.ts';
-import { route, type RouteSpec } from '../../http/route.ts';
+import { randomUUID } from 'node:crypto';
+import { GROUP_NAME, groupDecider, groupStream } from '../../domain/group/group.decider.ts';
+import { groupQuotaStream, MAX_QUOTA, NO_LIMITS, quotaDecider, quotaStream } from '../../domain/quota/quota.decider.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../../domain/shared/errors.ts';
+import { GROUPS, type GroupView } from '../../projections/groups.projection.ts';
+import { reply, route, type RouteSpec } from '../../http/route.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
-import { QUOTAS, type QuotaView } from '../../projections/quotas.projection.ts';
+import { groupQuotaId, QUOTAS, type QuotaView } from '../../projections/quotas.projection.ts';
 import { usageRecords } from '../../projections/usage.projection.ts';
 import { gpuHoursThisMonth } from '../../domain/usage/metering.ts';
 import type { CommandBus } from '../command-bus.ts';
@@ -18,6 +22,7 @@ const Limits = z.strictObject({
 });
 const QuotaSchema = z.object({
   userId: z.string(),
+  groupId: z.string().nullable().meta({ description: 'the user\'s 用户组, whose quota their instances count against too' }),
   limits: z.object({ maxInstances: z.number().nullable(), maxGpus: z.number().nullable(), maxGpuHoursPerMonth: z.number().nullable() }),
   used: z.object({ instances: z.number(), gpus: z.number(), gpuHoursThisMonth: z.number() }),
   holdings: z.array(z.object({ instanceId: z.string(), instanceName: z.string(), gpus: z.number() })),
@@ -27,14 +32,47 @@ function toQuotaDto(userId: string, view: QuotaView | null, gpuHoursThisMonth: n
   const limits = view?.limits ?? NO_LIMITS;
   return {
     userId,
+    groupId: view?.groupId ?? null,
     limits: { maxInstances: limits.maxInstances, maxGpus: limits.maxGpus, maxGpuHoursPerMonth: limits.maxGpuHoursPerMonth ?? null },
     used: { ...(view?.used ?? { instances: 0, gpus: 0 }), gpuHoursThisMonth },
     holdings: (view?.holdings ?? []).map((h) => ({ instanceId: h.instanceId, instanceName: h.instanceName, gpus: h.gpus })),
   };
 }
 
-/** Quotas (配额): each user's limits on instances and GPUs at once, checked at create and start. */
+const GroupSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  members: z.array(z.object({ userId: z.string() })),
+  quota: z.object({
+    limits: z.object({ maxInstances: z.number().nullable(), maxGpus: z.number().nullable(), maxGpuHoursPerMonth: z.number().nullable() }),
+    used: z.object({ instances: z.number(), gpus: z.number() }),
+  }),
+  createdAt: z.string(),
+});
+
+/** Quotas (配额): each user's and each group's limits on instances and GPUs, checked at create and start. */
 export function quotaRoutes(bus: CommandBus, store: ReadStore, accounts: Accounts): RouteSpec[] {
+  const groups = () => store.collection<GroupView>(GROUPS);
+  const quotas = () => store.collection<QuotaView>(QUOTAS);
+  const groupDto = async (group: GroupView): Promise<z.infer<typeof GroupSchema>> => {
+    const quota = await quotas().get(groupQuotaId(group.id));
+    const limits = quota?.limits ?? NO_LIMITS;
+    return {
+      id: group.id,
+      name: group.name,
+      members: (await quotas().find({ groupId: group.id })).map((m) => ({ userId: m.id })),
+      quota: {
+        limits: { maxInstances: limits.maxInstances, maxGpus: limits.maxGpus, maxGpuHoursPerMonth: limits.maxGpuHoursPerMonth ?? null },
+        used: { ...(quota?.used ?? { instances: 0, gpus: 0 }) },
+      },
+      createdAt: group.createdAt,
+    };
+  };
+  const existingGroup = async (id: string) => {
+    const group = await groups().get(id);
+    if (!group) throw new NotFoundError('Group');
+    return group;
+  };
   const read = async (userId: string) => toQuotaDto(userId, await store.collection<QuotaView>(QUOTAS).get(userId),
     gpuHoursThisMonth(await usageRecords(store, userId), new Date().toISOString()));
   return [
@@ -56,6 +94,53 @@ export function quotaRoutes(bus: CommandBus, store: ReadStore, accounts: Account
         await accounts.get(params.id!);
         await bus.execute(quotaDecider, quotaStream(params.id!), { type: 'SetQuotaLimits', data: { ...body, maxGpuHoursPerMonth: body.maxGpuHoursPerMonth ?? null } }, context);
         return read(params.id!);
+      },
+    }),
+    route({
+      method: 'put', path: '/users/:id/group', tag: 'users', access: 'admin',
+      summary: 'Put a user in a 用户组 (or none): their next creates and starts count against the group\'s quota too; what they hold stays where it was counted',
+      body: z.strictObject({ groupId: z.string().max(64).nullable() }), response: QuotaSchema,
+      async handler({ params, body, context }) {
+        await accounts.get(params.id!);
+        if (body.groupId !== null && !(await groups().get(body.groupId))) throw new ValidationError({ groupId: 'no such group' });
+        await bus.execute(quotaDecider, quotaStream(params.id!), { type: 'SetQuotaGroup', data: { groupId: body.groupId } }, context);
+        return read(params.id!);
+      },
+    }),
+    route({
+      method: 'get', path: '/groups', tag: 'users', access: 'admin', summary: '用户组, by name, with their members and quotas',
+      response: z.array(GroupSchema),
+      async handler() {
+        return Promise.all((await groups().find({}, { sort: { nameLower: 1 } })).map(groupDto));
+      },
+    }),
+    route({
+      method: 'post', path: '/groups', tag: 'users', access: 'admin', status: 201, summary: 'Add a 用户组 (names are unique, case aside)',
+      body: z.strictObject({ name: z.string().trim().regex(GROUP_NAME, 'must be 1–64 letters, digits, spaces, ".", "_" or "-", starting with a letter or digit') }),
+      response: GroupSchema,
+      async handler({ body, context }) {
+        if (await groups().findOne({ nameLower: body.name.toLowerCase() })) throw new ConflictError('NAME_TAKEN', 'A group with this name exists.', { name: 'is taken' });
+        const groupId = randomUUID();
+        await bus.execute(groupDecider, groupStream(groupId), { type: 'CreateGroup', data: { groupId, name: body.name } }, context);
+        return reply(201, await groupDto(await existingGroup(groupId)));
+      },
+    }),
+    route({
+      method: 'delete', path: '/groups/:id', tag: 'users', access: 'admin', status: 204, summary: 'Delete a 用户组 without members (409 GROUP_IN_USE otherwise)',
+      async handler({ params, context }) {
+        await existingGroup(params.id!);
+        const members = await quotas().count({ groupId: params.id! });
+        await bus.execute(groupDecider, groupStream(params.id!), { type: 'DeleteGroup', data: { members } }, context);
+        return reply(204);
+      },
+    }),
+    route({
+      method: 'put', path: '/groups/:id/quota', tag: 'users', access: 'admin', summary: 'Set a 用户组\'s quota, shared by its members',
+      body: Limits, response: GroupSchema,
+      async handler({ params, body, context }) {
+        const group = await existingGroup(params.id!);
+        await bus.execute(quotaDecider, groupQuotaStream(group.id), { type: 'SetQuotaLimits', data: { ...body, maxGpuHoursPerMonth: body.maxGpuHoursPerMonth ?? null } }, context);
+        return groupDto(group);
       },
     }),
   ];

@@ -54,6 +54,14 @@ describe('quota decider', () => {
     spec.given([]).when({ type: 'SetQuotaLimits', data: { maxInstances: null, maxGpus: null, maxGpuHoursPerMonth: 0.001 } }).thenThrows('VALIDATION_FAILED');
   });
 
+  it('names the group in a group\'s refusal', () => {
+    const state = [limits(1, null), claimed('a', 0)].reduce(quotaDecider.evolve, quotaDecider.initialState());
+    expect(() => quotaDecider.decide({ type: 'ClaimQuota', data: { instanceId: 'b', instanceName: 'n-b', gpus: 0, group: 'NLP 组' }, metadata: { now: '2026-01-01T00:00:00Z' } }, state))
+      .toThrow(/The quota of your group NLP 组 of 1 instance at once is reached/);
+    spec.given([]).when({ type: 'SetQuotaGroup', data: { groupId: 'g1' } }).then([{ type: 'QuotaGroupSet', data: { groupId: 'g1' } }]);
+    spec.given([{ type: 'QuotaGroupSet', data: { groupId: 'g1' } }]).when({ type: 'SetQuotaGroup', data: { groupId: 'g1' } }).thenNothing();
+  });
+
   it('takes whole instance counts and GPU numbers with two decimals, or null', () => {
     for (const bad of [{ maxInstances: 1.5, maxGpus: null }, { maxInstances: -1, maxGpus: null }, { maxInstances: null, maxGpus: 0.125 }, { maxInstances: null, maxGpus: 1e9 }]) {
       spec.given([]).when({ type: 'SetQuotaLimits', data: bad }).thenThrows('VALIDATION_FAILED');

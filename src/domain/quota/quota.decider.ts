@@ -22,28 +22,36 @@ export interface QuotaHolding {
   readonly instanceName: string;
   /** GPU equivalents: cards × 1, or a slice's memory over its card's. */
   readonly gpus: number;
+  /** In a user's quota: the group whose quota it also holds a place in (released from there too). */
+  readonly groupId?: string;
 }
 
 export type QuotaEvent =
   | DomainEvent<'QuotaLimitsSet', QuotaLimits>
   | DomainEvent<'QuotaClaimed', QuotaHolding>
-  | DomainEvent<'QuotaReleased', { instanceId: string }>;
+  | DomainEvent<'QuotaReleased', { instanceId: string }>
+  /** A user's group (用户组), whose quota their instances count against too; null: none. */
+  | DomainEvent<'QuotaGroupSet', { groupId: string | null }>;
 
 export type QuotaCommand =
   | Command<'SetQuotaLimits', QuotaLimits>
   /** `gpuHoursThisMonth`: what the user has used this month, read from the meter by the caller. */
-  | Command<'ClaimQuota', QuotaHolding & { gpuHoursThisMonth?: number }>
-  | Command<'ReleaseQuota', { instanceId: string }>;
+  | Command<'ClaimQuota', QuotaHolding & { gpuHoursThisMonth?: number; group?: string }>
+  | Command<'ReleaseQuota', { instanceId: string }>
+  | Command<'SetQuotaGroup', { groupId: string | null }>;
 
 export interface QuotaState {
   readonly limits: QuotaLimits;
   readonly holdings: Readonly<Record<string, QuotaHolding>>;
+  /** A user's group, if any (a group's own quota has none). */
+  readonly groupId?: string | null;
 }
 
 export const NO_LIMITS: QuotaLimits = { maxInstances: null, maxGpus: null, maxGpuHoursPerMonth: null };
 export const MAX_QUOTA = 100_000;
 
 export const quotaStream = (userId: string) => `quota-user-${userId}`;
+export const groupQuotaStream = (groupId: string) => `quota-group-${groupId}`;
 
 /** Two decimals: 0.25 of a card, never 0.30000000000000004. */
 export const roundGpus = (n: number) => Math.round(n * 100) / 100;
@@ -83,26 +91,32 @@ export const quotaDecider: Decider<QuotaCommand, QuotaState, QuotaEvent> = {
         return [{ type: 'QuotaLimitsSet', data: { maxInstances, maxGpus, maxGpuHoursPerMonth } }];
       }
       case 'ClaimQuota': {
-        const { gpuHoursThisMonth, ...holding } = command.data;
+        const { gpuHoursThisMonth, group, ...holding } = command.data;
         if (state.holdings[holding.instanceId]) return [];
         const use = quotaUse(state);
         const { maxInstances, maxGpus } = state.limits;
         const monthly = state.limits.maxGpuHoursPerMonth ?? null;
+        // Whose quota: the user's own, or (for a group's stream) the group's, named.
+        const whose = group === undefined ? 'Your quota' : `The quota of your group ${group}`;
+        const field = (name: string) => ({ quota: group === undefined ? name : `group.${name}` });
         if (holding.gpus > 0 && monthly !== null && (gpuHoursThisMonth ?? 0) >= monthly) {
-          throw new ConflictError('QUOTA_EXCEEDED', `Your quota of ${monthly} GPU-hours this month is used up (${gpuHoursThisMonth} used). CPU-only instances still start; ask an admin for more, or wait for next month.`, { quota: 'maxGpuHoursPerMonth' });
+          throw new ConflictError('QUOTA_EXCEEDED', `${whose} of ${monthly} GPU-hours this month is used up (${gpuHoursThisMonth} used). CPU-only instances still start; ask an admin for more, or wait for next month.`, field('maxGpuHoursPerMonth'));
         }
         if (maxInstances !== null && use.instances + 1 > maxInstances) {
           const names = Object.values(state.holdings).map((h) => h.instanceName).join(', ');
-          throw new ConflictError('QUOTA_EXCEEDED', `Your quota of ${maxInstances} instance${maxInstances === 1 ? '' : 's'} at once is reached${names ? ` (${names})` : ''}. Stop or delete one, or ask an admin for more.`, { quota: 'maxInstances' });
+          throw new ConflictError('QUOTA_EXCEEDED', `${whose} of ${maxInstances} instance${maxInstances === 1 ? '' : 's'} at once is reached${names ? ` (${names})` : ''}. Stop or delete one, or ask an admin for more.`, field('maxInstances'));
         }
-        if (command.data.gpus > 0 && maxGpus !== null && roundGpus(use.gpus + command.data.gpus) > maxGpus) {
-          throw new ConflictError('QUOTA_EXCEEDED', `Your quota of ${maxGpus} GPU${maxGpus === 1 ? '' : 's'} at once would be exceeded: ${use.gpus} in use, this one needs ${command.data.gpus}. Stop an instance that holds GPUs, or ask an admin for more.`, { quota: 'maxGpus' });
+        if (holding.gpus > 0 && maxGpus !== null && roundGpus(use.gpus + holding.gpus) > maxGpus) {
+          throw new ConflictError('QUOTA_EXCEEDED', `${whose} of ${maxGpus} GPU${maxGpus === 1 ? '' : 's'} at once would be exceeded: ${use.gpus} in use, this one needs ${holding.gpus}. Stop an instance that holds GPUs, or ask an admin for more.`, field('maxGpus'));
         }
         return [{ type: 'QuotaClaimed', data: holding }];
       }
       case 'ReleaseQuota':
         if (!state.holdings[command.data.instanceId]) return [];
         return [{ type: 'QuotaReleased', data: command.data }];
+      case 'SetQuotaGroup':
+        if ((state.groupId ?? null) === command.data.groupId) return [];
+        return [{ type: 'QuotaGroupSet', data: command.data }];
       default:
         return assertNever(command);
     }
@@ -117,6 +131,8 @@ export const quotaDecider: Decider<QuotaCommand, QuotaState, QuotaEvent> = {
         const { [event.data.instanceId]: _, ...rest } = state.holdings;
         return { ...state, holdings: rest };
       }
+      case 'QuotaGroupSet':
+        return { ...state, groupId: event.data.groupId };
       default:
         return assertNever(event);
     }

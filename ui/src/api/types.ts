@@ -306,9 +306,22 @@ export interface IdlePolicy {
   optOutAllowed: boolean;
 }
 
+/** 用户组: users sharing one quota. */
+export interface Group {
+  id: string;
+  name: string;
+  members: { userId: string }[];
+  quota: {
+    limits: { maxInstances: number | null; maxGpus: number | null; maxGpuHoursPerMonth: number | null };
+    used: { instances: number; gpus: number };
+  };
+  createdAt: string;
+}
+
 /** 配额: how many instances and GPUs a user may hold at once (null: no limit), and what they hold. */
 export interface Quota {
   userId: string;
+  groupId: string | null;
   limits: { maxInstances: number | null; maxGpus: number | null; maxGpuHoursPerMonth: number | null };
   used: { instances: number; gpus: number; gpuHoursThisMonth: number };
   holdings: { instanceId: string; instanceName: string; gpus: number }[];
