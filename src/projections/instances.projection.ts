@@ -64,7 +64,8 @@ export const instancesProjection = documentProjection<InstanceView>({
     if (!doc) return undefined;
     switch (event.type) {
       case 'InstancePlaced': {
-        const { gpus, ...placement } = event.data;
+        // The GPU share is the quotas' (and the meter's), not part of the instance as the API shows it.
+        const { gpus, gpuShare: _share, ...placement } = event.data;
         return { ...doc, ...placement, gpuCards: gpus, statusReason: 'placed; preparing the container', updatedAt: at };
       }
       case 'InstanceProvisioningProgressed':
