@@ -280,7 +280,8 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
     expect(none.status).toBe(409);
     expect(none.body.error.code).toBe('NO_CAPACITY');
     expect(await t.app.eventStore.headPosition()).toBe(before);
-    for (const name of ['has space', '中文', '', 'a'.repeat(64), 'semi;colon']) {
+    // Docker takes container and volume names that start with a letter or digit only: '-abc' would fail later, at the engine
+    for (const name of ['has space', '中文', '', 'a'.repeat(64), 'semi;colon', '-abc', '_abc']) {
       const r = await create(alice, { name, imageId: image.id, specId: cpuSpec.id });
       expect(r.status, name).toBe(400);
       expect(r.body.error.fields).toHaveProperty('name');

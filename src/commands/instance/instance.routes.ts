@@ -15,7 +15,7 @@ import { SshAccessSchema, sshAccess } from './ssh-access.ts';
 import { EngineRejectedAnswer, EngineUnavailableAnswer, type Instances } from './instances.ts';
 
 const CreateInstance = z.strictObject({
-  name: z.string().regex(INSTANCE_NAME, 'must be 1–63 letters, digits, "-" or "_" (no spaces, no Chinese characters)'),
+  name: z.string().regex(INSTANCE_NAME, 'must be 1–63 letters, digits, "-" or "_", starting with a letter or digit (no spaces, no Chinese characters)'),
   imageId: z.string().min(1, 'is required').max(64),
   specId: z.string().min(1, 'is required').max(64),
   nodeId: z.string().max(64).optional().meta({ description: 'restrict placement to this node; omitted = the best node' }),

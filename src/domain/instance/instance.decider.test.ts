@@ -1,7 +1,7 @@
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { deciderSpec } from '../shared/decider-spec.ts';
 import type { InstanceEvent, InstancePlacement, InstanceRequest } from './instance.decider.ts';
-import { instanceDecider } from './instance.decider.ts';
+import { INSTANCE_NAME, instanceDecider } from './instance.decider.ts';
 
 const spec = deciderSpec(instanceDecider);
 
@@ -161,5 +161,9 @@ describe('instance decider', () => {
       spec.given([...live, scheduled]).when({ type: 'UnscheduleStop', data: by }).then([{ type: 'InstanceStopUnscheduled', data: by }]);
       spec.given(live).when({ type: 'UnscheduleStop', data: by }).thenNothing();
     });
+  });
+  it('takes only names Docker takes for containers and volumes: a letter or digit first', () => {
+    for (const good of ['a', '9', 'train-1', 'Train_v2', 'a'.repeat(63)]) expect(INSTANCE_NAME.test(good), good).toBe(true);
+    for (const bad of ['-abc', '_abc', '', 'a'.repeat(64), 'has space', '中文', 'a.b']) expect(INSTANCE_NAME.test(bad), bad).toBe(false);
   });
 });

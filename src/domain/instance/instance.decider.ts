@@ -188,7 +188,8 @@ export type InstanceState = { readonly status: 'none' } | { readonly status: 're
 
 export const instanceStream = (instanceId: string) => `instance-${instanceId}`;
 
-export const INSTANCE_NAME = /^[A-Za-z0-9_-]{1,63}$/;
+/** As Docker takes container and volume names (the instance's are made of it): a letter or digit first. */
+export const INSTANCE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 
 function live(state: InstanceState): LiveInstance {
   if (state.status === 'none' || state.status === 'requested' || state.deleted) throw new NotFoundError('Instance');

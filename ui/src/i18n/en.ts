@@ -174,7 +174,7 @@ const en: Messages = {
     noCandidates: 'No node can fit this spec right now; try another spec or later',
     name: 'Instance name',
     namePlaceholder: 'e.g. my-notebook',
-    nameRule: 'Letters, digits, "-" and "_" only, 1–63 characters',
+    nameRule: 'Letters, digits, "-" and "_" only, starting with a letter or digit, 1–63 characters',
     nameRequired: 'Enter a name',
     remark: 'Remark',
     price: 'Price',

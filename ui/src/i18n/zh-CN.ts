@@ -173,7 +173,7 @@ const zhCN = {
     noCandidates: '当前没有节点能容纳该规格，请换一个规格或稍后再试',
     name: '实例名称',
     namePlaceholder: '例如 my-notebook',
-    nameRule: '仅支持字母、数字、横线（-）和下划线（_），1–63 个字符，不支持中文',
+    nameRule: '仅支持字母、数字、横线（-）和下划线（_），以字母或数字开头，1–63 个字符，不支持中文',
     nameRequired: '请输入实例名称',
     remark: '备注',
     price: '价格',
