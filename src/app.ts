@@ -25,6 +25,7 @@ import { ContainerHelper } from './commands/instance/container-helper.ts';
 import { ServiceAccess, ServiceGrants } from './commands/instance/service-access.ts';
 import { ServiceDialer } from './commands/instance/service-dialer.ts';
 import { serviceRoutes } from './commands/instance/service.routes.ts';
+import { NodeGuard } from './commands/instance/node-guard.ts';
 import { ServiceProxy } from './http/service-proxy.ts';
 import { preflight } from './preflight.ts';
 import { systemRoutes } from './commands/system.routes.ts';
@@ -145,6 +146,7 @@ export class App {
   runtime!: DockerodeRuntime;
   /** tianqi-helper's builds (dist/helper or TIANQI_HELPER_DIR). */
   helperBuilds!: FileHelperBuilds;
+  nodeGuard!: NodeGuard;
   docker!: DockerPool;
   private engines?: DockerodeEngines;
   private pluginHost!: PluginHost;
@@ -197,9 +199,10 @@ export class App {
     if (identity === 'pending') await checkLogIdentity(this.eventStore, this.readStore, projections.map((p) => p.name), await describeStores(config));
     this.docker = new DockerPool();
     this.engines = new DockerodeEngines(this.docker);
-    this.nodes = new Nodes(this.bus, this.readStore, this.engines, secrets);
+    this.nodes = new Nodes(this.bus, this.readStore, this.engines, secrets, (target) => this.nodeGuard.remove(target), logger.child({ component: 'nodes' }));
     this.runtime = new DockerodeRuntime(this.docker);
     this.helperBuilds = new FileHelperBuilds(config.helperDir);
+    this.nodeGuard = new NodeGuard(this.runtime, this.helperBuilds, config.nodeGuard);
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
     this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock, config.keepGpusWhenStopped);
     const dialer = new ServiceDialer(this.runtime, new ContainerHelper(this.runtime, this.helperBuilds), config.services.route);
@@ -285,6 +288,7 @@ export class App {
       authenticate: (token) => this.accounts.authenticate(token),
       secrets,
       helperBuilds: this.helperBuilds,
+      nodeGuard: this.nodeGuard,
       clock: this.options.clock ?? Date.now,
     });
     this.ready = true;

@@ -5,6 +5,7 @@ import type { Accounts, Actor } from '../commands/user/accounts.ts';
 import type { CommandBus } from '../commands/command-bus.ts';
 import type { Nodes } from '../commands/catalog/nodes.ts';
 import type { Instances } from '../commands/instance/instances.ts';
+import type { NodeGuard } from '../commands/instance/node-guard.ts';
 import type { ContainerRuntime } from '../ports/container-runtime.port.ts';
 import type { Config } from '../config.ts';
 import type { EventStore, RecordedEvent } from '../ports/event-store.port.ts';
@@ -36,6 +37,8 @@ export interface PluginContext {
   readonly secrets: SecretBox;
   /** Builds of tianqi-helper: SFTP and forwarding in containers, the node guard. */
   readonly helperBuilds: HelperBuilds;
+  /** The node guard each node runs before tenants are placed there (one per replica). */
+  readonly nodeGuard: NodeGuard;
   /** The platform's clock in ms (Date.now; tests move it): what time-driven plugins go by. */
   readonly clock: () => number;
 }

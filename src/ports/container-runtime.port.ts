@@ -256,6 +256,10 @@ export interface ContainerRuntime {
    * the engine and the node.
    */
   ensureSystemContainer(target: NodeTarget, spec: SystemContainer): Promise<void>;
+  /** Removes the system containers with these labels, running or not: how many there were. */
+  removeSystemContainers(target: NodeTarget, labels: Readonly<Record<string, string>>): Promise<number>;
+  /** Runs the system container's command once (no restart) and removes it: its exit code and last lines. */
+  runSystemTask(target: NodeTarget, spec: SystemContainer): Promise<{ exitCode: number; output: string }>;
   /** Unpacks a tar archive into the directory `dir` of the container (the archive API, as `docker cp`). */
   putArchive(target: NodeTarget, containerId: string, dir: string, tar: Buffer): Promise<void>;
 }

@@ -1,61 +1,12 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import Dockerode from 'dockerode';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
 import { waitFor } from '../support/fixtures.ts';
+import { SecondEngine, dockerd } from '../support/second-engine.ts';
 import { describeWithService } from '../support/services.ts';
 import { ensureServiceImage } from '../support/test-image.ts';
 
-const dockerd = (() => {
-  try {
-    return execFileSync('sh', ['-c', 'command -v dockerd']).toString().trim();
-  } catch {
-    return '';
-  }
-})();
 const canRun = process.env.TIANQI_LONG_TESTS === '1' && Boolean(dockerd) && process.getuid?.() === 0;
-
-/** A second, private engine the test can stop and start: its own data, exec root, pidfile and socket. */
-class SecondEngine {
-  readonly dir = mkdtempSync(join(tmpdir(), 'tianqi-dd2-'));
-  readonly socket = join(this.dir, 'docker.sock');
-  private process?: ChildProcess;
-
-  async start(): Promise<void> {
-    mkdirSync(join(this.dir, 'data'), { recursive: true });
-    // A network namespace of its own: an engine that starts or stops rewrites bridges, and the
-    // shared engine's docker0 must survive it. (`unshare`, not `ip netns exec`, which hides the cgroups.)
-    this.process = spawn('unshare', ['--net', dockerd,
-      `--host=unix://${this.socket}`, `--data-root=${join(this.dir, 'data')}`, `--exec-root=${join(this.dir, 'exec')}`,
-      `--pidfile=${join(this.dir, 'docker.pid')}`, '--iptables=false', '--ip6tables=false',
-    ], { stdio: 'ignore' });
-    const docker = new Dockerode({ socketPath: this.socket });
-    await waitFor(() => docker.ping().then(() => true, () => false), (ok) => ok, 60_000);
-  }
-
-  async stop(): Promise<void> {
-    const p = this.process;
-    if (!p || p.exitCode !== null) return;
-    const exited = new Promise((resolve) => p.once('exit', resolve));
-    p.kill('SIGTERM');
-    await exited;
-  }
-
-  async destroy(): Promise<void> {
-    if (existsSync(this.socket) || this.process?.exitCode === null) {
-      const docker = new Dockerode({ socketPath: this.socket });
-      for (const c of await docker.listContainers({ all: true }).catch(() => [])) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
-    }
-    await this.stop();
-    // The engine's storage driver may leave mounts under its data root; undo them before removing it.
-    const mounts = execFileSync('cat', ['/proc/mounts']).toString().split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(this.dir));
-    for (const m of mounts.reverse()) execFileSync('umount', ['-l', m]);
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
 
 describeWithService('a second dockerd (root, TIANQI_LONG_TESTS=1)', canRun, 'run as root with dockerd installed and TIANQI_LONG_TESTS=1', 'Docker fault suite', () => {
   const engine = new SecondEngine();

@@ -111,6 +111,51 @@ export async function ensureSystemContainer(docker: Docker, spec: SystemContaine
   }
 }
 
+/** Removes every container with these labels, running or not; how many there were. */
+export async function removeSystemContainers(docker: Docker, labels: Readonly<Record<string, string>>): Promise<number> {
+  const label = Object.entries(labels).map(([k, v]) => `${k}=${v}`);
+  const found = await docker.listContainers({ all: true, filters: { label } });
+  for (const c of found) {
+    await docker.getContainer(c.Id).remove({ force: true }).catch((error: unknown) => {
+      if (statusOf(error) !== NOT_FOUND) throw error;
+    });
+  }
+  return found.length;
+}
+
+/**
+ * Runs the system container's command once (host network, only the capabilities asked for, no
+ * restart) and removes it: its exit code and the last lines it wrote.
+ */
+export async function runSystemTask(docker: Docker, spec: SystemContainer): Promise<{ exitCode: number; output: string }> {
+  await importUnlessPresent(docker, spec);
+  await docker.getContainer(spec.name).remove({ force: true }).catch((error: unknown) => {
+    if (statusOf(error) !== NOT_FOUND) throw error;
+  });
+  const container = await docker.createContainer({
+    name: spec.name,
+    Image: spec.image,
+    Cmd: [...spec.cmd],
+    Labels: { ...spec.labels },
+    HostConfig: {
+      NetworkMode: 'host',
+      Binds: [...(spec.binds ?? [])],
+      CapDrop: ['ALL'],
+      CapAdd: [...spec.capAdd],
+      SecurityOpt: ['no-new-privileges:true'],
+      ReadonlyRootfs: true,
+    },
+  });
+  try {
+    await container.start();
+    const { StatusCode } = (await container.wait()) as { StatusCode: number };
+    const output = (await container.logs({ stdout: true, stderr: true, tail: 5 })) as unknown as Buffer;
+    return { exitCode: StatusCode, output: printable(output) };
+  } finally {
+    await container.remove({ force: true }).catch(() => undefined);
+  }
+}
+
 /** How long a new system container must stay up before it counts as running. */
 const SETTLE_MS = 500;
 

@@ -23,7 +23,7 @@ import type {
 } from '../../ports/container-runtime.port.ts';
 import { EngineRejectedError, EngineUnavailableError } from '../../ports/container-runtime.port.ts';
 import { putArchive, statPath } from './docker-archive.ts';
-import { ensureNetwork, ensureSystemContainer, removeNetworkIfUnused } from './docker-networks.ts';
+import { ensureNetwork, ensureSystemContainer, removeNetworkIfUnused, removeSystemContainers, runSystemTask } from './docker-networks.ts';
 import { containerEvents, openEngineStreams } from './docker-events.ts';
 import { isExecutable, openExec } from './docker-exec.ts';
 import { containerLogs } from './docker-logs.ts';
@@ -244,6 +244,16 @@ export class DockerodeRuntime implements ContainerRuntime {
   async ensureSystemContainer(target: NodeTarget, spec: SystemContainer): Promise<void> {
     const docker = this.client(target);
     await guard(target, () => ensureSystemContainer(docker, spec));
+  }
+
+  async removeSystemContainers(target: NodeTarget, labels: Readonly<Record<string, string>>): Promise<number> {
+    const docker = this.client(target);
+    return guard(target, () => removeSystemContainers(docker, labels));
+  }
+
+  async runSystemTask(target: NodeTarget, spec: SystemContainer): Promise<{ exitCode: number; output: string }> {
+    const docker = this.client(target);
+    return guard(target, () => runSystemTask(docker, spec));
   }
 
   async statPath(target: NodeTarget, containerId: string, path: string): Promise<PathStat | null> {

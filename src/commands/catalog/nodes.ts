@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
 import {
   DEFAULT_HAMI_CORE_DIR,
   nodeDecider,
@@ -13,6 +14,7 @@ import type { ReadStore } from '../../ports/read-store.port.ts';
 import type { SecretBox } from '../../ports/secret-box.port.ts';
 import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
 import type { CommandBus, CommandContext } from '../command-bus.ts';
+import type { GuardRemoval } from '../instance/node-guard.ts';
 import { liveInstancesUsing } from './catalog-usage.ts';
 import { tlsMaterialProblems } from './tls-material.ts';
 
@@ -26,6 +28,9 @@ export class Nodes {
     private readonly store: ReadStore,
     private readonly engines: DockerEngines,
     private readonly secrets: SecretBox,
+    /** Takes the node guard off a deleted node's engine. */
+    private readonly retire?: (target: NodeTarget) => Promise<GuardRemoval>,
+    private readonly logger?: Logger,
   ) {}
 
   async get(nodeId: string): Promise<NodeView> {
@@ -87,9 +92,24 @@ export class Nodes {
     }, context);
   }
 
+  /**
+   * Deletes the node, then takes the platform's guard off its engine (see `NodeGuard.remove`). An
+   * engine out of reach keeps its guard; the node is deleted all the same and the log says how to
+   * remove the guard by hand.
+   */
   async delete(nodeId: string, context: CommandContext): Promise<void> {
     const liveInstances = await liveInstancesUsing(this.store, 'nodeId', nodeId);
+    const { state } = await this.bus.load(nodeDecider, nodeStream(nodeId));
+    const target = state.status === 'active' ? { nodeId, settings: this.connectionSettings(state) } : null;
     await this.bus.execute(nodeDecider, nodeStream(nodeId), { type: 'DeleteNode', data: { liveInstances } }, context);
+    if (target && this.retire) {
+      try {
+        const outcome = await this.retire(target);
+        if (!outcome.removed) this.logger?.info({ nodeId, reason: outcome.reason }, 'node deleted; its node guard stays');
+      } catch (err) {
+        this.logger?.warn({ err, nodeId }, 'node deleted, but its node guard could not be removed: on the node run `docker rm -f $(docker ps -aq -f label=tianqi.role=node-guard)` and `nft delete table inet tianqi`');
+      }
+    }
     this.engines.forget(nodeId);
   }
 

@@ -55,11 +55,7 @@ export class NodeGuard {
   private async check(target: NodeTarget, key: string, allow: readonly string[]): Promise<void> {
     const last = this.checked.get(key);
     if (last !== undefined && this.clock() - last < RECHECK_MS) return;
-    const arch = await this.runtime.architecture(target);
-    const build = this.builds.forArch(arch);
-    if (!build) {
-      throw new EngineRejectedError(500, `the node guard needs tianqi-helper built for ${arch} (npm run build:helper; or TIANQI_NODE_GUARD=0 to run tenants unguarded)`);
-    }
+    const build = await this.build(target);
     try {
       const allowing = this.enabled && allow.length > 0;
       const settingsTag = allowing ? `-${createHash('sha256').update(allow.join(',')).digest('hex').slice(0, 8)}` : '';
@@ -77,7 +73,48 @@ export class NodeGuard {
       if (error instanceof EngineRejectedError || error instanceof EngineUnavailableError) throw error;
       throw new EngineRejectedError(500, `the node guard could not start: ${error instanceof Error ? error.message : String(error)}`);
     }
-    for (const other of this.checked.keys()) if (other.startsWith(`${target.nodeId}|`)) this.checked.delete(other);
+    this.forget(target.nodeId);
     this.checked.set(key, this.clock());
   }
+
+  /**
+   * Takes the guard off a node that leaves the platform: its container removed, then its rules
+   * (which outlive a stopped guard on purpose) removed by `tianqi-helper guard --remove` run once.
+   * While tenant containers are left on the engine (another deployment's, or leftovers) the guard
+   * stays, for their sake. A node that never ran a guard is left alone (nothing imported).
+   */
+  async remove(target: NodeTarget): Promise<GuardRemoval> {
+    this.forget(target.nodeId);
+    const tenants = await this.runtime.listManaged(target);
+    if (tenants.length > 0) return { removed: false, reason: `${tenants.length} tenant container(s) still on the engine` };
+    const guards = await this.runtime.removeSystemContainers(target, NODE_GUARD_LABELS);
+    if (guards === 0) return { removed: false, reason: 'no node guard ran there' };
+    const build = await this.build(target);
+    const { exitCode, output } = await this.runtime.runSystemTask(target, {
+      name: `tianqi-node-guard-remove-${build.digest}`,
+      image: `tianqi/node-guard:${build.digest}`,
+      rootfs: () => tarOf([{ name: 'tianqi-helper', mode: 0o755, content: build.binary }]),
+      cmd: ['/tianqi-helper', 'guard', '--remove'],
+      labels: { 'tianqi.role': 'node-guard-remove' },
+      capAdd: ['NET_ADMIN'],
+    });
+    if (exitCode !== 0) throw new EngineRejectedError(500, `the node guard's rules could not be removed: ${output || `exit code ${exitCode}`}`);
+    return { removed: true };
+  }
+
+  private forget(nodeId: string): void {
+    for (const key of this.checked.keys()) if (key.startsWith(`${nodeId}|`)) this.checked.delete(key);
+  }
+
+  private async build(target: NodeTarget) {
+    const arch = await this.runtime.architecture(target);
+    const build = this.builds.forArch(arch);
+    if (!build) {
+      throw new EngineRejectedError(500, `the node guard needs tianqi-helper built for ${arch} (npm run build:helper; or TIANQI_NODE_GUARD=0 to run tenants unguarded)`);
+    }
+    return build;
+  }
 }
+
+/** What became of a node's guard when the node left the platform. */
+export type GuardRemoval = { readonly removed: true } | { readonly removed: false; readonly reason: string };

@@ -1,5 +1,4 @@
 import { filter } from 'rxjs';
-import { NodeGuard } from '../../commands/instance/node-guard.ts';
 import { Provisioning } from '../../commands/instance/provisioning.ts';
 import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
 import type { Plugin } from '../plugin-host.ts';
@@ -14,7 +13,7 @@ export const provisionerPlugin: Plugin = {
   name: 'provisioner',
   singleton: true,
   async start(ctx) {
-    const guard = new NodeGuard(ctx.runtime, ctx.helperBuilds, ctx.config.nodeGuard);
+    const guard = ctx.nodeGuard;
     const provisioning = new Provisioning(ctx.bus, ctx.instances, ctx.runtime, (id) => ctx.nodes.target(id), ctx.logger, ctx.config.containerLimits, guard);
     const running = new Set<Promise<void>>();
     const run = (instanceId: string) => {
