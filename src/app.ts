@@ -17,6 +17,8 @@ import { DockerodeRuntime } from './adapters/docker/dockerode.runtime.ts';
 import { FileHelperBuilds } from './adapters/helper/file.helper-builds.ts';
 import { auditRoutes } from './commands/audit/audit.routes.ts';
 import { quotaRoutes } from './commands/quota/quota.routes.ts';
+import { balanceRoutes } from './commands/billing/balance.routes.ts';
+import { Balances } from './commands/billing/balances.ts';
 import { usageRoutes } from './commands/usage/usage.routes.ts';
 import { usageProjection } from './projections/usage.projection.ts';
 import { instanceRoutes } from './commands/instance/instance.routes.ts';
@@ -33,6 +35,7 @@ import { provisionerPlugin } from './plugins/instances/provisioner.plugin.ts';
 import { reconcilerPlugin } from './plugins/instances/reconciler.plugin.ts';
 import { schedulerPlugin } from './plugins/instances/scheduler.plugin.ts';
 import { idleStopPlugin } from './plugins/instances/idle-stop.plugin.ts';
+import { arrearsPlugin } from './plugins/instances/arrears.plugin.ts';
 import { livePlugin } from './plugins/live/live.plugin.ts';
 import { logsPlugin } from './plugins/live/logs.plugin.ts';
 import { jumpHostPlugin } from './plugins/jump-host/jump-host.plugin.ts';
@@ -63,16 +66,17 @@ import { NODES, imagesProjection, nodesProjection, specsProjection } from './pro
 import { usersProjection } from './projections/users.projection.ts';
 import { quotasProjection } from './projections/quotas.projection.ts';
 import { groupsProjection } from './projections/groups.projection.ts';
+import { balancesProjection } from './projections/balances.projection.ts';
 import { webhooksProjection } from './projections/webhooks.projection.ts';
 import { webhookRoutes } from './commands/webhook/webhook.routes.ts';
 import { webhooksPlugin } from './plugins/webhooks/webhooks.plugin.ts';
 
 export const VERSION = '0.1.0';
 
-export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection, serviceOriginsProjection, quotasProjection, groupsProjection];
+export const projections: readonly Projection[] = [usersProjection, imagesProjection, specsProjection, nodesProjection, instancesProjection, webhooksProjection, usageProjection, serviceOriginsProjection, quotasProjection, groupsProjection, balancesProjection];
 
 /** Plugins on by default; each can be switched off with TIANQI_DISABLED_PLUGINS. */
-export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, schedulerPlugin, idleStopPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin, terminalPlugin];
+export const defaultPlugins: readonly Plugin[] = [provisionerPlugin, reconcilerPlugin, schedulerPlugin, idleStopPlugin, arrearsPlugin, livePlugin, logsPlugin, webhooksPlugin, jumpHostPlugin, terminalPlugin];
 
 export async function openEventStore(config: Config): Promise<EventStore> {
   if (config.eventStoreUrl) {
@@ -147,6 +151,7 @@ export class App {
   /** tianqi-helper's builds (dist/helper or TIANQI_HELPER_DIR). */
   helperBuilds!: FileHelperBuilds;
   nodeGuard!: NodeGuard;
+  balances!: Balances;
   docker!: DockerPool;
   private engines?: DockerodeEngines;
   private pluginHost!: PluginHost;
@@ -204,7 +209,8 @@ export class App {
     this.helperBuilds = new FileHelperBuilds(config.helperDir);
     this.nodeGuard = new NodeGuard(this.runtime, this.helperBuilds, config.nodeGuard);
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
-    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock, config.keepGpusWhenStopped);
+    this.balances = new Balances(this.bus, this.readStore, config.prepaid, this.options.clock);
+    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock, config.keepGpusWhenStopped, (ownerId) => this.balances.admit(ownerId));
     const dialer = new ServiceDialer(this.runtime, new ContainerHelper(this.runtime, this.helperBuilds), config.services.route);
     this.services = new ServiceAccess(this.instances, this.accounts, new ServiceGrants(secrets.deriveKey('services/hs256')), dialer, targetOf, this.bus, this.readStore, {
       ...(config.services.domain ? { domain: config.services.domain } : {}),
@@ -223,6 +229,7 @@ export class App {
         ...webhookRoutes(this.bus, this.readStore, secrets, Boolean(config.smtp)),
         ...usageRoutes(this.readStore),
         ...quotaRoutes(this.bus, this.readStore, this.accounts),
+        ...balanceRoutes(this.balances, this.accounts),
         ...systemRoutes(() => preflight(config, this.helperBuilds)),
       ],
       authenticate: (token) => this.accounts.authenticate(token),
@@ -289,6 +296,7 @@ export class App {
       secrets,
       helperBuilds: this.helperBuilds,
       nodeGuard: this.nodeGuard,
+      balances: this.balances,
       clock: this.options.clock ?? Date.now,
     });
     this.ready = true;

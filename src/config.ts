@@ -22,6 +22,9 @@ const Env = z.object({
   TIANQI_POLL_INTERVAL_MS: z.coerce.number().int().min(1_000).default(30_000),
   TIANQI_SCHEDULER_TICK_MS: z.coerce.number().int().min(50).max(5_000).default(1_000),
   TIANQI_IDLE_TICK_MS: z.coerce.number().int().min(50).max(300_000).default(30_000),
+  TIANQI_PREPAID: z.enum(['0', '1']).default('0'),
+  TIANQI_LOW_BALANCE: z.coerce.number().min(0).max(1_000_000).default(10),
+  TIANQI_BILLING_TICK_MS: z.coerce.number().int().min(50).max(600_000).default(30_000),
   TIANQI_TIME_ZONE: z.string().default('Asia/Shanghai').refine((zone) => {
     try {
       new Intl.DateTimeFormat('en', { timeZone: zone });
@@ -88,6 +91,12 @@ export interface Config {
   readonly schedulerTickMs: number;
   /** How often the idle auto-stop looks at running instances (their samples come every TIANQI_POLL_INTERVAL_MS). */
   readonly idleTickMs: number;
+  /**
+   * 预付费 (TIANQI_PREPAID): users pay from a balance admins credit; creates and starts need a
+   * positive balance and running instances stop when it is used up. `lowBalance` (currency) is
+   * when the owner is warned; `billingTickMs` how often balances are checked.
+   */
+  readonly prepaid: { readonly enabled: boolean; readonly lowBalance: number; readonly tickMs: number };
   /** Times in messages to people (group bots): TIANQI_TIME_ZONE, an IANA zone. */
   readonly timeZone: string;
   readonly logLevel: string;
@@ -152,6 +161,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pollIntervalMs: e.TIANQI_POLL_INTERVAL_MS,
     schedulerTickMs: e.TIANQI_SCHEDULER_TICK_MS,
     idleTickMs: e.TIANQI_IDLE_TICK_MS,
+    prepaid: { enabled: e.TIANQI_PREPAID === '1', lowBalance: e.TIANQI_LOW_BALANCE, tickMs: e.TIANQI_BILLING_TICK_MS },
     timeZone: e.TIANQI_TIME_ZONE,
     logLevel: e.TIANQI_LOG_LEVEL,
     disabledPlugins: new Set(e.TIANQI_DISABLED_PLUGINS.split(',').map((s) => s.trim()).filter(Boolean)),

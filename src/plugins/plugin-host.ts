@@ -6,6 +6,7 @@ import type { CommandBus } from '../commands/command-bus.ts';
 import type { Nodes } from '../commands/catalog/nodes.ts';
 import type { Instances } from '../commands/instance/instances.ts';
 import type { NodeGuard } from '../commands/instance/node-guard.ts';
+import type { Balances } from '../commands/billing/balances.ts';
 import type { ContainerRuntime } from '../ports/container-runtime.port.ts';
 import type { Config } from '../config.ts';
 import type { EventStore, RecordedEvent } from '../ports/event-store.port.ts';
@@ -39,6 +40,8 @@ export interface PluginContext {
   readonly helperBuilds: HelperBuilds;
   /** The node guard each node runs before tenants are placed there (one per replica). */
   readonly nodeGuard: NodeGuard;
+  /** Prepaid balances (TIANQI_PREPAID): the arrears check. */
+  readonly balances: Balances;
   /** The platform's clock in ms (Date.now; tests move it): what time-driven plugins go by. */
   readonly clock: () => number;
 }

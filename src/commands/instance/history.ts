@@ -93,6 +93,8 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
       return `idle: will be stopped at ${event.data.stopAt} unless used`;
     case 'InstanceIdleStopFired':
       return `idle for ${event.data.minutes} minutes since ${event.data.since}: stopping`;
+    case 'InstanceArrearsStopFired':
+      return `the owner's prepaid balance is used up (${(event.data.balance / 10_000).toFixed(2)}): stopping`;
     case 'InstanceIdleOptOutSet':
       return `${event.data.byUsername} switched the idle auto-stop ${event.data.optOut ? 'off' : 'on'} for this instance`;
     case 'InstanceServiceUsed':

@@ -131,6 +131,8 @@ export class Instances {
     private readonly clock: () => number = Date.now,
     /** TIANQI_KEEP_GPUS_WHEN_STOPPED: a stop keeps the cards, CPU and memory reserved. */
     private readonly keepGpusWhenStopped = false,
+    /** Whether this owner may hold another running instance (the prepaid balance); throws why not. */
+    private readonly admit: (ownerId: string) => Promise<void> = async () => undefined,
   ) {}
 
   /** The instance if the actor may see it (owner or admin); otherwise 404, never 403. */
@@ -204,6 +206,7 @@ export class Instances {
     if (await this.store.collection<InstanceView>(INSTANCES).findOne({ ownerId: actor.id, name: input.name })) {
       throw new ConflictError('NAME_TAKEN', 'You already have an instance with this name.', { name: 'is taken' });
     }
+    await this.admit(actor.id);
     const reserved = await this.reserve(instanceId, request, input, context);
     const placedOn = await this.store.collection<NodeView>(NODES).get(reserved.nodeId);
     const share = gpuShare(request.vgpu, reserved.gpus, placedOn?.gpus ?? []);
@@ -362,8 +365,11 @@ export class Instances {
    * reached the answer is 503 and the request stays pending, to run when the node is back.
    */
   async operate(actor: Actor, instanceId: string, operation: Operation, context: CommandContext): Promise<InstanceView | null> {
-    await this.visible(actor, instanceId);
-    if (operation === 'start' || operation === 'restart') await this.ensureReserved(await this.load(instanceId), context);
+    const view = await this.visible(actor, instanceId);
+    if (operation === 'start' || operation === 'restart') {
+      await this.admit(view.ownerId);
+      await this.ensureReserved(await this.load(instanceId), context);
+    }
     await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'RequestOperation', data: { operation } }, context);
     await this.runPending(instanceId, context);
     return this.store.collection<InstanceView>(INSTANCES).get(instanceId);

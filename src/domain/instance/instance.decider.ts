@@ -81,6 +81,8 @@ export type InstanceEvent =
   | DomainEvent<'InstanceIdleEnded', Record<string, never>>
   | DomainEvent<'InstanceIdleWarned', { stopAt: string }>
   | DomainEvent<'InstanceIdleStopFired', { since: string; minutes: number }>
+  /** 欠费停机: the owner's prepaid balance (units of 1/10,000) was used up. */
+  | DomainEvent<'InstanceArrearsStopFired', { balance: number }>
   | DomainEvent<'InstanceIdleOptOutSet', { optOut: boolean; byUsername: string }>
   | DomainEvent<'InstanceServiceUsed', Record<string, never>>;
 
@@ -163,6 +165,7 @@ export type InstanceCommand =
   | Command<'RecordBusy', Record<string, never>>
   | Command<'WarnIdle', { stopAt: string }>
   | Command<'FireIdleStop', { since: string; minutes: number }>
+  | Command<'FireArrearsStop', { balance: number }>
   /** `allowed`: whether the spec's policy lets the owner opt out (the caller reads the spec). */
   | Command<'SetIdleOptOut', { optOut: boolean; allowed: boolean; byUsername: string }>
   | Command<'RecordServiceUse', Record<string, never>>;
@@ -319,6 +322,9 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
         if (state.idleSince !== command.data.since || state.status !== 'running' || state.pending) return [];
         return [{ type: 'InstanceIdleStopFired', data: command.data }, { type: 'InstanceOperationRequested', data: { operation: 'stop' } }];
       }
+      case 'FireArrearsStop':
+        if (state.status !== 'running' || state.pending || state.deleted) return [];
+        return [{ type: 'InstanceArrearsStopFired', data: command.data }, { type: 'InstanceOperationRequested', data: { operation: 'stop' } }];
       case 'SetIdleOptOut': {
         const instance = live(state);
         if (command.data.optOut && !command.data.allowed) {
@@ -380,6 +386,8 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
         return { ...state, idleSince: null, idleWarned: false };
       case 'InstanceIdleWarned':
         return { ...state, idleWarned: true };
+      case 'InstanceArrearsStopFired':
+        return state;
       case 'InstanceIdleOptOutSet':
         return { ...state, idleOptOut: event.data.optOut, ...(event.data.optOut ? { idleSince: null, idleWarned: false } : {}) };
       case 'InstanceServiceUsed':

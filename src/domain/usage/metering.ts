@@ -85,3 +85,14 @@ export function usageInWindow(record: Pick<UsageRecord, 'intervals'>, from: stri
   }
   return { seconds, cost: Math.round(cost * 10_000) / 10_000 };
 }
+
+/**
+ * What these records cost from `from` to `now`, in units of 1/10,000 of the currency: each
+ * instance's cost rounded once (as the usage report shows it), then summed. The prepaid balance's
+ * usage side (`domain/billing/balance.decider.ts`).
+ */
+export function usageUnitsSince(records: readonly Pick<UsageRecord, 'intervals'>[], from: string, now: string): number {
+  let units = 0;
+  for (const r of records) units += Math.round(usageInWindow(r, from, now, now).cost * 10_000);
+  return units;
+}

@@ -136,10 +136,11 @@ export class DeliveryLoop {
     }
   }
 
-  /** A user's webhook gets only their own instances' events: nothing of anybody else's ever leaves. */
+  /** A user's webhook gets only their own instances' and their own balance's events: nothing of anybody else's ever leaves. */
   private async mine(event: RecordedEvent): Promise<boolean> {
     const owner = this.target.ownerId;
     if (owner === undefined) return true;
+    if (event.stream === `balance-${owner}`) return true;
     if (!event.stream.startsWith('instance-') || !this.deps.ownerOf) return false;
     return (await this.deps.ownerOf(event.stream.slice('instance-'.length))) === owner;
   }

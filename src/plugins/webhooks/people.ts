@@ -23,6 +23,12 @@ export function messageFor(event: RecordedEvent, names: Names, timeZone: string)
         return `${instance} 空闲中，将于 ${time(data.stopAt)} 自动关机；如需继续使用，请打开终端或服务页面。`;
       case 'InstanceIdleStopFired':
         return `${instance} 已空闲 ${String(data.minutes)} 分钟，已自动关机（数据盘保留）。`;
+      case 'InstanceArrearsStopFired':
+        return `${instance} 因余额不足（${(Number(data.balance) / 10_000).toFixed(2)}）已停止（欠费停机，数据盘保留）；充值后可再启动。`;
+      case 'BalanceLowWarned':
+        return `${names.username ?? '用户'} 的余额 ${(Number(data.balance) / 10_000).toFixed(2)} 已低于 ${(Number(data.threshold) / 10_000).toFixed(2)}，用完后运行中的实例将自动停止，请及时充值。`;
+      case 'BalanceExhausted':
+        return `${names.username ?? '用户'} 的余额已用完（${(Number(data.balance) / 10_000).toFixed(2)}），运行中的实例将停止；充值后可再启动。`;
       case 'InstanceScheduledStopFired':
         return `${instance} 已按定时关机（${time(data.at)}）停止。`;
       case 'InstanceProvisioningFailed':

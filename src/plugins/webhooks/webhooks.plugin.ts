@@ -4,6 +4,7 @@ import type { WebhookFormat } from '../../domain/webhook/bots.ts';
 import { messageFor, type Names } from './people.ts';
 import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
 import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
+import { USERS, type UserView } from '../../projections/users.projection.ts';
 import type { WebhookEvent } from '../../domain/webhook/webhook.decider.ts';
 import { webhookDecider, webhookStream } from '../../domain/webhook/webhook.decider.ts';
 import type { RecordedEvent } from '../../ports/event-store.port.ts';
@@ -47,6 +48,9 @@ export const webhooksPlugin: Plugin = {
       } else if (event.stream.startsWith('node-')) {
         const node = await ctx.readStore.collection<NodeView>(NODES).get(id);
         if (node) Object.assign(names, { node: node.name });
+      } else if (event.stream.startsWith('balance-')) {
+        const user = await ctx.readStore.collection<UserView>(USERS).get(id);
+        if (user) Object.assign(names, { username: user.username });
       }
       return messageFor(event, names, timeZone);
     };
