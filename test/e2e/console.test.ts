@@ -87,7 +87,8 @@ describeWithService(
       // after a vue-tsc typecheck of ui/.
       execFileSync(join(ROOT, 'node_modules/.bin/tsx'), ['scripts/build-ui.ts', '--typecheck'], { cwd: ROOT, stdio: 'pipe' });
       imageAddress = ensureServiceImage(socketPath);
-      t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: '60000' });
+      // Prepaid (预付费): the new user's balance is credited in its dialog before they create anything.
+      t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: '60000', TIANQI_PREPAID: '1' });
       browser = await chromium.launch({
         executablePath: CHROMIUM,
         args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
@@ -215,6 +216,19 @@ describeWithService(
       expect(quota.body.limits).toEqual({ maxInstances: 1, maxGpus: null, maxGpuHoursPerMonth: null });
       const groups = (await t.api<{ id: string; name: string }[]>('GET', '/api/v1/groups', { token: admin })).body;
       expect((quota.body as { groupId?: string }).groupId).toBe(groups.find((g) => g.name === 'NLP 组')!.id);
+
+      // 余额: 充值 200 with a reason in the balance dialog; the statement shows it
+      await byTest(`balance-${USER.username}`).click();
+      await expect.poll(() => byTest('balance-value').textContent()).toContain('¥0');
+      await fillNumber('balance-amount', 200);
+      await byTest('balance-reason').fill('实验室经费');
+      await byTest('balance-save').click();
+      await expect.poll(() => byTest('balance-value').textContent()).toContain('¥200');
+      await expect.poll(() => byTest('balance-adjustments').textContent()).toContain('实验室经费');
+      await page.keyboard.press('Escape');
+      await byTest('balance-dialog').waitFor({ state: 'hidden' });
+      const balance = await t.api<{ balance: number; adjustments: { amount: number; reason: string }[] }>('GET', `/api/v1/users/${users.find((u) => u.username === USER.username)!.id}/balance`, { token: admin });
+      expect(balance.body).toMatchObject({ balance: 200, adjustments: [{ amount: 200, reason: '实验室经费' }] });
 
       await byTest('menu-webhooks').click();
       await byTest('webhook-create').click();

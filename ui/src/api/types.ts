@@ -326,3 +326,19 @@ export interface Quota {
   used: { instances: number; gpus: number; gpuHoursThisMonth: number };
   holdings: { instanceId: string; instanceName: string; gpus: number }[];
 }
+
+/** 预付费余额: a user's statement (amounts in currency, 4 decimals). */
+export interface Statement {
+  userId: string;
+  enabled: boolean;
+  openedAt: string | null;
+  balance: number;
+  credited: number;
+  usage: number;
+  lowBalance: number;
+  warned: boolean;
+  exhausted: boolean;
+  adjustments: { amount: number; reason: string; byUsername: string; at: string }[];
+  instances: { instanceId: string; name: string; deleted: boolean; seconds: number; cost: number }[];
+  asOf: string;
+}
