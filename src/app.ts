@@ -210,7 +210,7 @@ export class App {
     this.nodeGuard = new NodeGuard(this.runtime, this.helperBuilds, config.nodeGuard);
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
     this.balances = new Balances(this.bus, this.readStore, config.prepaid, this.options.clock);
-    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock, config.keepGpusWhenStopped, (ownerId) => this.balances.admit(ownerId));
+    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock, config.keepGpusWhenStopped, (ownerId) => this.balances.admit(ownerId), config.containerLimits);
     const dialer = new ServiceDialer(this.runtime, new ContainerHelper(this.runtime, this.helperBuilds), config.services.route);
     this.services = new ServiceAccess(this.instances, this.accounts, new ServiceGrants(secrets.deriveKey('services/hs256')), dialer, targetOf, this.bus, this.readStore, {
       ...(config.services.domain ? { domain: config.services.domain } : {}),

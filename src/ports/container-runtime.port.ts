@@ -205,6 +205,14 @@ export interface ContainerRuntime {
    * `storageOptApplied` is false when the storage driver refused a size and it was created without.
    */
   createAndStart(target: NodeTarget, plan: ContainerPlan): Promise<{ containerId: string; storageOptApplied: boolean }>;
+  /**
+   * Makes a stopped container again from its plan (other GPUs: 无卡模式 on or off), keeping its
+   * files: they are committed to an image the new container (named `<name>-next` until `replace`,
+   * same data volume) starts from; not started, the old one untouched. Safe to retry.
+   */
+  recreate(target: NodeTarget, containerId: string, plan: ContainerPlan): Promise<{ containerId: string; storageOptApplied: boolean }>;
+  /** After `recreate` was recorded: the old container removed (not its volumes), the new one given the name. Safe to retry. */
+  replace(target: NodeTarget, oldContainerId: string, newContainerId: string, name: string): Promise<void>;
   start(target: NodeTarget, containerId: string): Promise<void>;
   stop(target: NodeTarget, containerId: string, timeoutSeconds?: number): Promise<void>;
   restart(target: NodeTarget, containerId: string, timeoutSeconds?: number): Promise<void>;

@@ -21,6 +21,8 @@ export interface InstanceView {
   readonly statusReason: string;
   readonly pending: Operation | null;
   readonly gpuCards: readonly { index: number; memoryGb: number }[];
+  /** 无卡模式: `none` while a GPU instance runs without its cards; absent: `gpu`. */
+  readonly gpuMode?: 'gpu' | 'none';
   readonly remark: string;
   /** The image's service ports and the instance's own (absent on instances from before service ports). */
   readonly servicePorts?: readonly InstanceServicePort[];
@@ -89,6 +91,8 @@ export const instancesProjection = documentProjection<InstanceView>({
         return { ...doc, idle: { since: event.data.since, stopAt: null }, updatedAt: at };
       case 'InstanceIdleWarned':
         return { ...doc, idle: doc.idle ? { ...doc.idle, stopAt: event.data.stopAt } : null, updatedAt: at };
+      case 'InstanceGpuModeChanged':
+        return { ...doc, gpuMode: event.data.mode, gpuCards: event.data.gpus, containerId: event.data.containerId, updatedAt: at };
       case 'InstanceIdleEnded':
       case 'InstanceIdleStopFired':
         return { ...doc, idle: null, updatedAt: at };

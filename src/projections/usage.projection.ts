@@ -38,7 +38,7 @@ export const usageProjection: Projection = {
 /** The events that touch a bill; every other event passes without an await. */
 const USAGE_EVENTS: ReadonlySet<string> = new Set<(InstanceEvent | NodeEvent | SpecEvent)['type']>([
   'SpecCreated', 'SpecUpdated', 'NodeConnectionChecked', 'InstanceRequested', 'InstancePlaced', 'InstanceStateObserved',
-  'InstanceProvisioningFailed', 'InstanceContainerVanished', 'InstanceDeleted',
+  'InstanceProvisioningFailed', 'InstanceContainerVanished', 'InstanceDeleted', 'InstanceGpuModeChanged',
 ]);
 
 async function applyUsage(recorded: RecordedEvent, store: ReadStore): Promise<void> {
@@ -56,11 +56,16 @@ async function applyUsage(recorded: RecordedEvent, store: ReadStore): Promise<vo
     case 'SpecCreated':
       await store.collection<Price>(PRICES).put({ id: event.data.specId, pricePerHour: event.data.pricePerHour }, recorded.position);
       return;
-    case 'SpecUpdated':
-      if (event.data.pricePerHour === undefined) return;
-      await store.collection<Price>(PRICES).put({ id: streamId, pricePerHour: event.data.pricePerHour }, recorded.position);
-      for (const r of await usage.find({ specId: streamId, deleted: false })) await change(r.id, { pricePerHour: event.data.pricePerHour });
+    case 'SpecUpdated': {
+      const { pricePerHour, noGpuPricePerHour } = event.data;
+      if (pricePerHour !== undefined) await store.collection<Price>(PRICES).put({ id: streamId, pricePerHour }, recorded.position);
+      // Instances in 无卡模式 go by the no-GPU price, the others by the spec's own.
+      for (const r of await usage.find({ specId: streamId, deleted: false })) {
+        const price = r.gpuMode === 'none' ? noGpuPricePerHour ?? undefined : pricePerHour;
+        if (price !== undefined) await change(r.id, { pricePerHour: price });
+      }
       return;
+    }
     case 'NodeConnectionChecked': {
       const up = event.data.status === 'connected';
       await store.collection<NodeUp>(NODES_UP).put({ id: streamId, up }, recorded.position);
@@ -80,6 +85,9 @@ async function applyUsage(recorded: RecordedEvent, store: ReadStore): Promise<vo
       await change(streamId, { nodeId: event.data.nodeId, nodeUp: node?.up ?? true, gpus: event.data.gpuShare ?? event.data.gpus.length });
       return;
     }
+    case 'InstanceGpuModeChanged':
+      await change(streamId, { pricePerHour: event.data.pricePerHour, gpus: event.data.gpuShare, gpuMode: event.data.mode });
+      return;
     case 'InstanceStateObserved':
       await change(streamId, { running: event.data.status === 'running' });
       return;

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Dockerode from 'dockerode';
@@ -20,14 +20,25 @@ export class SecondEngine {
   readonly socket = join(this.dir, 'docker.sock');
   private process?: ChildProcess;
 
-  async start(): Promise<void> {
+  /**
+   * `fakeNvidia`: a stand-in `nvidia-container-runtime-hook` on the engine's PATH, so that dockerd
+   * registers its NVIDIA device driver and runs containers with GPU device requests (the hook does
+   * nothing; there is no GPU here): what the platform asks of the engine for cards, and what the
+   * engine records, are then real.
+   */
+  async start(options: { fakeNvidia?: boolean } = {}): Promise<void> {
     mkdirSync(join(this.dir, 'data'), { recursive: true });
+    const bin = join(this.dir, 'bin');
+    if (options.fakeNvidia) {
+      mkdirSync(bin, { recursive: true });
+      writeFileSync(join(bin, 'nvidia-container-runtime-hook'), '#!/bin/sh\n# stand-in: no GPU on this machine\ncat > /dev/null\nexit 0\n', { mode: 0o755 });
+    }
     // A network namespace of its own: an engine that starts or stops rewrites bridges, and the
     // shared engine's docker0 must survive it. (`unshare`, not `ip netns exec`, which hides the cgroups.)
     this.process = spawn('unshare', ['--net', dockerd,
       `--host=unix://${this.socket}`, `--data-root=${join(this.dir, 'data')}`, `--exec-root=${join(this.dir, 'exec')}`,
       `--pidfile=${join(this.dir, 'docker.pid')}`, '--iptables=false', '--ip6tables=false',
-    ], { stdio: 'ignore' });
+    ], { stdio: 'ignore', env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}` } });
     const docker = new Dockerode({ socketPath: this.socket });
     await waitFor(() => docker.ping().then(() => true, () => false), (ok) => ok, 60_000);
   }

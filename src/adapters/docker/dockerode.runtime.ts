@@ -109,6 +109,36 @@ export class DockerodeRuntime implements ContainerRuntime {
     });
   }
 
+  async recreate(target: NodeTarget, containerId: string, plan: ContainerPlan): Promise<{ containerId: string; storageOptApplied: boolean }> {
+    const docker = this.client(target);
+    return guard(target, async () => {
+      const kept = keptImage(plan.name, containerId);
+      const old = await inspectOrNull(docker, containerId);
+      if (!old) throw new EngineRejectedError(404, 'the container is gone from the node');
+      if (old.State.Running) throw new EngineRejectedError(409, 'the container is running; stop it first');
+      // An attempt that failed part way left its new container: made again from scratch.
+      const next = `${plan.name}-next`;
+      const leftover = await findByName(docker, next);
+      if (leftover) await docker.getContainer(leftover.Id).remove({ force: true, v: false });
+      // Its files (everything outside the data volume) become an image the new container starts from.
+      await docker.getContainer(containerId).commit({ repo: kept.repo, tag: kept.tag, comment: 'kept by TianQi GPU Manager: the container made again with other GPUs', pause: false });
+      return create(docker, { ...plan, name: next, image: kept.ref });
+    });
+  }
+
+  async replace(target: NodeTarget, oldContainerId: string, newContainerId: string, name: string): Promise<void> {
+    const docker = this.client(target);
+    await guard(target, async () => {
+      const old = await inspectOrNull(docker, oldContainerId);
+      if (old) await docker.getContainer(oldContainerId).remove({ force: true, v: false });
+      const current = await inspectOrNull(docker, newContainerId);
+      if (current && current.Name !== `/${name}`) await docker.getContainer(newContainerId).rename({ name });
+      // The copy an earlier change kept is part of this one now (its layers stay under the new tag).
+      const repo = keptImage(name, '').repo;
+      if (old?.Config.Image.startsWith(`${repo}:`)) await docker.getImage(old.Config.Image).remove().catch(() => undefined);
+    });
+  }
+
   async start(target: NodeTarget, containerId: string): Promise<void> {
     const docker = this.client(target);
     await guard(target, () => start(docker, containerId));
@@ -149,6 +179,12 @@ export class DockerodeRuntime implements ContainerRuntime {
     }
     for (const volume of volumes) {
       await settle(target, `volume ${volume}`, () => docker.getVolume(volume).remove(), outcome);
+    }
+    // Files kept by a change of GPU mode (无卡模式) go with the container.
+    const keptRepo = keptImage(ref.name, '').repo;
+    const keptImages = await docker.listImages({ filters: { reference: [`${keptRepo}:*`] } }).catch(() => []);
+    for (const image of keptImages) {
+      await settle(target, `image ${image.RepoTags?.[0] ?? image.Id}`, () => docker.getImage(image.Id).remove({ force: true }), outcome);
     }
     return outcome;
   }
@@ -349,6 +385,13 @@ async function inspectOrNull(docker: Docker, containerIdOrName: string): Promise
  * The container with exactly this name. Not `inspect(name)`: the engine also resolves a name that
  * happens to be a prefix of another container's id, and its `name` filter matches substrings.
  */
+/** Where a container's files are kept while it is made again (无卡模式 on or off): one tag per container it was. */
+function keptImage(containerName: string, containerId: string): { repo: string; tag: string; ref: string } {
+  const repo = `tianqi/kept-${containerName.toLowerCase()}`;
+  const tag = containerId.slice(0, 12) || 'none';
+  return { repo, tag, ref: `${repo}:${tag}` };
+}
+
 async function findByName(docker: Docker, name: string): Promise<Docker.ContainerInspectInfo | null> {
   const listed = await docker.listContainers({ all: true, filters: { name: [name] } });
   const match = listed.find((container) => container.Names.includes(`/${name}`));

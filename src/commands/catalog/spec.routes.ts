@@ -35,6 +35,7 @@ const fields = {
     gpuPercent: z.number().meta({ description: 'every GPU below this utilisation counts as idle, 0–100' }),
     optOutAllowed: z.boolean().meta({ description: 'whether owners may switch it off for their instance' }),
   }).nullable().meta({ description: '空闲自动关机 for this spec\'s running instances (also those running now); null: none' }),
+  noGpuPricePerHour: z.number().nullable().meta({ description: '无卡模式: the price per hour of an instance started without its GPUs (GPU specs only; at most 4 decimals); null: the mode is not offered' }),
 };
 const CreateSpec = z.strictObject({
   name: fields.name,
@@ -52,6 +53,7 @@ const CreateSpec = z.strictObject({
   containerOverrides: fields.containerOverrides,
   internet: fields.internet.default(true),
   idleStop: fields.idleStop.default(null),
+  noGpuPricePerHour: fields.noGpuPricePerHour.default(null),
 });
 const UpdateSpec = z.strictObject(fields).partial();
 export const SpecSchema = z.object({ id: z.string(), ...fields, createdAt: z.string(), updatedAt: z.string() });
@@ -61,7 +63,7 @@ const SpecListQuery = catalogListQuery.extend({
 
 export function toSpecDto(view: SpecView): z.infer<typeof SpecSchema> {
   const { nameLower: _n, _position: _p, ...dto } = view as SpecView & { _position?: number };
-  return { ...dto, internet: dto.internet ?? true, idleStop: dto.idleStop ?? null };
+  return { ...dto, internet: dto.internet ?? true, idleStop: dto.idleStop ?? null, noGpuPricePerHour: dto.noGpuPricePerHour ?? null };
 }
 
 export function specRoutes(bus: CommandBus, store: ReadStore): RouteSpec[] {

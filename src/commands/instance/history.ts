@@ -93,6 +93,10 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
       return `idle: will be stopped at ${event.data.stopAt} unless used`;
     case 'InstanceIdleStopFired':
       return `idle for ${event.data.minutes} minutes since ${event.data.since}: stopping`;
+    case 'InstanceGpuModeChanged':
+      return event.data.mode === 'none'
+        ? `no-GPU mode: the container was made again without its cards (files kept), at ${event.data.pricePerHour} per hour`
+        : `GPU mode again: card${event.data.gpus.length === 1 ? '' : 's'} ${event.data.gpus.map((g) => g.index).join(', ')} taken, at ${event.data.pricePerHour} per hour`;
     case 'InstanceArrearsStopFired':
       return `the owner's prepaid balance is used up (${(event.data.balance / 10_000).toFixed(2)}): stopping`;
     case 'InstanceIdleOptOutSet':

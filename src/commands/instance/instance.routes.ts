@@ -47,6 +47,7 @@ export const InstanceSchema = z.object({
   statusReason: z.string(),
   pending: z.enum(['start', 'stop', 'restart', 'delete']).nullable(),
   gpuCards: z.array(GpuCard),
+  gpuMode: z.enum(['gpu', 'none']).meta({ description: '无卡模式: `none` while a GPU instance is without its cards (started with `?gpuMode=none`); `gpu` otherwise' }),
   servicePorts: z.array(ServicePortSchema),
   scheduledStop: z.object({ at: z.string(), byUsername: z.string() }).nullable()
     .meta({ description: '定时关机: when the instance is to be stopped and who set it; null when none is set' }),
@@ -97,6 +98,7 @@ export function toInstanceDto(view: InstanceView): z.infer<typeof InstanceSchema
     scheduledStop: scheduledStop ? { at: scheduledStop.at, byUsername: scheduledStop.byUsername } : null,
     idle: idle ? { since: idle.since, stopAt: idle.stopAt } : null,
     idleOptOut: idleOptOut ?? false,
+    gpuMode: dto.gpuMode ?? 'gpu',
   };
 }
 
@@ -206,7 +208,15 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
         return toInstanceDto(await instances.visible(actor, params.id!));
       },
     }),
-    ...(['start', 'stop', 'restart'] as const).map((operation) =>
+    route({
+      method: 'post', path: '/instances/:id/start', tag: 'instances', access: 'user', response: InstanceSchema,
+      summary: 'Start the instance (503 when the node is unreachable: it runs when the node is back). `gpuMode=none`: 无卡模式, a stopped GPU instance starts without its cards at the spec\'s no-GPU price (its container is made again from its own files; the cards go back to the node); a plain start of such an instance takes free cards of its node again (409 NO_CAPACITY when none is free)',
+      query: z.strictObject({ gpuMode: z.enum(['gpu', 'none']).optional().meta({ description: 'none: without GPUs (无卡模式); gpu (the default): with them' }) }),
+      async handler({ actor, params, query, context }) {
+        return toInstanceDto((await instances.operate(actor, params.id!, 'start', context, { gpuMode: query.gpuMode ?? 'gpu' }))!);
+      },
+    }),
+    ...(['stop', 'restart'] as const).map((operation) =>
       route({
         method: 'post', path: `/instances/:id/${operation}`, tag: 'instances', access: 'user', response: InstanceSchema,
         summary: `${operation[0]!.toUpperCase()}${operation.slice(1)} the instance (503 when the node is unreachable: it runs when the node is back)`,

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { imageCanRun } from '../../domain/catalog/spec.decider.ts';
-import { ledgerCards, nodeCapacity, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
+import { ledgerCards, ledgerOf, nodeCapacity, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { groupQuotaStream, quotaDecider, quotaStream, roundGpus } from '../../domain/quota/quota.decider.ts';
 import { GROUPS, type GroupView } from '../../projections/groups.projection.ts';
 import { QUOTAS, type QuotaView } from '../../projections/quotas.projection.ts';
@@ -11,6 +11,7 @@ import {
   describeExit,
   instanceDecider,
   instanceStream,
+  type GpuMode,
   type LiveInstance,
   type Operation,
 } from '../../domain/instance/instance.decider.ts';
@@ -18,12 +19,12 @@ import { candidates, place, type NodeLedger, type PlacementPolicy, type Resource
 import { servicePortsOf, type ServicePort } from '../../domain/instance/service-ports.ts';
 import { ConflictError, DomainError, NotFoundError, ValidationError } from '../../domain/shared/errors.ts';
 import type { Actor } from '../user/accounts.ts';
-import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
+import { EngineRejectedError, EngineUnavailableError, type ContainerLimits, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { EventStore, RecordedEvent } from '../../ports/event-store.port.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import { IMAGES, NODES, SPECS, type ImageView, type NodeView, type SpecView } from '../../projections/catalog.projection.ts';
 import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
-import { tenantNetwork } from './container-plan.ts';
+import { buildContainerPlan, DEFAULT_CONTAINER_LIMITS, tenantNetwork } from './container-plan.ts';
 import type { CommandBus, CommandContext } from '../command-bus.ts';
 import { claimName, releaseName } from '../name-claims.ts';
 
@@ -133,6 +134,8 @@ export class Instances {
     private readonly keepGpusWhenStopped = false,
     /** Whether this owner may hold another running instance (the prepaid balance); throws why not. */
     private readonly admit: (ownerId: string) => Promise<void> = async () => undefined,
+    /** The platform's container limits (TIANQI_CONTAINER_*): a container made again (无卡模式) gets them too. */
+    private readonly containerLimits: ContainerLimits = DEFAULT_CONTAINER_LIMITS,
   ) {}
 
   /** The instance if the actor may see it (owner or admin); otherwise 404, never 403. */
@@ -364,10 +367,13 @@ export class Instances {
    * Start, stop, restart or delete. The request is recorded first; when the engine cannot be
    * reached the answer is 503 and the request stays pending, to run when the node is back.
    */
-  async operate(actor: Actor, instanceId: string, operation: Operation, context: CommandContext): Promise<InstanceView | null> {
+  async operate(actor: Actor, instanceId: string, operation: Operation, context: CommandContext, options: { gpuMode?: GpuMode } = {}): Promise<InstanceView | null> {
     const view = await this.visible(actor, instanceId);
     if (operation === 'start' || operation === 'restart') {
       await this.admit(view.ownerId);
+      // 无卡模式 on or off: only a start changes it (a plain start of a no-GPU instance takes its cards again).
+      const mode = options.gpuMode ?? (operation === 'start' ? 'gpu' : undefined);
+      if (mode && (view.gpuMode ?? 'gpu') !== mode) await this.switchGpuMode(instanceId, mode, context);
       await this.ensureReserved(await this.load(instanceId), context);
     }
     await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'RequestOperation', data: { operation } }, context);
@@ -382,14 +388,98 @@ export class Instances {
    * reconnect). One at a time per instance: a request and a reconnect retry never race each other.
    */
   async runPending(instanceId: string, context: CommandContext): Promise<void> {
+    await this.inTurn(instanceId, () => this.runPendingNow(instanceId, context));
+  }
+
+  /** Runs `work` after whatever runs for this instance now: one engine operation per instance at a time. */
+  private async inTurn<T>(instanceId: string, work: () => Promise<T>): Promise<T> {
     const previous = this.running.get(instanceId);
-    const run = (previous ?? Promise.resolve()).catch(() => undefined).then(() => this.runPendingNow(instanceId, context));
-    this.running.set(instanceId, run);
+    const run = (previous ?? Promise.resolve()).catch(() => undefined).then(work);
+    const settled = run.then(() => undefined, () => undefined);
+    this.running.set(instanceId, settled);
     try {
-      await run;
+      return await run;
     } finally {
-      if (this.running.get(instanceId) === run) this.running.delete(instanceId);
+      if (this.running.get(instanceId) === settled) this.running.delete(instanceId);
     }
+  }
+
+  /**
+   * 无卡模式: a stopped GPU instance goes without its cards (`none`) or takes cards again (`gpu`),
+   * in its turn. The container is made again from its own files (kept as an image) with the same
+   * data volume. Going without, the cards go back to the node at once; going back, free cards of
+   * the same node are taken first (409 NO_CAPACITY naming who holds them, nothing changed).
+   */
+  private async switchGpuMode(instanceId: string, mode: GpuMode, context: CommandContext): Promise<void> {
+    await this.inTurn(instanceId, async () => {
+      const instance = await this.load(instanceId);
+      if ((instance.gpuMode ?? 'gpu') === mode) return;
+      if (instance.spec.gpuCount === 0) throw new ConflictError('NO_GPU_MODE_UNAVAILABLE', 'This instance has no GPUs to leave out.');
+      const spec = await this.store.collection<SpecView>(SPECS).get(instance.specId);
+      const noGpuPrice = spec?.noGpuPricePerHour ?? null;
+      if (mode === 'none' && noGpuPrice === null) {
+        throw new ConflictError('NO_GPU_MODE_UNAVAILABLE', `The spec ${instance.spec.name} does not offer 无卡模式 (no-GPU mode): an administrator gives it a no-GPU price to offer it.`);
+      }
+      if (instance.status !== 'exited' || instance.pending) {
+        throw new ConflictError('NOT_STOPPED', 'Stop the instance first: its cards change only while it is stopped.');
+      }
+      const { state: node } = await this.bus.load(nodeDecider, nodeStream(instance.nodeId));
+      if (node.status !== 'active') throw new ConflictError('NODE_GONE', 'The instance\'s node was deleted.');
+      const held = node.reservations[instanceId];
+      const { spec: s } = instance;
+      let gpus: readonly { index: number; memoryGb: number }[] = [];
+      if (mode === 'none') {
+        // Its cards go back now (a stop keeps them with TIANQI_KEEP_GPUS_WHEN_STOPPED); the start takes CPU and memory.
+        if (held && !held.computeReleased) {
+          await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), { type: 'ReleaseCompute', data: { instanceId } }, context);
+          await this.releaseQuota(instance.ownerId, instanceId, context);
+        }
+      } else {
+        const { [instanceId]: _own, ...others } = node.reservations;
+        const request: ResourceRequest = { gpuCount: s.gpuCount, gpuMemoryGb: s.gpuMemoryGb, vgpu: s.vgpu, gpuModel: s.gpuModel, cpuCores: s.cpuCores, memoryGb: s.memoryGb, dataDiskGb: s.dataDiskGb };
+        const chosen = place(request, [{ ...ledgerOf({ ...node, reservations: others }), listed: true, connected: true }]);
+        if (!chosen) {
+          const holders = Object.values(others).filter((r) => r.gpus.length > 0 && !r.computeReleased).length;
+          throw new ConflictError('NO_CAPACITY', `Node ${node.settings.name} has no free ${s.gpuModel} card for this instance now (${holders} other instance${holders === 1 ? '' : 's'} hold its cards). It stays in 无卡模式 (no-GPU mode); start it without GPUs, or again once a card is free.`);
+        }
+        gpus = chosen.gpus;
+        const share = gpuShare(s.vgpu, gpus, nodeCapacity(node.settings, node.connection.facts).gpus);
+        await this.claimQuota(instance.ownerId, instanceId, instance.name, share, context);
+        try {
+          await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), {
+            type: 'ReserveCapacity', data: { instanceId, gpus, vgpu: s.vgpu, cpuCores: s.cpuCores, memoryGb: s.memoryGb, dataDiskGb: s.dataDiskGb },
+          }, context);
+        } catch (err) {
+          await this.releaseQuota(instance.ownerId, instanceId, context);
+          throw err;
+        }
+      }
+      const cards = nodeCapacity(node.settings, node.connection.facts).gpus;
+      const giveBack = async () => {
+        if (mode !== 'gpu') return;
+        await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), { type: 'ReleaseCompute', data: { instanceId } }, context);
+        await this.releaseQuota(instance.ownerId, instanceId, context);
+      };
+      let containerId: string;
+      try {
+        const target = await this.targetOf(instance.nodeId);
+        const plan = buildContainerPlan({ ...instance, gpus }, { hamiCoreDir: node.settings.hamiCoreDir, gpuMemoryGb: node.settings.gpuMemoryGb }, this.containerLimits);
+        containerId = (await this.runtime.recreate(target, instance.containerId!, plan)).containerId;
+      } catch (err) {
+        await giveBack();
+        if (err instanceof EngineUnavailableError) throw new EngineUnavailableAnswer(err.message);
+        if (err instanceof EngineRejectedError) throw new EngineRejectedAnswer(err.message);
+        throw err;
+      }
+      const price = mode === 'none' ? noGpuPrice! : spec?.pricePerHour ?? s.pricePerHour;
+      // Recorded before the old container goes, so that its removal is not taken for the instance's container vanishing.
+      await this.bus.execute(instanceDecider, instanceStream(instanceId), {
+        type: 'ChangeGpuMode', data: { mode, gpus, gpuShare: mode === 'none' ? 0 : gpuShare(s.vgpu, gpus, cards), containerId, pricePerHour: price },
+      }, context);
+      // The instance runs on the new container from here on; an old one left behind (the engine went
+      // away just now) is stopped and harmless, and its kept files go when the instance is deleted.
+      await this.runtime.replace(await this.targetOf(instance.nodeId), instance.containerId!, containerId, instance.containerName).catch(() => undefined);
+    });
   }
 
   private async runPendingNow(instanceId: string, context: CommandContext): Promise<void> {

@@ -27,6 +27,11 @@ export interface SpecFields {
   readonly internet?: boolean;
   /** 空闲自动关机: the admin's idle auto-stop for this spec's instances; absent or null: none. */
   readonly idleStop?: IdlePolicy | null;
+  /**
+   * 无卡模式: the price per hour of this GPU spec's instances started without their GPUs (same
+   * disk and files, CPU and memory only); absent or null: the mode is not offered.
+   */
+  readonly noGpuPricePerHour?: number | null;
 }
 
 /** A spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
@@ -72,6 +77,12 @@ export function specProblems(spec: SpecFields): Record<string, string> {
     problems.vgpuSupported = 'needs gpuCount above 0: a vGPU spec slices GPU memory';
   }
   if (spec.idleStop) Object.assign(problems, idlePolicyProblems(spec.idleStop));
+  const noGpu = spec.noGpuPricePerHour;
+  if (noGpu !== undefined && noGpu !== null) {
+    if (spec.gpuCount === 0) problems.noGpuPricePerHour = 'is for GPU specs only (a CPU-only spec has no cards to leave out)';
+    else if (!Number.isFinite(noGpu) || noGpu < 0 || noGpu > SPEC_LIMITS.pricePerHour) problems.noGpuPricePerHour = `must be 0–${SPEC_LIMITS.pricePerHour}, or null to not offer 无卡模式`;
+    else if (Math.round(noGpu * 10_000) / 10_000 !== noGpu) problems.noGpuPricePerHour = 'must have at most 4 decimals';
+  }
   if (!problems.cpuCores && spec.cpuCores <= 0) problems.cpuCores = 'must be at least 1';
   if (!problems.memoryGb && spec.memoryGb <= 0) problems.memoryGb = 'must be at least 1';
   return problems;

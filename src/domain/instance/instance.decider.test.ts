@@ -129,6 +129,23 @@ describe('instance decider', () => {
       spec.given([...live, deleteRequested, deleted]).when({ type: 'AddServicePort', data: gradio }).thenThrows('NOT_FOUND');
     });
   });
+  describe('无卡模式 and replaced containers', () => {
+    const toNone = { mode: 'none' as const, gpus: [], gpuShare: 0, containerId: 'c2', pricePerHour: 0.1 };
+    const done: InstanceEvent = { type: 'InstanceOperationCompleted', data: { operation: 'stop' } };
+    it('changes the GPU mode only while stopped, once', () => {
+      spec.given(live).when({ type: 'ChangeGpuMode', data: toNone }).thenThrows('NOT_STOPPED');
+      spec.given([...live, stopRequested, exited, done]).when({ type: 'ChangeGpuMode', data: toNone }).then([{ type: 'InstanceGpuModeChanged', data: toNone }]);
+      spec.given([...live, stopRequested, exited, done, { type: 'InstanceGpuModeChanged', data: toNone }]).when({ type: 'ChangeGpuMode', data: toNone }).thenNothing();
+    });
+
+    it('takes only its own container going away for a vanishing, not one it replaced', () => {
+      const changed: InstanceEvent = { type: 'InstanceGpuModeChanged', data: toNone };
+      spec.given([...live, stopRequested, exited, done, changed]).when({ type: 'MarkVanished', data: { reason: 'removed', containerId: 'c1' } }).thenNothing();
+      spec.given([...live, stopRequested, exited, done, changed]).when({ type: 'MarkVanished', data: { reason: 'removed', containerId: 'c2' } })
+        .then([{ type: 'InstanceContainerVanished', data: { reason: 'removed' } }]);
+    });
+  });
+
   describe('scheduled stop (定时关机)', () => {
     const by = { byUserId: 'u1', byUsername: 'alice' };
     const at = '2026-01-01T02:00:00.000Z';

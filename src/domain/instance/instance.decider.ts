@@ -83,6 +83,11 @@ export type InstanceEvent =
   | DomainEvent<'InstanceIdleStopFired', { since: string; minutes: number }>
   /** 欠费停机: the owner's prepaid balance (units of 1/10,000) was used up. */
   | DomainEvent<'InstanceArrearsStopFired', { balance: number }>
+  /**
+   * 无卡模式 on or off: the container was made again (its files kept) without its cards, or with
+   * cards taken again on the same node; the price per hour it is metered at from now on.
+   */
+  | DomainEvent<'InstanceGpuModeChanged', GpuModeChange>
   | DomainEvent<'InstanceIdleOptOutSet', { optOut: boolean; byUsername: string }>
   | DomainEvent<'InstanceServiceUsed', Record<string, never>>;
 
@@ -147,7 +152,8 @@ export type InstanceCommand =
       oomKilled: boolean;
       source: 'events' | 'reconcile' | 'operation' | 'provisioning';
     }>
-  | Command<'MarkVanished', { reason: string }>
+  /** `containerId`: the container that went, where known: another than the instance's own (one it replaced) is no vanishing. */
+  | Command<'MarkVanished', { reason: string; containerId?: string }>
   | Command<'RequestOperation', { operation: Operation }>
   | Command<'FailOperation', { operation: Operation; reason: string; willRetry: boolean }>
   | Command<'CompleteOperation', { operation: Operation }>
@@ -166,9 +172,22 @@ export type InstanceCommand =
   | Command<'WarnIdle', { stopAt: string }>
   | Command<'FireIdleStop', { since: string; minutes: number }>
   | Command<'FireArrearsStop', { balance: number }>
+  | Command<'ChangeGpuMode', GpuModeChange>
   /** `allowed`: whether the spec's policy lets the owner opt out (the caller reads the spec). */
   | Command<'SetIdleOptOut', { optOut: boolean; allowed: boolean; byUsername: string }>
   | Command<'RecordServiceUse', Record<string, never>>;
+
+/** A GPU instance's cards: its own (`gpu`), or none while in 无卡模式 (`none`). */
+export type GpuMode = 'gpu' | 'none';
+
+export interface GpuModeChange {
+  readonly mode: GpuMode;
+  readonly gpus: readonly { index: number; memoryGb: number }[];
+  readonly gpuShare: number;
+  /** The container made again for the mode. */
+  readonly containerId: string;
+  readonly pricePerHour: number;
+}
 
 export interface LiveInstance extends InstanceRequest, InstancePlacement {
   readonly status: InstanceStatus;
@@ -185,6 +204,8 @@ export interface LiveInstance extends InstanceRequest, InstancePlacement {
   readonly idleWarned?: boolean;
   /** The owner switched the idle auto-stop off for it (where the spec allows). */
   readonly idleOptOut?: boolean;
+  /** Absent (older records, CPU specs): `gpu`. */
+  readonly gpuMode?: GpuMode;
 }
 
 export type InstanceState = { readonly status: 'none' } | { readonly status: 'requested'; readonly request: InstanceRequest } | LiveInstance;
@@ -245,7 +266,8 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
       case 'MarkVanished': {
         const instance = live(state);
         if (instance.status === 'failed' && instance.statusReason === command.data.reason) return [];
-        return [{ type: 'InstanceContainerVanished', data: command.data }];
+        if (command.data.containerId !== undefined && command.data.containerId !== instance.containerId) return [];
+        return [{ type: 'InstanceContainerVanished', data: { reason: command.data.reason } }];
       }
       case 'RequestOperation': {
         const instance = live(state);
@@ -322,6 +344,14 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
         if (state.idleSince !== command.data.since || state.status !== 'running' || state.pending) return [];
         return [{ type: 'InstanceIdleStopFired', data: command.data }, { type: 'InstanceOperationRequested', data: { operation: 'stop' } }];
       }
+      case 'ChangeGpuMode': {
+        const instance = live(state);
+        if ((instance.gpuMode ?? 'gpu') === command.data.mode && instance.containerId === command.data.containerId) return [];
+        if (instance.status !== 'exited' || instance.pending) {
+          throw new ConflictError('NOT_STOPPED', 'Stop the instance first: its cards change only while it is stopped.');
+        }
+        return [{ type: 'InstanceGpuModeChanged', data: command.data }];
+      }
       case 'FireArrearsStop':
         if (state.status !== 'running' || state.pending || state.deleted) return [];
         return [{ type: 'InstanceArrearsStopFired', data: command.data }, { type: 'InstanceOperationRequested', data: { operation: 'stop' } }];
@@ -388,6 +418,8 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
         return { ...state, idleWarned: true };
       case 'InstanceArrearsStopFired':
         return state;
+      case 'InstanceGpuModeChanged':
+        return { ...state, gpuMode: event.data.mode, gpus: event.data.gpus, gpuShare: event.data.gpuShare, containerId: event.data.containerId };
       case 'InstanceIdleOptOutSet':
         return { ...state, idleOptOut: event.data.optOut, ...(event.data.optOut ? { idleSince: null, idleWarned: false } : {}) };
       case 'InstanceServiceUsed':

@@ -26,9 +26,11 @@ export interface UsageRecord {
   readonly intervals: readonly BilledInterval[];
   /** GPUs it holds while running (cards 1 each, vGPU slices by share): GPU-hours are billed hours × this. */
   readonly gpus?: number;
+  /** 无卡模式 (`none`): metered at the spec's no-GPU price; absent: `gpu`. */
+  readonly gpuMode?: 'gpu' | 'none';
 }
 
-export type UsageChange = Partial<Pick<UsageRecord, 'running' | 'nodeUp' | 'deleted' | 'pricePerHour' | 'nodeId' | 'gpus'>>;
+export type UsageChange = Partial<Pick<UsageRecord, 'running' | 'nodeUp' | 'deleted' | 'pricePerHour' | 'nodeId' | 'gpus' | 'gpuMode'>>;
 
 export const billable = (r: Pick<UsageRecord, 'running' | 'nodeUp' | 'deleted'>) => r.running && r.nodeUp && !r.deleted;
 

@@ -56,7 +56,7 @@ export const reconcilerPlugin: Plugin = {
         const exitCode = event.exitCode ?? state?.exitCode ?? null;
         await observe(ctx, instanceId, { status: 'exited', reason: describeExit(exitCode, oomKilled), exitCode, oomKilled, source: 'events' });
       } else if (event.action === 'destroy') {
-        await ctx.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'MarkVanished', data: { reason: 'the container was removed outside the platform' } }, context);
+        await ctx.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'MarkVanished', data: { reason: 'the container was removed outside the platform', containerId: event.containerId } }, context);
       }
     };
 

@@ -67,6 +67,8 @@ export interface Spec {
   internet: boolean;
   /** 空闲自动关机 for this spec's running instances, or null. */
   idleStop: IdlePolicy | null;
+  /** 无卡模式: price per hour without GPUs; null: not offered. */
+  noGpuPricePerHour: number | null;
   /** The spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
   containerOverrides?: {
     /** Processes and threads at most (0 = no limit; platform default 8192). */
@@ -181,6 +183,8 @@ export interface Instance {
   statusReason: string;
   pending: Operation | null;
   gpuCards: { index: number; memoryGb: number }[];
+  /** 无卡模式: `none` while a GPU instance runs (or stands) without its cards. */
+  gpuMode: 'gpu' | 'none';
   /** 定时关机, or null. */
   scheduledStop: { at: string; byUsername: string } | null;
   /** 空闲自动关机: idle since then, and (once warned) when it stops unless used; null while in use. */

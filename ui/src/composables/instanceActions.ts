@@ -6,7 +6,8 @@ import { i18n } from '@/i18n/index.ts';
 import { useInstancesStore } from '@/stores/instances.ts';
 import { showError } from './errors.ts';
 
-export type Action = 'start' | 'stop' | 'restart';
+/** `startNoGpu`: 无卡模式, a stopped GPU instance started without its cards. */
+export type Action = 'start' | 'stop' | 'restart' | 'startNoGpu';
 
 /** Start / stop / restart / delete, with the busy state per instance and errors in words. */
 export function useInstanceActions() {
@@ -17,9 +18,11 @@ export function useInstanceActions() {
   async function run(instance: Instance, action: Action) {
     busy[instance.id] = action;
     try {
-      const updated = await api.post<Instance>(`/instances/${instance.id}/${action}`);
+      const path = action === 'startNoGpu' ? `/instances/${instance.id}/start?gpuMode=none` : `/instances/${instance.id}/${action}`;
+      const updated = await api.post<Instance>(path);
       store.upsert(updated);
-      ElMessage.success({ message: t(action === 'start' ? 'instances.started' : action === 'stop' ? 'instances.stopped' : 'instances.restarted'), grouping: true });
+      const done = { start: 'instances.started', startNoGpu: 'instances.startedNoGpu', stop: 'instances.stopped', restart: 'instances.restarted' } as const;
+      ElMessage.success({ message: t(done[action]), grouping: true });
     } catch (err) {
       showError(err);
     } finally {
