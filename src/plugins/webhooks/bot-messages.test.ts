@@ -65,4 +65,15 @@ describe('group-bot webhooks', () => {
     });
     expect(formatIn('2026-12-31T23:59:59.000Z', 'UTC')).toBe('2026-12-31 23:59:59');
   });
+
+  it('words the prepaid balance\'s warnings and the arrears stop, amounts in currency', () => {
+    const at = { id: 'e', revision: 1, position: 2, metadata: { time: '2026-12-20T07:20:00.000Z' } };
+    const low = { ...at, type: 'BalanceLowWarned', stream: 'balance-u1', data: { balance: 98_328, threshold: 100_000 } };
+    expect(messageFor(low as never, { username: 'zhangsan' }, 'Asia/Shanghai').text)
+      .toBe('zhangsan 的余额 9.83 已低于 10.00，用完后运行中的实例将自动停止，请及时充值。\n2026-12-20 15:20:00');
+    const out = { ...at, type: 'BalanceExhausted', stream: 'balance-u1', data: { balance: -1_672 } };
+    expect(messageFor(out as never, { username: 'zhangsan' }, 'Asia/Shanghai').text).toMatch(/^zhangsan 的余额已用完（-0\.17），运行中的实例将停止；充值后可再启动。/);
+    const stop = { ...at, type: 'InstanceArrearsStopFired', stream: 'instance-i1', data: { balance: -1_672 } };
+    expect(messageFor(stop as never, { instance: { name: 'train', ownerName: 'zhangsan' } }, 'Asia/Shanghai').text).toMatch(/^实例 train（zhangsan） 因余额不足（-0\.17）已停止（欠费停机，数据盘保留）/);
+  });
 });
