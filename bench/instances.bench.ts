@@ -28,12 +28,14 @@ export function placementBench(nodes = 10_000, decisions = 2_000) {
     }),
     cpuCores: 128, memoryGb: 1024, dataDiskGb: 10_000,
     usedCpuCores: Math.floor(random() * 120), usedMemoryGb: Math.floor(random() * 1000), usedDataDiskGb: Math.floor(random() * 9000),
+    hostPorts: { min: 30_000, max: 30_099, taken: new Set(Array.from({ length: Math.floor(random() * 100) }, (_, p) => 30_000 + p)) },
   }));
   const requests: ResourceRequest[] = [
     { gpuCount: 1, gpuMemoryGb: 80, vgpu: false, gpuModel: 'NVIDIA A100', cpuCores: 8, memoryGb: 64, dataDiskGb: 100 },
     { gpuCount: 4, gpuMemoryGb: 80, vgpu: false, gpuModel: 'NVIDIA A100', cpuCores: 32, memoryGb: 256, dataDiskGb: 500 },
     { gpuCount: 1, gpuMemoryGb: 20, vgpu: true, gpuModel: 'NVIDIA A100', cpuCores: 4, memoryGb: 32, dataDiskGb: 50 },
     { gpuCount: 0, gpuMemoryGb: 0, vgpu: false, gpuModel: '', cpuCores: 4, memoryGb: 8, dataDiskGb: 20 },
+    { gpuCount: 1, gpuMemoryGb: 80, vgpu: false, gpuModel: 'NVIDIA A100', cpuCores: 8, memoryGb: 64, dataDiskGb: 100, publicPorts: 2 },
   ];
   // Warm-up: let the JIT compile `place` before timing, as a long-running server would have.
   for (let i = 0; i < 100; i++) place(requests[i % requests.length]!, ledgers);

@@ -12,20 +12,24 @@ import { NodeGuard } from '../src/commands/instance/node-guard.ts';
 import { loadConfig } from '../src/config.ts';
 import type { LiveInstance } from '../src/domain/instance/instance.decider.ts';
 import type { NodeTarget } from '../src/ports/container-runtime.port.ts';
+import { SecondEngine, dockerd } from './support/second-engine.ts';
 import { describeWithService } from './support/services.ts';
 import { ensureToolsImage } from './support/test-image.ts';
 
-const socket = process.env.TIANQI_TEST_DOCKER_SOCKET;
 const helperDir = loadConfig({}).helperDir;
-const ready = Boolean(socket) && existsSync(join(helperDir, 'linux-amd64', 'tianqi-helper'));
+const ready = Boolean(dockerd) && process.getuid?.() === 0 && existsSync(join(helperDir, 'linux-amd64', 'tianqi-helper'));
 
 /**
  * vGPU that the tenant cannot switch off: HAMi-core is named in /etc/ld.so.preload (read-only,
  * kept on the node by the node guard), so it is loaded into a process started with
  * `env -u LD_PRELOAD`. No GPU exists here: a stand-in libvgpu.so, built with the C compiler, says
  * on stderr that it was loaded; the container is the vGPU plan without its device request.
+ * On a second dockerd of its own: the guard it runs (without firewall) would replace the shared
+ * engine's guard, which the other test files' tenants need.
  */
-describeWithService('Docker engine and a tianqi-helper build', ready, 'start dockerd (see .ci/run), set TIANQI_TEST_DOCKER_SOCKET, build helper/', 'vGPU: HAMi-core through /etc/ld.so.preload', () => {
+describeWithService('root, dockerd and a tianqi-helper build', ready, 'run as root with docker.io installed and build helper/ (npm run build:helper)', 'vGPU: HAMi-core through /etc/ld.so.preload', () => {
+  const engine = new SecondEngine();
+  const socket = engine.socket;
   const target: NodeTarget = { nodeId: 'vgpu-test', settings: { endpoint: `unix://${socket}`, tls: false } };
   const pool = new DockerPool();
   const runtime = new DockerodeRuntime(pool);
@@ -43,6 +47,7 @@ describeWithService('Docker engine and a tianqi-helper build', ready, 'start doc
   };
 
   beforeAll(async () => {
+    await engine.start();
     writeFileSync(join(hamiDir, 'fake.c'), '#include <unistd.h>\n__attribute__((constructor)) static void loaded(void) { write(2, "hami-core loaded\\n", 17); }\n');
     execFileSync('cc', ['-shared', '-fPIC', '-o', join(hamiDir, 'libvgpu.so'), join(hamiDir, 'fake.c')]);
     const image = ensureToolsImage(socket);
@@ -62,6 +67,7 @@ describeWithService('Docker engine and a tianqi-helper build', ready, 'start doc
     if (containerId) await docker.getContainer(containerId).remove({ force: true }).catch(() => undefined);
     rmSync(hamiDir, { recursive: true, force: true });
     await pool.close();
+    await engine.destroy();
   });
 
   it('loads HAMi-core into a process started without LD_PRELOAD', () => {

@@ -33,6 +33,8 @@ export interface ContainerPlan {
   readonly tmpfs?: Readonly<Record<string, number>>;
   /** What the container may not do beyond its CPU and memory: processes, log size, privileges. */
   readonly limits?: ContainerLimits;
+  /** TCP ports published on every address of the node: container port → host port. */
+  readonly publishedPorts?: readonly { port: number; hostPort: number }[];
 }
 
 /** A user's bridge network on a node: their instances talk to each other, nobody else's. */

@@ -36,7 +36,7 @@ export interface NodeView extends Omit<NodeSettings, 'tlsKeySealed' | 'sshPasswo
   /** Placement capacity: from the form or, where empty, from the engine's report. */
   readonly capacity: { cpuCores: number | null; memoryGb: number | null; dataDiskGb: number | null };
   /** What live instances hold on the node. */
-  readonly used: { cpuCores: number; memoryGb: number; dataDiskGb: number };
+  readonly used: { cpuCores: number; memoryGb: number; dataDiskGb: number; publicPorts: number };
   readonly reservations: readonly Reservation[];
   /** Per card: total and free memory (a card a normal GPU instance holds has none free). */
   readonly gpus: readonly GpuCard[];
@@ -89,7 +89,10 @@ function withCapacity(doc: Omit<NodeView, 'capacity' | 'gpus' | 'used'>): NodeVi
   return {
     ...doc,
     capacity,
-    used: { cpuCores: sum((r) => r.cpuCores), memoryGb: sum((r) => r.memoryGb), dataDiskGb: sum((r) => r.dataDiskGb) },
+    used: {
+      cpuCores: sum((r) => r.cpuCores), memoryGb: sum((r) => r.memoryGb), dataDiskGb: sum((r) => r.dataDiskGb),
+      publicPorts: sum((r) => r.hostPorts?.length ?? 0),
+    },
     gpus: cards.map((c) => ({ index: c.index, totalMemoryGb: c.totalMemoryGb, freeMemoryGb: freeMemory(c) })),
   };
 }

@@ -1,5 +1,5 @@
 import type { InstanceEvent, InstanceStatus, Operation, SpecSnapshot } from '../domain/instance/instance.decider.ts';
-import type { InstanceServicePort } from '../domain/instance/service-ports.ts';
+import type { InstanceServicePort, PublishedPort } from '../domain/instance/service-ports.ts';
 import type { RecordedEvent } from '../ports/event-store.port.ts';
 import { documentProjection } from './projection-runner.ts';
 
@@ -38,6 +38,8 @@ export interface InstanceView {
   readonly idle?: { readonly since: string; readonly stopAt: string | null } | null;
   /** The owner switched the idle auto-stop off for it. */
   readonly idleOptOut?: boolean;
+  /** Service ports mapped to host ports of the node (absent when none). */
+  readonly publicPorts?: readonly PublishedPort[];
   readonly createdAt: string;
   readonly updatedAt: string;
 }

@@ -58,10 +58,10 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     expect(a.status).toBe(201);
     await l.running('alice', a.body.id);
     expect((await l.create('bob', 'b-wait')).body.error!.code).toBe('NO_CAPACITY');
-    expect((await l.node()).used).toEqual({ cpuCores: 2, memoryGb: 2, dataDiskGb: 10 });
+    expect((await l.node()).used).toEqual({ cpuCores: 2, memoryGb: 2, dataDiskGb: 10, publicPorts: 0 });
 
     expect((await l.t.api('POST', `/api/v1/instances/${a.body.id}/stop`, { token: l.lab.tokens.alice })).status).toBe(200);
-    expect((await l.node()).used).toEqual({ cpuCores: 0, memoryGb: 0, dataDiskGb: 10 });
+    expect((await l.node()).used).toEqual({ cpuCores: 0, memoryGb: 0, dataDiskGb: 10, publicPorts: 0 });
 
     const b = await l.create('bob', 'b-train');
     expect(b.status).toBe(201);
@@ -76,7 +76,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     expect((await l.t.api('POST', `/api/v1/instances/${b.body.id}/stop`, { token: l.lab.tokens.bob })).status).toBe(200);
     expect((await l.t.api('POST', `/api/v1/instances/${a.body.id}/start`, { token: l.lab.tokens.alice })).status).toBe(200);
     await l.running('alice', a.body.id);
-    expect((await l.node()).used).toEqual({ cpuCores: 2, memoryGb: 2, dataDiskGb: 20 });
+    expect((await l.node()).used).toEqual({ cpuCores: 2, memoryGb: 2, dataDiskGb: 20, publicPorts: 0 });
     // a restart keeps what it holds
     expect((await l.t.api('POST', `/api/v1/instances/${a.body.id}/restart`, { token: l.lab.tokens.alice })).status).toBe(200);
     await l.running('alice', a.body.id);
@@ -88,7 +88,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     const a = await kept.create('alice', 'a-keep');
     await kept.running('alice', a.body.id);
     expect((await kept.t.api('POST', `/api/v1/instances/${a.body.id}/stop`, { token: kept.lab.tokens.alice })).status).toBe(200);
-    expect((await kept.node()).used).toEqual({ cpuCores: 2, memoryGb: 2, dataDiskGb: 10 });
+    expect((await kept.node()).used).toEqual({ cpuCores: 2, memoryGb: 2, dataDiskGb: 10, publicPorts: 0 });
     expect((await kept.create('bob', 'b-keep')).body.error!.code).toBe('NO_CAPACITY');
     expect((await kept.t.api('POST', `/api/v1/instances/${a.body.id}/start`, { token: kept.lab.tokens.alice })).status).toBe(200);
     await kept.running('alice', a.body.id);

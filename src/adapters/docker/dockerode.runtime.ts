@@ -267,9 +267,21 @@ export class DockerodeRuntime implements ContainerRuntime {
     return arch;
   }
 
+  /** Network makes under way, per node and name: concurrent creates of one tenant wait for one make. */
+  private readonly networksInFlight = new Map<string, Promise<void>>();
+
   async ensureNetwork(target: NodeTarget, network: NetworkPlan): Promise<void> {
-    const docker = this.client(target);
-    await guard(target, () => ensureNetwork(docker, network));
+    // Docker does not enforce unique network names: two makes at once can leave two networks of
+    // one name (and a bridge-name clash). One make per name at a time on this replica, which is
+    // the only one provisioning (a singleton).
+    const key = `${target.nodeId}|${network.name}`;
+    let running = this.networksInFlight.get(key);
+    if (!running) {
+      const docker = this.client(target);
+      running = guard(target, () => ensureNetwork(docker, network)).finally(() => this.networksInFlight.delete(key));
+      this.networksInFlight.set(key, running);
+    }
+    await running;
   }
 
   async removeNetworkIfUnused(target: NodeTarget, name: string): Promise<boolean> {
@@ -459,6 +471,9 @@ function createOptions(plan: ContainerPlan): Docker.ContainerCreateOptions {
       hostConfig.Mounts!.push({ Type: 'tmpfs', Target: path, TmpfsOptions: { SizeBytes: sizeBytes } } as Docker.MountSettings);
     }
   }
+  // Every address of the node: its public IP may be a cloud's NAT address the host does not carry.
+  const published = plan.publishedPorts ?? [];
+  if (published.length > 0) hostConfig.PortBindings = Object.fromEntries(published.map((p) => [`${p.port}/tcp`, [{ HostIp: '', HostPort: String(p.hostPort) }]]));
   const limits = plan.limits;
   if (limits) {
     if (limits.pidsLimit > 0) hostConfig.PidsLimit = limits.pidsLimit;
@@ -471,6 +486,7 @@ function createOptions(plan: ContainerPlan): Docker.ContainerCreateOptions {
     Image: plan.image,
     Labels: { ...plan.labels },
     Env: [...plan.env],
+    ...(published.length > 0 ? { ExposedPorts: Object.fromEntries(published.map((p) => [`${p.port}/tcp`, {}])) } : {}),
     HostConfig: hostConfig,
   };
 }

@@ -1,5 +1,6 @@
 import { isAbsolute, normalize } from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_PUBLIC_PORT_RANGE, publicPortRange } from '../../domain/catalog/node.decider.ts';
 import { SPEC_LIMITS } from '../../domain/catalog/spec.decider.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
 import { goArchitecture } from '../../ports/helper-builds.port.ts';
@@ -10,6 +11,7 @@ import type { Nodes } from './nodes.ts';
 
 const capacity = (max: number, what: string) =>
   nonNegativeInt(max).nullable().meta({ description: `${what} for placement; empty = the engine's own report` });
+const publicPort = z.number().int('must be a whole number').min(1_024, 'must be 1024–65535').max(65_535, 'must be 1024–65535');
 const fields = {
   name,
   region: text(64),
@@ -41,6 +43,8 @@ const fields = {
   egressAllow: z.array(cidr).max(32, 'at most 32 entries').meta({
     description: '出站白名单: private addresses or networks (CIDR) tenants on this node may reach despite the node guard (a NAS, a package mirror); everything private, link-local, CGNAT and the node\'s own subnets is refused otherwise',
   }),
+  publicPortMin: publicPort.meta({ description: '公网端口范围: the first host port public service ports are mapped to' }),
+  publicPortMax: publicPort.meta({ description: 'the last host port of that range' }),
 };
 const CreateNode = z.strictObject({
   ...fields,
@@ -67,6 +71,8 @@ const CreateNode = z.strictObject({
   listed: fields.listed.default(true),
   remark: fields.remark.default(''),
   egressAllow: fields.egressAllow.default([]),
+  publicPortMin: fields.publicPortMin.default(DEFAULT_PUBLIC_PORT_RANGE.min),
+  publicPortMax: fields.publicPortMax.default(DEFAULT_PUBLIC_PORT_RANGE.max),
 });
 const UpdateNode = z.strictObject(fields).partial();
 
@@ -91,7 +97,10 @@ export const NodeSchema = z.object({
   dockerCheckedAt: z.string().nullable(),
   engine: EngineSchema,
   capacity: z.object({ cpuCores: z.number().nullable(), memoryGb: z.number().nullable(), dataDiskGb: z.number().nullable() }),
-  used: z.object({ cpuCores: z.number(), memoryGb: z.number(), dataDiskGb: z.number() }),
+  used: z.object({
+    cpuCores: z.number(), memoryGb: z.number(), dataDiskGb: z.number(),
+    publicPorts: z.number().meta({ description: 'host ports of the public port range held by instances' }),
+  }),
   reservations: z.array(z.object({
     instanceId: z.string(),
     gpus: z.array(z.object({ index: z.number(), memoryGb: z.number() })),
@@ -99,6 +108,8 @@ export const NodeSchema = z.object({
     cpuCores: z.number(),
     memoryGb: z.number(),
     dataDiskGb: z.number(),
+    hostPorts: z.array(z.object({ port: z.number(), hostPort: z.number() })).optional()
+      .meta({ description: 'the instance\'s public service ports and the host ports they are mapped to' }),
   })),
   gpus: z.array(GpuSchema),
   createdAt: z.string(),
@@ -127,15 +138,25 @@ export function nodeWarnings(node: Pick<NodeView, 'dockerEndpoint' | 'dockerTls'
   return warnings;
 }
 
+function publicPortFields(node: Pick<NodeView, 'publicPortMin' | 'publicPortMax'>) {
+  const range = publicPortRange(node);
+  return { publicPortMin: range.min, publicPortMax: range.max };
+}
+
 export function toNodeDto(view: NodeView, hasHelper?: HasHelper): z.infer<typeof NodeSchema> {
   const { nameLower: _n, _position: _p, ...dto } = view as NodeView & { _position?: number };
   return {
     ...dto,
+    ...publicPortFields(dto),
+    // Documents projected before public ports lack the count.
+    used: { ...dto.used, publicPorts: dto.used.publicPorts ?? 0 },
     egressAllow: [...(dto.egressAllow ?? [])],
     warnings: nodeWarnings(view, hasHelper),
     engine: dto.engine && { ...dto.engine, runtimes: [...dto.engine.runtimes] },
     gpus: dto.gpus.map((g) => ({ ...g })),
-    reservations: dto.reservations.map((r) => ({ ...r, gpus: r.gpus.map((g) => ({ ...g })) })),
+    reservations: dto.reservations.map(({ hostPorts, ...r }) => ({
+      ...r, gpus: r.gpus.map((g) => ({ ...g })), ...(hostPorts ? { hostPorts: hostPorts.map((p) => ({ ...p })) } : {}),
+    })),
   };
 }
 

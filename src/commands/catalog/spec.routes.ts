@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { SPEC_LIMITS, imageCanRun, specDecider, specStream } from '../../domain/catalog/spec.decider.ts';
+import { MAX_PUBLIC_PORTS } from '../../domain/instance/service-ports.ts';
 import { NotFoundError } from '../../domain/shared/errors.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
@@ -36,6 +37,9 @@ const fields = {
     optOutAllowed: z.boolean().meta({ description: 'whether owners may switch it off for their instance' }),
   }).nullable().meta({ description: '空闲自动关机 for this spec\'s running instances (also those running now); null: none' }),
   noGpuPricePerHour: z.number().nullable().meta({ description: '无卡模式: the price per hour of an instance started without its GPUs (GPU specs only; at most 4 decimals); null: the mode is not offered' }),
+  publicPorts: nonNegativeInt(MAX_PUBLIC_PORTS).meta({
+    description: '公网端口: service ports an instance may publish on its node\'s public IP, open to anyone without sign-in; 0 = none',
+  }),
 };
 const CreateSpec = z.strictObject({
   name: fields.name,
@@ -54,6 +58,7 @@ const CreateSpec = z.strictObject({
   internet: fields.internet.default(true),
   idleStop: fields.idleStop.default(null),
   noGpuPricePerHour: fields.noGpuPricePerHour.default(null),
+  publicPorts: fields.publicPorts.default(0),
 });
 const UpdateSpec = z.strictObject(fields).partial();
 export const SpecSchema = z.object({ id: z.string(), ...fields, createdAt: z.string(), updatedAt: z.string() });
@@ -63,7 +68,7 @@ const SpecListQuery = catalogListQuery.extend({
 
 export function toSpecDto(view: SpecView): z.infer<typeof SpecSchema> {
   const { nameLower: _n, _position: _p, ...dto } = view as SpecView & { _position?: number };
-  return { ...dto, internet: dto.internet ?? true, idleStop: dto.idleStop ?? null, noGpuPricePerHour: dto.noGpuPricePerHour ?? null };
+  return { ...dto, internet: dto.internet ?? true, idleStop: dto.idleStop ?? null, noGpuPricePerHour: dto.noGpuPricePerHour ?? null, publicPorts: dto.publicPorts ?? 0 };
 }
 
 export function specRoutes(bus: CommandBus, store: ReadStore): RouteSpec[] {

@@ -120,5 +120,6 @@ export function buildContainerPlan(
     limits: withOverrides(limits, spec.containerOverrides),
     network: tenantNetwork(instance.ownerId, instance.spec.internet !== false).name,
     ...(Object.keys(tmpfs).length > 0 ? { tmpfs } : {}),
+    ...(instance.publicPorts?.length ? { publishedPorts: instance.publicPorts.map((p) => ({ ...p })) } : {}),
   };
 }

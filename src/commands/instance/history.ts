@@ -43,7 +43,8 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
       return `requested "${event.data.name}" from image ${event.data.imageAddress} with spec ${event.data.spec.name}`;
     case 'InstancePlaced': {
       const cards = event.data.gpus.map((g) => `GPU ${g.index} (${g.memoryGb} GB)`).join(', ');
-      return `placed on node ${event.data.nodeName}${cards ? ` with ${cards}` : ''}`;
+      const ports = (event.data.publicPorts ?? []).map((p) => `${p.port} → host port ${p.hostPort}`).join(', ');
+      return `placed on node ${event.data.nodeName}${cards ? ` with ${cards}` : ''}${ports ? `; public ports ${ports}` : ''}`;
     }
     case 'InstanceProvisioningProgressed':
       return event.data.reason;

@@ -7,8 +7,8 @@ import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, typ
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import type { InstanceView } from '../../projections/instances.projection.ts';
 import { USERS, type UserView } from '../../projections/users.projection.ts';
-import { servicePorts, text } from '../catalog/fields.ts';
-import { MAX_OWN_SERVICE_PORTS } from '../../domain/instance/service-ports.ts';
+import { portNumber, servicePorts, text } from '../catalog/fields.ts';
+import { MAX_OWN_SERVICE_PORTS, MAX_PUBLIC_PORTS } from '../../domain/instance/service-ports.ts';
 import { ServicePortSchema } from './service.routes.ts';
 import { describeInstanceEvent } from './history.ts';
 import { SshAccessSchema, sshAccess } from './ssh-access.ts';
@@ -23,6 +23,15 @@ const CreateInstance = z.strictObject({
   policy: z.enum(['binpack', 'spread']).optional().meta({ description: 'placement policy; binpack (default) keeps whole cards free' }),
   servicePorts: servicePorts(MAX_OWN_SERVICE_PORTS).optional()
     .meta({ description: 'service ports of its own, beside the image\'s (e.g. a Gradio app on 7860)' }),
+  publicPorts: z.array(portNumber).max(MAX_PUBLIC_PORTS, `at most ${MAX_PUBLIC_PORTS} ports`)
+    .refine((ports) => new Set(ports).size === ports.length, 'each port may be published once').optional()
+    .meta({
+      description: '公网端口: service ports (the image\'s or servicePorts) to map to host ports of the node, open to anyone without sign-in; only where the spec allows (spec.publicPorts)',
+    }),
+});
+const PublishedPortSchema = z.object({
+  port: z.number().meta({ description: 'the service port in the container' }),
+  hostPort: z.number().meta({ description: 'the node\'s port it is mapped to: reach it at <node public IP>:<hostPort>' }),
 });
 const GpuCard = z.object({ index: z.number(), memoryGb: z.number() });
 export const InstanceSchema = z.object({
@@ -54,6 +63,7 @@ export const InstanceSchema = z.object({
   idle: z.object({ since: z.string(), stopAt: z.string().nullable() }).nullable()
     .meta({ description: '空闲自动关机: idle since then (and, once warned, when it will be stopped unless used); null while in use or without a policy' }),
   idleOptOut: z.boolean().meta({ description: 'the owner switched the spec\'s idle auto-stop off for it' }),
+  publicPorts: z.array(PublishedPortSchema),
   remark: z.string(),
   createdAt: z.string(),
   updatedAt: z.string(),
@@ -80,6 +90,7 @@ const Candidate = z.object({
   freeCpuCores: z.number().nullable(),
   freeMemoryGb: z.number().nullable(),
   freeDataDiskGb: z.number().nullable(),
+  freePublicPorts: z.number().meta({ description: 'ports left in the node\'s public port range' }),
 });
 const StatsSchema = z.object({
   cpuPercent: z.number(), memoryUsageBytes: z.number(), memoryLimitBytes: z.number(), memoryPercent: z.number(),
@@ -99,6 +110,7 @@ export function toInstanceDto(view: InstanceView): z.infer<typeof InstanceSchema
     idle: idle ? { since: idle.since, stopAt: idle.stopAt } : null,
     idleOptOut: idleOptOut ?? false,
     gpuMode: dto.gpuMode ?? 'gpu',
+    publicPorts: (dto.publicPorts ?? []).map((p) => ({ ...p })),
   };
 }
 

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { isIPv6 } from 'node:net';
 import { imageCanRun } from '../../domain/catalog/spec.decider.ts';
-import { ledgerCards, ledgerOf, nodeCapacity, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
+import { hostPortLedger, ledgerCards, ledgerOf, nodeCapacity, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { groupQuotaStream, quotaDecider, quotaStream, roundGpus } from '../../domain/quota/quota.decider.ts';
 import { GROUPS, type GroupView } from '../../projections/groups.projection.ts';
 import { QUOTAS, type QuotaView } from '../../projections/quotas.projection.ts';
@@ -16,7 +17,7 @@ import {
   type Operation,
 } from '../../domain/instance/instance.decider.ts';
 import { candidates, place, type NodeLedger, type PlacementPolicy, type ResourceRequest } from '../../domain/instance/placement.ts';
-import { servicePortsOf, type ServicePort } from '../../domain/instance/service-ports.ts';
+import { publicPortsProblem, servicePortsOf, type PublishedPort, type ServicePort } from '../../domain/instance/service-ports.ts';
 import { ConflictError, DomainError, NotFoundError, ValidationError } from '../../domain/shared/errors.ts';
 import type { Actor } from '../user/accounts.ts';
 import { EngineRejectedError, EngineUnavailableError, type ContainerLimits, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
@@ -51,6 +52,8 @@ export interface NewInstance {
   readonly policy?: PlacementPolicy;
   /** Service ports of its own, beside the image's. */
   readonly servicePorts?: readonly ServicePort[];
+  /** Service ports (the image's or its own) to map to host ports of the node, where the spec allows it. */
+  readonly publicPorts?: readonly number[];
 }
 
 // Not `instance-…`: every consumer reads that prefix as an instance's own stream.
@@ -87,6 +90,7 @@ export function ledgerFromView(node: NodeView): NodeLedger {
     usedCpuCores: node.used.cpuCores,
     usedMemoryGb: node.used.memoryGb,
     usedDataDiskGb: node.used.dataDiskGb,
+    hostPorts: hostPortLedger(node, node.reservations),
   };
 }
 
@@ -112,6 +116,7 @@ export function viewOf(state: LiveInstance, updatedAt: string): InstanceView & {
     gpuCards: state.gpus,
     remark: state.remark,
     ...(state.servicePorts ? { servicePorts: state.servicePorts } : {}),
+    ...(state.publicPorts ? { publicPorts: state.publicPorts } : {}),
     createdAt: state.requestedAt,
     updatedAt,
     deleted: state.deleted,
@@ -203,6 +208,10 @@ export class Instances {
     }
     const clash = (input.servicePorts ?? []).find((p) => (image.ports ?? []).some((q) => q.port === p.port));
     if (clash) throw new ValidationError({ servicePorts: `port ${clash.port} is declared by the image already` });
+    const servicePorts = servicePortsOf(image.ports ?? [], input.servicePorts ?? []);
+    const publicPorts = input.publicPorts ?? [];
+    const publishing = publicPortsProblem(servicePorts, publicPorts, spec.publicPorts ?? 0);
+    if (publishing) throw new ValidationError({ publicPorts: publishing });
     const instanceId = randomUUID();
     const requestedAt = context.now ?? new Date().toISOString();
     const nameStream = instanceNameStream(actor.id, input.name);
@@ -210,7 +219,8 @@ export class Instances {
       throw new ConflictError('NAME_TAKEN', 'You already have an instance with this name.', { name: 'is taken' });
     }
     await this.admit(actor.id);
-    const reserved = await this.reserve(instanceId, request, input, context);
+    const reserved = await this.reserve(instanceId, { ...request, publicPorts: publicPorts.length }, input, context);
+    const published = publicPorts.map((port, i): PublishedPort => ({ port, hostPort: reserved.hostPorts[i]! }));
     const placedOn = await this.store.collection<NodeView>(NODES).get(reserved.nodeId);
     const share = gpuShare(request.vgpu, reserved.gpus, placedOn?.gpus ?? []);
     try {
@@ -250,7 +260,7 @@ export class Instances {
           },
           remark: input.remark ?? '',
           requestedAt,
-          servicePorts: servicePortsOf(image.ports ?? [], input.servicePorts ?? []),
+          servicePorts,
         },
         placement: {
           nodeId: reserved.nodeId,
@@ -259,6 +269,7 @@ export class Instances {
           containerName: name,
           dataVolume: `${name}-data`,
           gpuShare: share,
+          ...(published.length > 0 ? { publicPorts: published } : {}),
         },
       },
     }, { ...context, now: requestedAt });
@@ -269,10 +280,14 @@ export class Instances {
     for (let attempt = 1; attempt <= MAX_PLACEMENT_ATTEMPTS; attempt++) {
       const chosen = place(request, await this.ledgers(request, input.nodeId), input.policy ?? 'binpack');
       if (!chosen) break;
+      const hostPorts = (input.publicPorts ?? []).map((port, i) => ({ port, hostPort: chosen.hostPorts[i]! }));
       try {
         await this.bus.execute(nodeDecider, nodeStream(chosen.nodeId), {
           type: 'ReserveCapacity',
-          data: { instanceId, gpus: chosen.gpus, vgpu: request.vgpu, cpuCores: request.cpuCores, memoryGb: request.memoryGb, dataDiskGb: request.dataDiskGb },
+          data: {
+            instanceId, gpus: chosen.gpus, vgpu: request.vgpu, cpuCores: request.cpuCores, memoryGb: request.memoryGb, dataDiskGb: request.dataDiskGb,
+            ...(hostPorts.length > 0 ? { hostPorts } : {}),
+          },
         }, context);
         return chosen;
       } catch (err) {
@@ -281,15 +296,17 @@ export class Instances {
         await this.syncReadModels();
       }
     }
+    const ports = request.publicPorts ? ` and ${request.publicPorts} public port${request.publicPorts === 1 ? '' : 's'}` : '';
     throw new ConflictError('NO_CAPACITY', input.nodeId
-      ? 'The chosen node has no room for this spec right now.'
-      : 'No node has room for this spec right now. Try a smaller spec or later.');
+      ? `The chosen node has no room for this spec${ports} right now.`
+      : `No node has room for this spec${ports} right now. Try a smaller spec or later.`);
   }
 
   /**
    * A failed instance gave its capacity back, a stopped one its cards, CPU and memory. Starting
-   * it again takes the same cards again (its container was created with those device IDs), or
-   * answers 409 NO_CAPACITY saying which card somebody else holds now.
+   * it again takes the same cards and host ports again (its container was created with those
+   * device IDs and port bindings), or answers 409 NO_CAPACITY saying which card somebody else
+   * holds now.
    */
   private async ensureReserved(instance: LiveInstance, context: CommandContext): Promise<void> {
     const { state: node } = await this.bus.load(nodeDecider, nodeStream(instance.nodeId));
@@ -302,7 +319,10 @@ export class Instances {
     try {
       await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), {
         type: 'ReserveCapacity',
-        data: { instanceId: instance.instanceId, gpus: instance.gpus, vgpu: spec.vgpu, cpuCores: spec.cpuCores, memoryGb: spec.memoryGb, dataDiskGb: spec.dataDiskGb },
+        data: {
+          instanceId: instance.instanceId, gpus: instance.gpus, vgpu: spec.vgpu, cpuCores: spec.cpuCores, memoryGb: spec.memoryGb, dataDiskGb: spec.dataDiskGb,
+          ...(instance.publicPorts?.length ? { hostPorts: instance.publicPorts } : {}),
+        },
       }, context);
     } catch (err) {
       if (err instanceof ConflictError && err.code === 'NO_CAPACITY') {
@@ -447,7 +467,8 @@ export class Instances {
         await this.claimQuota(instance.ownerId, instanceId, instance.name, share, context);
         try {
           await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), {
-            type: 'ReserveCapacity', data: { instanceId, gpus, vgpu: s.vgpu, cpuCores: s.cpuCores, memoryGb: s.memoryGb, dataDiskGb: s.dataDiskGb },
+            type: 'ReserveCapacity',
+            data: { instanceId, gpus, vgpu: s.vgpu, cpuCores: s.cpuCores, memoryGb: s.memoryGb, dataDiskGb: s.dataDiskGb, ...(instance.publicPorts?.length ? { hostPorts: instance.publicPorts } : {}) },
           }, context);
         } catch (err) {
           await this.releaseQuota(instance.ownerId, instanceId, context);
@@ -665,6 +686,16 @@ export class Instances {
   async removeServicePort(actor: Actor, instanceId: string, port: number, context: CommandContext): Promise<void> {
     await this.visible(actor, instanceId);
     await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'RemoveServicePort', data: { port } }, context);
+  }
+
+  /** Where each published port of the instance is reached: `<node public IP>:<host port>`, by container port. */
+  async publicAddresses(instance: InstanceView): Promise<Map<number, string>> {
+    const published = instance.publicPorts ?? [];
+    if (published.length === 0) return new Map();
+    const node = await this.store.collection<NodeView>(NODES).get(instance.nodeId);
+    if (!node) return new Map();
+    const host = isIPv6(node.publicIp) ? `[${node.publicIp}]` : node.publicIp;
+    return new Map(published.map((p) => [p.port, `${host}:${p.hostPort}`]));
   }
 
   async history(instanceId: string): Promise<RecordedEvent[]> {

@@ -138,6 +138,8 @@ export interface ServiceLinkView extends InstanceServicePort {
   readonly url: string | null;
   /** Whether something listens on the port now; null when the instance is not running. */
   readonly listening: boolean | null;
+  /** `publicIp:hostPort` where the port is published on the node (公网端口), else null. */
+  readonly publicAddress: string | null;
 }
 
 export interface ServiceAccessOptions {
@@ -177,6 +179,7 @@ export class ServiceAccess {
     const ports = instance.servicePorts ?? [];
     const target = instance.status === 'running' && instance.containerId ? await this.targetOf(instance.nodeId).catch(() => null) : null;
     const held = this.defaultForm === 'port' ? await this.store.collection<ServiceOriginView>(SERVICE_ORIGINS).find({ instanceId }) : [];
+    const published = await this.instances.publicAddresses(instance);
     return Promise.all(ports.map(async (service) => {
       const listenPort = held.find((o) => o.port === service.port)?.listenPort;
       const url = service.protocol !== 'http' ? null
@@ -185,6 +188,7 @@ export class ServiceAccess {
       return {
         ...service,
         url,
+        publicAddress: published.get(service.port) ?? null,
         listening: target ? await this.dialer.listening({ target, containerId: instance.containerId!, port: service.port }).catch(() => false) : null,
       };
     }));

@@ -18,6 +18,7 @@ const ServiceSchema = ServicePortSchema.extend({
       + '(TIANQI_SERVICE_PORTS) once it has been opened; null before that and for tcp. Open it with a link (POST …/link): it needs a sign-in there',
   }),
   listening: z.boolean().nullable().meta({ description: 'whether something listens on the port now; null while the instance is not running' }),
+  publicAddress: z.string().nullable().meta({ description: '公网端口: <node public IP>:<host port> where the port is published (open to anyone, no sign-in); else null' }),
 });
 /** The `:port` of a path: a port number, or 400 naming it. */
 function portOf(text: string | undefined): number {

@@ -1,7 +1,7 @@
 import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
 import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../shared/errors.ts';
-import { freeMemory, type CardLedger, type NodeLedger } from '../instance/placement.ts';
+import { freeMemory, type CardLedger, type HostPortLedger, type NodeLedger } from '../instance/placement.ts';
 import { assertNotInUse, changedFields } from './image.decider.ts';
 
 /** 算力节点: a Docker host. Secrets arrive here already sealed (AES-256-GCM ciphertext). */
@@ -40,9 +40,18 @@ export interface NodeSettings {
    * node guard (a NAS, a package mirror); absent in older records: none.
    */
   readonly egressAllow?: readonly string[];
+  /** The node's ports public service ports are mapped to (公网端口范围); absent in older records: the default. */
+  readonly publicPortMin?: number;
+  readonly publicPortMax?: number;
 }
 
 export const DEFAULT_HAMI_CORE_DIR = '/root/HAMi-core/build';
+/** Kubernetes' NodePort range: above the well-known ports, below Linux's ephemeral ones (32768–60999). */
+export const DEFAULT_PUBLIC_PORT_RANGE = { min: 30_000, max: 32_767 } as const;
+
+export function publicPortRange(settings: Pick<NodeSettings, 'publicPortMin' | 'publicPortMax'>): { min: number; max: number } {
+  return { min: settings.publicPortMin ?? DEFAULT_PUBLIC_PORT_RANGE.min, max: settings.publicPortMax ?? DEFAULT_PUBLIC_PORT_RANGE.max };
+}
 
 /** Settings that change how the platform reaches the engine: changing one re-tests the connection. */
 export const CONNECTION_FIELDS = ['dockerEndpoint', 'dockerTls', 'tlsCa', 'tlsCert', 'tlsKeySealed'] as const;
@@ -79,6 +88,8 @@ export interface Reservation {
   readonly dataDiskGb: number;
   /** The instance is stopped and gave its cards, CPU and memory back; its data disk stays held. */
   readonly computeReleased?: boolean;
+  /** Host ports mapped to the instance's public service ports; absent when none. */
+  readonly hostPorts?: readonly { port: number; hostPort: number }[];
 }
 
 export type NodeEvent =
@@ -139,6 +150,9 @@ export function nodeProblems(s: NodeSettings): Record<string, string> {
     if (!s.tlsCert) problems.tlsCert = 'is required when dockerTls is on';
     if (!s.tlsKeySealed) problems.tlsKey = 'is required when dockerTls is on';
   }
+  const ports = publicPortRange(s);
+  if (ports.min > ports.max) problems.publicPortMax = 'must be at least publicPortMin';
+  else if (s.sshPort >= ports.min && s.sshPort <= ports.max) problems.publicPortMin = `the range must leave out the node's SSH port ${s.sshPort}`;
   return problems;
 }
 
@@ -294,7 +308,15 @@ export function ledgerOf(node: Exclude<NodeState, { status: 'none' }>): NodeLedg
     usedCpuCores: reservations.reduce((sum, r) => sum + r.cpuCores, 0),
     usedMemoryGb: reservations.reduce((sum, r) => sum + r.memoryGb, 0),
     usedDataDiskGb: reservations.reduce((sum, r) => sum + r.dataDiskGb, 0),
+    hostPorts: hostPortLedger(node.settings, reservations),
   };
+}
+
+/** The node's public port range and the host ports its reservations hold. */
+export function hostPortLedger(settings: Pick<NodeSettings, 'publicPortMin' | 'publicPortMax'>, reservations: readonly Reservation[]): HostPortLedger {
+  const taken = new Set<number>();
+  for (const r of reservations) for (const p of r.hostPorts ?? []) taken.add(p.hostPort);
+  return { ...publicPortRange(settings), taken };
 }
 
 /** Each card with what reservations take on it: vGPU slices add up, a normal instance takes it whole. */
@@ -332,5 +354,14 @@ export function reservationProblem(ledger: NodeLedger, r: Reservation): string |
   if (over(ledger.cpuCores, ledger.usedCpuCores, r.cpuCores)) return 'not enough free CPU cores';
   if (over(ledger.memoryGb, ledger.usedMemoryGb, r.memoryGb)) return 'not enough free memory';
   if (over(ledger.dataDiskGb, ledger.usedDataDiskGb, r.dataDiskGb)) return 'not enough free data disk';
+  const hostPorts = new Set<number>();
+  for (const { hostPort } of r.hostPorts ?? []) {
+    if (hostPorts.has(hostPort)) return `host port ${hostPort} is asked for twice`;
+    hostPorts.add(hostPort);
+    if (hostPort < ledger.hostPorts.min || hostPort > ledger.hostPorts.max) {
+      return `host port ${hostPort} is outside its public port range ${ledger.hostPorts.min}–${ledger.hostPorts.max}`;
+    }
+    if (ledger.hostPorts.taken.has(hostPort)) return `host port ${hostPort} is taken`;
+  }
   return null;
 }

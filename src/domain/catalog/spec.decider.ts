@@ -3,6 +3,7 @@ import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../shared/errors.ts';
 import { assertNotInUse, changedFields } from './image.decider.ts';
 import { idlePolicyProblems, type IdlePolicy } from '../instance/idle.ts';
+import { MAX_PUBLIC_PORTS } from '../instance/service-ports.ts';
 
 /** 产品规格: what an instance gets and what it costs. */
 export interface SpecFields {
@@ -32,6 +33,11 @@ export interface SpecFields {
    * disk and files, CPU and memory only); absent or null: the mode is not offered.
    */
   readonly noGpuPricePerHour?: number | null;
+  /**
+   * 公网端口: how many service ports an instance of this spec may publish on its node's public
+   * IP, unauthenticated (0, the default and the value of older records: none).
+   */
+  readonly publicPorts?: number;
 }
 
 /** A spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
@@ -85,6 +91,10 @@ export function specProblems(spec: SpecFields): Record<string, string> {
   }
   if (!problems.cpuCores && spec.cpuCores <= 0) problems.cpuCores = 'must be at least 1';
   if (!problems.memoryGb && spec.memoryGb <= 0) problems.memoryGb = 'must be at least 1';
+  const publicPorts = spec.publicPorts ?? 0;
+  if (!Number.isInteger(publicPorts) || publicPorts < 0 || publicPorts > MAX_PUBLIC_PORTS) {
+    problems.publicPorts = `must be a whole number 0–${MAX_PUBLIC_PORTS}`;
+  }
   return problems;
 }
 

@@ -3,7 +3,7 @@ import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../shared/errors.ts';
 import type { ContainerOverrides } from '../catalog/spec.decider.ts';
 import type { AccessKind } from './access.ts';
-import { assertCanAdd, assertCanRemove, type InstanceServicePort, type ServicePort } from './service-ports.ts';
+import { assertCanAdd, assertCanRemove, type InstanceServicePort, type PublishedPort, type ServicePort } from './service-ports.ts';
 
 export type InstanceStatus = 'creating' | 'running' | 'exited' | 'failed';
 export type Operation = 'start' | 'stop' | 'restart' | 'delete';
@@ -49,6 +49,8 @@ export interface InstancePlacement {
   readonly dataVolume: string | null;
   /** What it counts against GPU quotas (cards 1 each, vGPU slices by share); absent in older records: one per card. */
   readonly gpuShare?: number;
+  /** Service ports mapped to host ports reserved on the node; absent when none (and in older records). */
+  readonly publicPorts?: readonly PublishedPort[];
 }
 
 export type InstanceEvent =
@@ -297,9 +299,11 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
       case 'AddServicePort':
         assertCanAdd(live(state).servicePorts ?? [], command.data);
         return [{ type: 'ServicePortAdded', data: command.data }];
-      case 'RemoveServicePort':
-        assertCanRemove(live(state).servicePorts ?? [], command.data.port);
+      case 'RemoveServicePort': {
+        const instance = live(state);
+        assertCanRemove(instance.servicePorts ?? [], command.data.port, instance.publicPorts);
         return [{ type: 'ServicePortRemoved', data: command.data }];
+      }
       case 'ScheduleStop': {
         const instance = live(state);
         if (instance.status !== 'running' || instance.pending === 'stop' || instance.pending === 'delete') {

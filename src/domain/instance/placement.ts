@@ -14,6 +14,15 @@ export interface ResourceRequest {
   readonly cpuCores: number;
   readonly memoryGb: number;
   readonly dataDiskGb: number;
+  /** Host ports to map public service ports to; absent = none. */
+  readonly publicPorts?: number;
+}
+
+/** A node's public port range, and the host ports reservations hold in it (or held, outside a narrowed range). */
+export interface HostPortLedger {
+  readonly min: number;
+  readonly max: number;
+  readonly taken: ReadonlySet<number>;
 }
 
 export interface CardLedger {
@@ -39,6 +48,7 @@ export interface NodeLedger {
   readonly usedCpuCores: number;
   readonly usedMemoryGb: number;
   readonly usedDataDiskGb: number;
+  readonly hostPorts: HostPortLedger;
 }
 
 export type PlacementPolicy = 'binpack' | 'spread';
@@ -47,6 +57,8 @@ export interface Placement {
   readonly nodeId: string;
   /** Granted cards, in order; each with the memory taken on it. */
   readonly gpus: readonly { index: number; memoryGb: number }[];
+  /** Free host ports for the public service ports, lowest first; empty when none are asked for. */
+  readonly hostPorts: readonly number[];
 }
 
 export interface Candidate {
@@ -57,6 +69,8 @@ export interface Candidate {
   readonly freeCpuCores: number | null;
   readonly freeMemoryGb: number | null;
   readonly freeDataDiskGb: number | null;
+  /** Ports left in the node's public port range. */
+  readonly freePublicPorts: number;
 }
 
 export function freeMemory(card: CardLedger): number {
@@ -87,8 +101,23 @@ function eligible(request: ResourceRequest, node: NodeLedger): boolean {
     node.connected &&
     fits(node.cpuCores, node.usedCpuCores, request.cpuCores) &&
     fits(node.memoryGb, node.usedMemoryGb, request.memoryGb) &&
-    fits(node.dataDiskGb, node.usedDataDiskGb, request.dataDiskGb)
+    fits(node.dataDiskGb, node.usedDataDiskGb, request.dataDiskGb) &&
+    (!request.publicPorts || freeHostPorts(node.hostPorts) >= request.publicPorts)
   );
+}
+
+/** How many ports of the range no reservation holds. */
+export function freeHostPorts(ports: HostPortLedger): number {
+  let taken = 0;
+  for (const port of ports.taken) if (port >= ports.min && port <= ports.max) taken++;
+  return Math.max(0, ports.max - ports.min + 1 - taken);
+}
+
+/** The lowest `count` free ports of the range. */
+function chooseHostPorts(ports: HostPortLedger, count: number): number[] {
+  const chosen: number[] = [];
+  for (let port = ports.min; port <= ports.max && chosen.length < count; port++) if (!ports.taken.has(port)) chosen.push(port);
+  return chosen;
 }
 
 /** Every node that fits, with its usable cards (for `GET /placements`), sorted by name. */
@@ -105,6 +134,7 @@ export function candidates(request: ResourceRequest, nodes: readonly NodeLedger[
       freeCpuCores: node.cpuCores === null ? null : node.cpuCores - node.usedCpuCores,
       freeMemoryGb: node.memoryGb === null ? null : node.memoryGb - node.usedMemoryGb,
       freeDataDiskGb: node.dataDiskGb === null ? null : node.dataDiskGb - node.usedDataDiskGb,
+      freePublicPorts: freeHostPorts(node.hostPorts),
     });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name));
@@ -146,6 +176,7 @@ export function place(request: ResourceRequest, nodes: readonly NodeLedger[], po
       index: card.index,
       memoryGb: request.vgpu ? request.gpuMemoryGb : card.totalMemoryGb,
     })),
+    hostPorts: chooseHostPorts(best.hostPorts, request.publicPorts ?? 0),
   };
 }
 

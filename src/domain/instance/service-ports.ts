@@ -16,9 +16,37 @@ export interface InstanceServicePort extends ServicePort {
   readonly source: 'image' | 'instance';
 }
 
+/**
+ * 公网端口: a service port mapped to a port of the node's own (`publicIp:hostPort`), open to
+ * anyone who can reach the node, without the platform's sign-in. Only where the instance's spec
+ * allows it; fixed for the container's life (Docker maps ports when it creates a container).
+ */
+export interface PublishedPort {
+  /** The service port in the container. */
+  readonly port: number;
+  /** The node's port, from its ledger (NodeSettings.publicPortMin–Max). */
+  readonly hostPort: number;
+}
+
 /** Ports an image may declare, and an instance may add of its own. */
 export const MAX_IMAGE_SERVICE_PORTS = 16;
 export const MAX_OWN_SERVICE_PORTS = 8;
+/** Ports a spec may let an instance publish. */
+export const MAX_PUBLIC_PORTS = 8;
+
+/**
+ * What is wrong with publishing `wanted` (container ports) for an instance with these service
+ * ports, under a spec that allows `allowed` of them; null when nothing is.
+ */
+export function publicPortsProblem(servicePorts: readonly ServicePort[], wanted: readonly number[], allowed: number): string | null {
+  if (wanted.length === 0) return null;
+  if (allowed === 0) return 'this spec publishes no ports; ask an admin for a spec with public ports';
+  if (wanted.length > allowed) return `this spec publishes at most ${allowed} port${allowed === 1 ? '' : 's'}`;
+  if (new Set(wanted).size !== wanted.length) return 'names a port twice';
+  const undeclared = wanted.find((port) => !servicePorts.some((p) => p.port === port));
+  if (undeclared !== undefined) return `port ${undeclared} is not one of the instance's service ports (the image's or servicePorts)`;
+  return null;
+}
 
 /** The image's ports, then the instance's own, one entry per port number. */
 export function servicePortsOf(imagePorts: readonly ServicePort[], ownPorts: readonly ServicePort[]): InstanceServicePort[] {
@@ -38,11 +66,15 @@ export function assertCanAdd(current: readonly InstanceServicePort[], port: Serv
   }
 }
 
-/** Removing a port: only one the instance added; the image's ports go with the image. */
-export function assertCanRemove(current: readonly InstanceServicePort[], port: number): void {
+/** Removing a port: only one the instance added and did not publish; the image's ports go with the image. */
+export function assertCanRemove(current: readonly InstanceServicePort[], port: number, published: readonly PublishedPort[] = []): void {
   const declared = current.find((p) => p.port === port);
   if (!declared) throw new NotFoundError('Service port', 'SERVICE_NOT_FOUND');
   if (declared.source === 'image') {
     throw new ConflictError('IMAGE_PORT', `Port ${port} is declared by the image; it stays as long as the instance does.`);
+  }
+  const mapped = published.find((p) => p.port === port);
+  if (mapped) {
+    throw new ConflictError('PORT_PUBLISHED', `Port ${port} is published on the node (host port ${mapped.hostPort}); it stays as long as the instance does.`);
   }
 }
