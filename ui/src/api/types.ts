@@ -69,6 +69,8 @@ export interface Spec {
   idleStop: IdlePolicy | null;
   /** 无卡模式: price per hour without GPUs; null: not offered. */
   noGpuPricePerHour: number | null;
+  /** 公网端口: how many service ports an instance may publish on its node's public IP (0: none). */
+  publicPorts: number;
   /** The spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
   containerOverrides?: {
     /** Processes and threads at most (0 = no limit; platform default 8192). */
@@ -121,6 +123,9 @@ export interface ComputeNode {
   hamiCoreDir: string;
   /** 出站白名单: private addresses or CIDRs the node's tenants may reach. */
   egressAllow: string[];
+  /** 公网端口范围: host ports public service ports are mapped to. */
+  publicPortMin: number;
+  publicPortMax: number;
   dockerEndpoint: string;
   dockerTls: boolean;
   tlsCa: string;
@@ -301,6 +306,8 @@ export interface ServiceLink extends ServicePort {
   url: string | null;
   /** null while the instance is not running. */
   listening: boolean | null;
+  /** 公网端口: `publicIp:hostPort` where the port is published on the node, open to anyone; null when not. */
+  publicAddress: string | null;
 }
 
 export interface IdlePolicy {
