@@ -28,6 +28,7 @@ import { ServiceAccess, ServiceGrants } from './commands/instance/service-access
 import { ServiceDialer } from './commands/instance/service-dialer.ts';
 import { serviceRoutes } from './commands/instance/service.routes.ts';
 import { NodeGuard } from './commands/instance/node-guard.ts';
+import { GpuDiscovery } from './commands/catalog/gpu-discovery.ts';
 import { ServiceProxy } from './http/service-proxy.ts';
 import { preflight } from './preflight.ts';
 import { systemRoutes } from './commands/system.routes.ts';
@@ -204,10 +205,11 @@ export class App {
     if (identity === 'pending') await checkLogIdentity(this.eventStore, this.readStore, projections.map((p) => p.name), await describeStores(config));
     this.docker = new DockerPool();
     this.engines = new DockerodeEngines(this.docker);
-    this.nodes = new Nodes(this.bus, this.readStore, this.engines, secrets, (target) => this.nodeGuard.remove(target), logger.child({ component: 'nodes' }));
     this.runtime = new DockerodeRuntime(this.docker);
     this.helperBuilds = new FileHelperBuilds(config.helperDir);
     this.nodeGuard = new NodeGuard(this.runtime, this.helperBuilds, config.nodeGuard);
+    this.nodes = new Nodes(this.bus, this.readStore, this.engines, secrets, (target) => this.nodeGuard.remove(target), logger.child({ component: 'nodes' }),
+      new GpuDiscovery(this.runtime, this.helperBuilds, config.gpuProbeImage));
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
     this.balances = new Balances(this.bus, this.readStore, config.prepaid, this.options.clock);
     this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock, config.keepGpusWhenStopped, (ownerId) => this.balances.admit(ownerId), config.containerLimits);

@@ -23,6 +23,7 @@ const Env = z.object({
   TIANQI_SCHEDULER_TICK_MS: z.coerce.number().int().min(50).max(5_000).default(1_000),
   TIANQI_IDLE_TICK_MS: z.coerce.number().int().min(50).max(300_000).default(30_000),
   TIANQI_PREPAID: z.enum(['0', '1']).default('0'),
+  TIANQI_GPU_PROBE_IMAGE: z.string().max(255).optional(),
   TIANQI_LOW_BALANCE: z.coerce.number().min(0).max(1_000_000).default(10),
   TIANQI_BILLING_TICK_MS: z.coerce.number().int().min(50).max(600_000).default(30_000),
   TIANQI_TIME_ZONE: z.string().default('Asia/Shanghai').refine((zone) => {
@@ -96,6 +97,8 @@ export interface Config {
    * positive balance and running instances stop when it is used up. `lowBalance` (currency) is
    * when the owner is warned; `billingTickMs` how often balances are checked.
    */
+  /** TIANQI_GPU_PROBE_IMAGE: the image card discovery runs nvidia-smi in (default: the node guard's). */
+  readonly gpuProbeImage?: string;
   readonly prepaid: { readonly enabled: boolean; readonly lowBalance: number; readonly tickMs: number };
   /** Times in messages to people (group bots): TIANQI_TIME_ZONE, an IANA zone. */
   readonly timeZone: string;
@@ -161,6 +164,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pollIntervalMs: e.TIANQI_POLL_INTERVAL_MS,
     schedulerTickMs: e.TIANQI_SCHEDULER_TICK_MS,
     idleTickMs: e.TIANQI_IDLE_TICK_MS,
+    ...(e.TIANQI_GPU_PROBE_IMAGE ? { gpuProbeImage: e.TIANQI_GPU_PROBE_IMAGE } : {}),
     prepaid: { enabled: e.TIANQI_PREPAID === '1', lowBalance: e.TIANQI_LOW_BALANCE, tickMs: e.TIANQI_BILLING_TICK_MS },
     timeZone: e.TIANQI_TIME_ZONE,
     logLevel: e.TIANQI_LOG_LEVEL,

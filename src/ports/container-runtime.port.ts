@@ -266,6 +266,11 @@ export interface ContainerRuntime {
    * the engine and the node.
    */
   ensureSystemContainer(target: NodeTarget, spec: SystemContainer): Promise<void>;
+  /**
+   * Card discovery: `nvidia-smi <args>` run once in a container of `image` given every card, no
+   * network; its stdout, or why it failed; null when the engine has no NVIDIA device driver.
+   */
+  runGpuQuery(target: NodeTarget, image: SystemContainer, args: readonly string[]): Promise<{ stdout: string } | { error: string } | null>;
   /** Removes the system containers with these labels, running or not: how many there were. */
   removeSystemContainers(target: NodeTarget, labels: Readonly<Record<string, string>>): Promise<number>;
   /** Runs the system container's command once (no restart) and removes it: its exit code and last lines. */

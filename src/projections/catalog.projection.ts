@@ -93,7 +93,10 @@ function withCapacity(doc: Omit<NodeView, 'capacity' | 'gpus' | 'used'>): NodeVi
       cpuCores: sum((r) => r.cpuCores), memoryGb: sum((r) => r.memoryGb), dataDiskGb: sum((r) => r.dataDiskGb),
       publicPorts: sum((r) => r.hostPorts?.length ?? 0),
     },
-    gpus: cards.map((c) => ({ index: c.index, totalMemoryGb: c.totalMemoryGb, freeMemoryGb: freeMemory(c) })),
+    gpus: cards.map((c, i) => ({
+      index: c.index, totalMemoryGb: c.totalMemoryGb, freeMemoryGb: freeMemory(c),
+      ...(c.model ? { model: c.model } : {}), ...(gpus[i]?.uuid ? { uuid: gpus[i]!.uuid } : {}),
+    })),
   };
 }
 

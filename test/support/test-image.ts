@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync, copyFileSync, mkdirSync, chmodSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, copyFileSync, mkdirSync, chmodSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -107,4 +107,27 @@ function buildImage(socket: string, image: string, cmd: string, fill: (root: str
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+}
+
+/**
+ * A stand-in for the image card discovery runs nvidia-smi in: its `nvidia-smi` prints `query` (a
+ * recorded `--query-gpu` output of real cards) when given arguments, and a real header without.
+ * Made again each call (the second read of a test may find other cards).
+ */
+export function buildGpuProbeImage(socket: string, image: string, query: string): string {
+  execFileSync('docker', ['rmi', '-f', image], { env: { ...process.env, DOCKER_HOST: `unix://${socket}` }, stdio: 'ignore' });
+  return buildImage(socket, image, 'CMD ["nvidia-smi"]', (root, busybox) => {
+    busyboxTree(root, busybox);
+    mkdirSync(join(root, 'usr/bin'), { recursive: true });
+    writeFileSync(join(root, 'recorded.csv'), `${query}\n`);
+    writeFileSync(join(root, 'usr/bin/nvidia-smi'), [
+      '#!/bin/sh',
+      'if [ $# -eq 0 ]; then',
+      '  echo "| NVIDIA-SMI 550.127.05             Driver Version: 550.127.05     CUDA Version: 12.4     |"',
+      '  exit 0',
+      'fi',
+      'cat /recorded.csv',
+      '',
+    ].join('\n'), { mode: 0o755 });
+  });
 }

@@ -156,18 +156,75 @@ export async function runSystemTask(docker: Docker, spec: SystemContainer): Prom
   }
 }
 
-/** How long a new system container must stay up before it counts as running. */
-const SETTLE_MS = 500;
+/** How long nvidia-smi may take in the probe container (a wedged driver makes it hang). */
+const GPU_QUERY_TIMEOUT_MS = 20_000;
 
-/** The text of a multiplexed log excerpt, without its frame headers. */
-function printable(buffer: Buffer): string {
+/**
+ * Runs `nvidia-smi <args>` once in a container of `image` given every card (`--gpus all`, with the
+ * `utility` capability: the NVIDIA container toolkit mounts nvidia-smi into it), no network; its
+ * stdout. `null` when the engine has no NVIDIA device driver (not a GPU node).
+ */
+export async function runGpuQuery(docker: Docker, image: SystemContainer, args: readonly string[]): Promise<{ stdout: string } | { error: string } | null> {
+  await importUnlessPresent(docker, image);
+  let container: Docker.Container;
+  try {
+    container = await docker.createContainer({
+      Image: image.image,
+      Entrypoint: ['nvidia-smi'],
+      Cmd: [...args],
+      Env: ['NVIDIA_DRIVER_CAPABILITIES=utility', 'NVIDIA_VISIBLE_DEVICES=all'],
+      Labels: { ...image.labels },
+      HostConfig: {
+        NetworkMode: 'none',
+        CapDrop: ['ALL'],
+        SecurityOpt: ['no-new-privileges:true'],
+        ReadonlyRootfs: true,
+        DeviceRequests: [{ Driver: 'nvidia', Count: -1, Capabilities: [['gpu', 'utility']] }],
+      },
+    });
+  } catch (error) {
+    if (/could not select device driver/i.test(String((error as Error).message))) return null;
+    throw error;
+  }
+  try {
+    try {
+      await container.start();
+    } catch (error) {
+      // dockerd registers its NVIDIA driver only where the NVIDIA container toolkit is installed.
+      if (/could not select device driver/i.test(String((error as Error).message))) return null;
+      return { error: `the probe container did not start: ${(error as Error).message}` };
+    }
+    const waited = await Promise.race([
+      container.wait() as Promise<{ StatusCode: number }>,
+      new Promise<null>((resolve) => setTimeout(() => resolve(null), GPU_QUERY_TIMEOUT_MS).unref()),
+    ]);
+    const raw = (await container.logs({ stdout: true, stderr: true })) as unknown as Buffer;
+    const output = demultiplex(raw);
+    if (waited === null) return { error: `nvidia-smi did not answer within ${GPU_QUERY_TIMEOUT_MS / 1000} s (a wedged driver?)` };
+    if (waited.StatusCode !== 0) return { error: output.trim().split('\n').slice(-2).join(' / ') || `nvidia-smi exited with ${waited.StatusCode}` };
+    return { stdout: output };
+  } finally {
+    await container.remove({ force: true }).catch(() => undefined);
+  }
+}
+
+/** The text of a multiplexed log, frame headers taken out. */
+function demultiplex(buffer: Buffer): string {
   let text = '';
   for (let offset = 0; offset + 8 <= buffer.length;) {
     const length = buffer.readUInt32BE(offset + 4);
     text += buffer.toString('utf8', offset + 8, Math.min(buffer.length, offset + 8 + length));
     offset += 8 + length;
   }
-  return text.trim().split('\n').slice(-2).join(' / ');
+  return text;
+}
+
+/** How long a new system container must stay up before it counts as running. */
+const SETTLE_MS = 500;
+
+/** The text of a multiplexed log excerpt, without its frame headers. */
+function printable(buffer: Buffer): string {
+  return demultiplex(buffer).trim().split('\n').slice(-2).join(' / ');
 }
 
 async function importUnlessPresent(docker: Docker, spec: SystemContainer): Promise<void> {

@@ -1,6 +1,7 @@
 import { isAbsolute, normalize } from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_PUBLIC_PORT_RANGE, publicPortRange } from '../../domain/catalog/node.decider.ts';
+import { modelMatches } from '../../domain/catalog/gpu-inventory.ts';
 import { SPEC_LIMITS } from '../../domain/catalog/spec.decider.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
 import { goArchitecture } from '../../ports/helper-builds.port.ts';
@@ -76,12 +77,23 @@ const CreateNode = z.strictObject({
 });
 const UpdateNode = z.strictObject(fields).partial();
 
-const GpuSchema = z.object({ index: z.number(), totalMemoryGb: z.number(), freeMemoryGb: z.number() });
+const GpuSchema = z.object({
+  index: z.number(), totalMemoryGb: z.number(), freeMemoryGb: z.number(),
+  model: z.string().optional().meta({ description: 'discovered cards: the card\'s own model (a mixed node has several)' }),
+  uuid: z.string().optional().meta({ description: 'discovered cards: the UUID containers are given the card by' }),
+});
 const EngineSchema = z
   .object({
     serverVersion: z.string(), cpus: z.number(), memoryBytes: z.number(), operatingSystem: z.string(), kernelVersion: z.string(),
     architecture: z.string(), storageDriver: z.string(), nvidiaRuntime: z.boolean(), runtimes: z.array(z.string()),
     dockerRootDir: z.string().optional(), apiVersion: z.string().optional(),
+    gpuInventory: z.object({
+      cards: z.array(z.object({
+        index: z.number(), uuid: z.string(), model: z.string(), memoryGb: z.number(),
+        migMode: z.enum(['enabled', 'disabled', 'n/a']), available: z.boolean(),
+      })),
+      driverVersion: z.string().nullable(), cudaVersion: z.string().nullable(), error: z.string().nullable(),
+    }).optional().meta({ description: 'card discovery: each card as nvidia-smi reads it through the engine (unavailable: not seen on the last read); absent where the node has no NVIDIA driver' }),
   })
   .nullable();
 const { sshPassword: _sp, tlsKey: _tk, ...readable } = fields;
@@ -120,8 +132,11 @@ export const NodeSchema = z.object({
 /** Whether the platform has a tianqi-helper build for an architecture (`amd64`, `arm64`…). */
 export type HasHelper = (arch: string) => boolean;
 
-export function nodeWarnings(node: Pick<NodeView, 'dockerEndpoint' | 'dockerTls'> & { engine?: NodeView['engine'] }, hasHelper?: HasHelper): { code: string; message: string }[] {
-  const warnings: { code: string; message: string }[] = [];
+export function nodeWarnings(
+  node: Pick<NodeView, 'dockerEndpoint' | 'dockerTls'> & Partial<Pick<NodeView, 'gpuModel' | 'gpuCount' | 'gpuMemoryGb'>> & { engine?: NodeView['engine'] },
+  hasHelper?: HasHelper,
+): { code: string; message: string }[] {
+  const warnings: { code: string; message: string }[] = [...cardWarnings(node)];
   if (node.dockerEndpoint.startsWith('tcp://') && !node.dockerTls) {
     warnings.push({
       code: 'DOCKER_WITHOUT_TLS',
@@ -138,6 +153,34 @@ export function nodeWarnings(node: Pick<NodeView, 'dockerEndpoint' | 'dockerTls'
   return warnings;
 }
 
+/** What card discovery found against the form: disagreements, cards gone, a failed read. */
+function cardWarnings(node: Partial<Pick<NodeView, 'gpuModel' | 'gpuCount' | 'gpuMemoryGb'>> & { engine?: NodeView['engine'] }): { code: string; message: string }[] {
+  const inventory = node.engine?.gpuInventory;
+  if (!inventory) return [];
+  const out: { code: string; message: string }[] = [];
+  if (inventory.error) {
+    out.push({ code: 'GPU_READ_FAILED', message: `Reading the cards through the engine failed: ${inventory.error}. The cards known before are marked unavailable until a read succeeds.` });
+  }
+  const gone = inventory.cards.filter((c) => !c.available);
+  if (gone.length > 0 && !inventory.error) {
+    out.push({ code: 'GPU_UNAVAILABLE', message: `${gone.map((c) => `GPU ${c.index} (${c.uuid})`).join(', ')} ${gone.length === 1 ? 'was' : 'were'} not seen on the last read (fallen off the bus, or the driver reloaded?): nothing new is placed there, and instances holding ${gone.length === 1 ? 'it' : 'them'} may have lost ${gone.length === 1 ? 'it' : 'them'}.` });
+  }
+  const seen = inventory.cards.filter((c) => c.available);
+  const declared = node.gpuCount ?? 0;
+  if (declared > 0 && seen.length > 0) {
+    const models = [...new Set(seen.map((c) => c.model))];
+    const problems: string[] = [];
+    if (declared !== seen.length) problems.push(`${declared} card${declared === 1 ? '' : 's'} declared, ${seen.length} found`);
+    if (node.gpuModel && !seen.every((c) => modelMatches(node.gpuModel!, c.model))) problems.push(`model "${node.gpuModel}" declared, ${models.join(' + ')} found`);
+    const memory = seen[0]!.memoryGb;
+    if (node.gpuMemoryGb && Math.abs(node.gpuMemoryGb - memory) > memory * 0.1) problems.push(`${node.gpuMemoryGb} GB per card declared, ${memory} GB found`);
+    if (problems.length > 0) {
+      out.push({ code: 'GPU_DECLARED_MISMATCH', message: `The form's cards disagree with what the engine reports (${problems.join('; ')}); placement goes by the cards found.` });
+    }
+  }
+  return out;
+}
+
 function publicPortFields(node: Pick<NodeView, 'publicPortMin' | 'publicPortMax'>) {
   const range = publicPortRange(node);
   return { publicPortMin: range.min, publicPortMax: range.max };
@@ -152,7 +195,10 @@ export function toNodeDto(view: NodeView, hasHelper?: HasHelper): z.infer<typeof
     used: { ...dto.used, publicPorts: dto.used.publicPorts ?? 0 },
     egressAllow: [...(dto.egressAllow ?? [])],
     warnings: nodeWarnings(view, hasHelper),
-    engine: dto.engine && { ...dto.engine, runtimes: [...dto.engine.runtimes] },
+    engine: dto.engine && (({ gpuInventory, ...engine }) => ({
+      ...engine, runtimes: [...engine.runtimes],
+      ...(gpuInventory ? { gpuInventory: { ...gpuInventory, cards: gpuInventory.cards.map((c) => ({ ...c })) } } : {}),
+    }))(dto.engine),
     gpus: dto.gpus.map((g) => ({ ...g })),
     reservations: dto.reservations.map(({ hostPorts, ...r }) => ({
       ...r, gpus: r.gpus.map((g) => ({ ...g })), ...(hostPorts ? { hostPorts: hostPorts.map((p) => ({ ...p })) } : {}),

@@ -15,6 +15,8 @@ import type { SecretBox } from '../../ports/secret-box.port.ts';
 import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
 import type { CommandBus, CommandContext } from '../command-bus.ts';
 import type { GuardRemoval } from '../instance/node-guard.ts';
+import type { GpuInventory } from '../../domain/catalog/gpu-inventory.ts';
+import type { GpuDiscovery } from './gpu-discovery.ts';
 import { liveInstancesUsing } from './catalog-usage.ts';
 import { tlsMaterialProblems } from './tls-material.ts';
 
@@ -31,6 +33,8 @@ export class Nodes {
     /** Takes the node guard off a deleted node's engine. */
     private readonly retire?: (target: NodeTarget) => Promise<GuardRemoval>,
     private readonly logger?: Logger,
+    /** Card discovery through the engine; absent: the form's cards only. */
+    private readonly gpus?: GpuDiscovery,
   ) {}
 
   async get(nodeId: string): Promise<NodeView> {
@@ -84,10 +88,12 @@ export class Nodes {
     const { state } = await this.bus.load(nodeDecider, nodeStream(nodeId));
     const settings = this.connectionSettings(state);
     const check = await this.engines.check(settings, 5_000);
+    let gpuInventory: GpuInventory | undefined;
+    if (check.ok) gpuInventory = await this.discoverCards(nodeId, state, check.facts.nvidiaRuntime);
     await this.bus.execute(nodeDecider, nodeStream(nodeId), {
       type: 'RecordConnectionCheck',
       data: check.ok
-        ? { ok: true, error: null, facts: { ...check.facts, runtimes: [...check.facts.runtimes] }, onlyOnChange: options.onlyOnChange ?? false }
+        ? { ok: true, error: null, facts: { ...check.facts, runtimes: [...check.facts.runtimes], ...(gpuInventory ? { gpuInventory } : {}) }, onlyOnChange: options.onlyOnChange ?? false }
         : { ok: false, error: check.reason, facts: null, onlyOnChange: options.onlyOnChange ?? false },
     }, context);
   }
@@ -111,6 +117,22 @@ export class Nodes {
       }
     }
     this.engines.forget(nodeId);
+  }
+
+  /**
+   * Card discovery on every check of a node that has or had cards (the NVIDIA runtime, cards in
+   * its form, or cards read before); a read that fails keeps the cards known, unavailable.
+   */
+  private async discoverCards(nodeId: string, state: NodeState, nvidiaRuntime: boolean): Promise<GpuInventory | undefined> {
+    if (!this.gpus || state.status !== 'active') return undefined;
+    const previous = state.connection.facts?.gpuInventory;
+    if (!nvidiaRuntime && state.settings.gpuCount === 0 && !previous) return undefined;
+    try {
+      return await this.gpus.read({ nodeId, settings: this.connectionSettings(state) }, previous);
+    } catch (err) {
+      this.logger?.warn({ err, nodeId }, 'card discovery failed; the node keeps its cards as they were');
+      return previous;
+    }
   }
 
   /** The engine of a node, as the container runtime reaches it. */

@@ -81,14 +81,15 @@ export const DEFAULT_CONTAINER_LIMITS: ContainerLimits = {
  */
 export function buildContainerPlan(
   instance: LiveInstance,
-  node: { hamiCoreDir: string; gpuMemoryGb: number },
+  node: { hamiCoreDir: string; gpuMemoryGb: number; cards?: readonly { index: number; uuid?: string }[] },
   limits: ContainerLimits = DEFAULT_CONTAINER_LIMITS,
 ): ContainerPlan {
   const { spec } = instance;
   const env: string[] = [`TIANQI_INSTANCE=${instance.name}`];
   const binds: string[] = [];
   const tmpfs: Record<string, number> = {};
-  const gpuDeviceIds = instance.gpus.map((g) => String(g.index));
+  // Discovered cards are asked for by UUID: an index can change after a reboot, a UUID cannot.
+  const gpuDeviceIds = instance.gpus.map((g) => node.cards?.find((c) => c.index === g.index)?.uuid ?? String(g.index));
   if (gpuDeviceIds.length === 0) {
     env.push('NVIDIA_VISIBLE_DEVICES=void');
   } else if (spec.vgpu) {

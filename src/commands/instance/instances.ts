@@ -484,7 +484,7 @@ export class Instances {
       let containerId: string;
       try {
         const target = await this.targetOf(instance.nodeId);
-        const plan = buildContainerPlan({ ...instance, gpus }, { hamiCoreDir: node.settings.hamiCoreDir, gpuMemoryGb: node.settings.gpuMemoryGb }, this.containerLimits);
+        const plan = buildContainerPlan({ ...instance, gpus }, { hamiCoreDir: node.settings.hamiCoreDir, gpuMemoryGb: node.settings.gpuMemoryGb, cards }, this.containerLimits);
         containerId = (await this.runtime.recreate(target, instance.containerId!, plan)).containerId;
       } catch (err) {
         await giveBack();

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
+import { nodeCapacity, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
 import { EngineRejectedError, EngineUnavailableError, type ContainerLimits, type ContainerRuntime, type NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { CommandBus, CommandContext } from '../command-bus.ts';
@@ -67,7 +67,7 @@ export class Provisioning {
       // Tenants go on a node only while its guard keeps them off the node's own ports.
       await this.guard?.ensure(target, { vgpu: instance.spec.vgpu && instance.gpus.length > 0 }, { egressAllow: node.settings.egressAllow ?? [] });
       await this.runtime.ensureNetwork(target, tenantNetwork(instance.ownerId, instance.spec.internet !== false));
-      const plan = buildContainerPlan(instance, { hamiCoreDir: node.settings.hamiCoreDir, gpuMemoryGb: node.settings.gpuMemoryGb }, this.limits);
+      const plan = buildContainerPlan(instance, { hamiCoreDir: node.settings.hamiCoreDir, gpuMemoryGb: node.settings.gpuMemoryGb, cards: nodeCapacity(node.settings, node.connection.facts).gpus }, this.limits);
       const { containerId, storageOptApplied } = await this.runtime.createAndStart(target, plan);
       await record({ type: 'RecordContainerCreated', data: { containerId, storageOptApplied } });
       await record({ type: 'ObserveState', data: { status: 'running', reason: 'running', exitCode: null, oomKilled: false, source: 'provisioning' } });

@@ -1,4 +1,5 @@
 import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
+import type { GpuInventory } from './gpu-inventory.ts';
 import { assertNever } from '../shared/decider.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../shared/errors.ts';
 import { freeMemory, type CardLedger, type HostPortLedger, type NodeLedger } from '../instance/placement.ts';
@@ -66,6 +67,8 @@ export interface EngineFactsRecord {
   readonly storageDriver: string;
   readonly nvidiaRuntime: boolean;
   readonly runtimes: readonly string[];
+  /** The cards as nvidia-smi reads them through the engine (card discovery); absent: not read (no GPU, or an older record). */
+  readonly gpuInventory?: GpuInventory;
 }
 
 export type DockerStatus = 'connected' | 'failed' | 'unknown';
@@ -194,7 +197,8 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
         const node = active(state);
         const { ok, error, facts, onlyOnChange } = command.data;
         const status = ok ? 'connected' : 'failed';
-        if (onlyOnChange && node.connection.status === status && node.connection.error === error) return [];
+        const inventoryChanged = ok && JSON.stringify(facts?.gpuInventory ?? null) !== JSON.stringify(node.connection.facts?.gpuInventory ?? null);
+        if (onlyOnChange && node.connection.status === status && node.connection.error === error && !inventoryChanged) return [];
         return [{
           type: 'NodeConnectionChecked',
           data: { status, error: ok ? null : error, checkedAt: command.metadata.now, facts: ok ? facts : node.connection.facts },
@@ -269,6 +273,9 @@ export interface GpuCard {
   readonly index: number;
   readonly totalMemoryGb: number;
   readonly freeMemoryGb: number;
+  /** Discovered cards: the card's own model and UUID (a mixed node has several models). */
+  readonly model?: string;
+  readonly uuid?: string;
 }
 
 /** Capacity a node offers for placement: the form's values, or the engine's report where empty. */
@@ -282,11 +289,17 @@ export function nodeCapacity(
     memoryGb: settings.memoryGb ?? (facts ? Math.floor(facts.memoryBytes / gib) : null),
     // The engine reports no disk capacity; without a value from the form, disk is not limited.
     dataDiskGb: settings.dataDiskGb,
-    gpus: Array.from({ length: settings.gpuCount }, (_, index): GpuCard => ({
-      index,
-      totalMemoryGb: settings.gpuMemoryGb,
-      freeMemoryGb: settings.gpuMemoryGb,
-    })),
+    // Discovered cards where the engine could be asked (only those seen on the last read); the
+    // form's count and memory where it could not.
+    gpus: facts?.gpuInventory && facts.gpuInventory.cards.length > 0
+      ? facts.gpuInventory.cards.filter((c) => c.available).map((c): GpuCard => ({
+        index: c.index, totalMemoryGb: c.memoryGb, freeMemoryGb: c.memoryGb, model: c.model, uuid: c.uuid,
+      }))
+      : Array.from({ length: settings.gpuCount }, (_, index): GpuCard => ({
+        index,
+        totalMemoryGb: settings.gpuMemoryGb,
+        freeMemoryGb: settings.gpuMemoryGb,
+      })),
   };
 }
 
@@ -320,7 +333,7 @@ export function hostPortLedger(settings: Pick<NodeSettings, 'publicPortMin' | 'p
 }
 
 /** Each card with what reservations take on it: vGPU slices add up, a normal instance takes it whole. */
-export function ledgerCards(gpus: readonly { index: number; totalMemoryGb: number }[], reservations: readonly Reservation[]): CardLedger[] {
+export function ledgerCards(gpus: readonly { index: number; totalMemoryGb: number; model?: string }[], reservations: readonly Reservation[]): CardLedger[] {
   return gpus.map((card) => {
     let slicedMemoryGb = 0;
     let whole = false;
@@ -331,7 +344,7 @@ export function ledgerCards(gpus: readonly { index: number; totalMemoryGb: numbe
         else whole = true;
       }
     }
-    return { index: card.index, totalMemoryGb: card.totalMemoryGb, slicedMemoryGb, whole };
+    return { index: card.index, totalMemoryGb: card.totalMemoryGb, slicedMemoryGb, whole, ...(card.model ? { model: card.model } : {}) };
   });
 }
 

@@ -1,3 +1,4 @@
+import { modelMatches } from '../catalog/gpu-inventory.ts';
 /**
  * Placement: a pure function over the nodes' capacity ledgers. It decides which node and which
  * card indices an instance gets; the node stream then records the reservation with its expected
@@ -27,6 +28,8 @@ export interface HostPortLedger {
 
 export interface CardLedger {
   readonly index: number;
+  /** A discovered card's own model; absent: the node's (declared) model. */
+  readonly model?: string;
   readonly totalMemoryGb: number;
   /** Memory taken by vGPU slices on this card. */
   readonly slicedMemoryGb: number;
@@ -77,14 +80,15 @@ export function freeMemory(card: CardLedger): number {
   return card.whole ? 0 : card.totalMemoryGb - card.slicedMemoryGb;
 }
 
-const sameModel = (a: string, b: string) => a.trim().toLowerCase() === b.trim().toLowerCase();
+/** The spec's model names the card's: "A100" names `NVIDIA A100-SXM4-80GB` (see `modelMatches`). */
+const sameModel = (spec: string, card: string) => spec.trim().toLowerCase() === card.trim().toLowerCase() || modelMatches(spec, card);
 const fits = (capacity: number | null, used: number, wanted: number) => capacity === null || used + wanted <= capacity;
 
 /** The cards of `node` this request could take, best first for the policy; null when too few. */
 function usableCards(request: ResourceRequest, node: NodeLedger, policy: PlacementPolicy): CardLedger[] | null {
   if (request.gpuCount === 0) return [];
-  if (!sameModel(request.gpuModel, node.gpuModel)) return null;
-  const cards = node.cards.filter((card) => usable(request, card));
+  // A discovered card has its own model (a mixed node has several); a declared one, the node's.
+  const cards = node.cards.filter((card) => sameModel(request.gpuModel, card.model ?? node.gpuModel) && usable(request, card));
   if (cards.length < request.gpuCount) return null;
   if (request.vgpu) {
     // binpack: fill cards that already carry slices, so whole cards stay free; spread: the emptiest first.
@@ -148,15 +152,18 @@ export function candidates(request: ResourceRequest, nodes: readonly NodeLedger[
 export function place(request: ResourceRequest, nodes: readonly NodeLedger[], policy: PlacementPolicy = 'binpack'): Placement | null {
   // One pass without allocations (this runs over every node of a fleet per create); cards are
   // chosen only for the winner.
-  const model = request.gpuModel.trim().toLowerCase();
+  // A fleet has a handful of models: each is matched against the request once.
+  const matched = new Map<string, boolean>();
+  const names = (model: string) => {
+    let hit = matched.get(model);
+    if (hit === undefined) matched.set(model, (hit = sameModel(request.gpuModel, model)));
+    return hit;
+  };
   let best: NodeLedger | null = null;
   let bestScore = 0;
   for (const node of nodes) {
     if (!eligible(request, node)) continue;
-    if (request.gpuCount > 0) {
-      if (node.gpuModel !== request.gpuModel && node.gpuModel.trim().toLowerCase() !== model) continue;
-      if (countUsable(request, node) < request.gpuCount) continue;
-    }
+    if (request.gpuCount > 0 && countUsable(request, node, names) < request.gpuCount) continue;
     // How loaded the node is, as a share of its GPU memory (or CPU for CPU-only).
     const score = load(node, request);
     const better =
@@ -180,15 +187,21 @@ export function place(request: ResourceRequest, nodes: readonly NodeLedger[], po
   };
 }
 
+/**
+ * A discovered card's memory is what nvidia-smi reports (a "48 GB" A40 reports 46068 MiB, 45 GiB):
+ * a whole-card spec written with the card's sold size still fits it, within a tenth.
+ */
+const DISCOVERED_MEMORY_SLACK = 0.9;
+
 function usable(request: ResourceRequest, card: CardLedger): boolean {
-  return request.vgpu
-    ? !card.whole && freeMemory(card) >= request.gpuMemoryGb
-    : !card.whole && card.slicedMemoryGb === 0 && card.totalMemoryGb >= request.gpuMemoryGb;
+  if (request.vgpu) return !card.whole && freeMemory(card) >= request.gpuMemoryGb;
+  const needed = card.model !== undefined ? request.gpuMemoryGb * DISCOVERED_MEMORY_SLACK : request.gpuMemoryGb;
+  return !card.whole && card.slicedMemoryGb === 0 && card.totalMemoryGb >= needed;
 }
 
-function countUsable(request: ResourceRequest, node: NodeLedger): number {
+function countUsable(request: ResourceRequest, node: NodeLedger, names: (model: string) => boolean): number {
   let count = 0;
-  for (const card of node.cards) if (usable(request, card)) count++;
+  for (const card of node.cards) if (names(card.model ?? node.gpuModel) && usable(request, card)) count++;
   return count;
 }
 

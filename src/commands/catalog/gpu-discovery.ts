@@ -1,0 +1,46 @@
+import { GPU_QUERY, mergeInventory, parseCudaVersion, parseGpuQuery, type GpuInventory } from '../../domain/catalog/gpu-inventory.ts';
+import type { ContainerRuntime, NodeTarget, SystemContainer } from '../../ports/container-runtime.port.ts';
+import type { HelperBuilds } from '../../ports/helper-builds.port.ts';
+import { tarOf } from '../instance/tar.ts';
+
+/**
+ * Card discovery through the engine: nvidia-smi in a short-lived container given every card. The
+ * container is made from the node guard's one-file image (the NVIDIA container toolkit mounts
+ * nvidia-smi into it), or from TIANQI_GPU_PROBE_IMAGE where set (an image the node has, e.g. a
+ * CUDA base image; the tests' stand-in).
+ */
+export class GpuDiscovery {
+  constructor(
+    private readonly runtime: ContainerRuntime,
+    private readonly builds: HelperBuilds,
+    private readonly probeImage?: string,
+  ) {}
+
+  /** The inventory after this read (missing cards unavailable); undefined where the node has no NVIDIA driver and never had cards. */
+  async read(target: NodeTarget, previous: GpuInventory | undefined): Promise<GpuInventory | undefined> {
+    const image = await this.image(target);
+    const query = await this.runtime.runGpuQuery(target, image, GPU_QUERY);
+    if (query === null) return previous ? mergeInventory(previous, { error: 'the engine has no NVIDIA device driver now (NVIDIA container toolkit missing?)' }) : undefined;
+    if ('error' in query) return mergeInventory(previous, { error: query.error });
+    const parsed = parseGpuQuery(query.stdout);
+    if (!parsed) return mergeInventory(previous, { error: `nvidia-smi listed no cards: ${query.stdout.trim().split('\n')[0]?.slice(0, 200) ?? ''}` });
+    const header = await this.runtime.runGpuQuery(target, image, []);
+    const cudaVersion = header && 'stdout' in header ? parseCudaVersion(header.stdout) : null;
+    return mergeInventory(previous, { ...parsed, cudaVersion });
+  }
+
+  private async image(target: NodeTarget): Promise<SystemContainer> {
+    const labels = { 'tianqi.role': 'gpu-probe' };
+    if (this.probeImage) {
+      const image = this.probeImage;
+      return { name: '', image, labels, capAdd: [], cmd: [], rootfs: () => { throw new Error(`the GPU probe image ${image} is not on the node`); } };
+    }
+    const arch = await this.runtime.architecture(target);
+    const build = this.builds.forArch(arch);
+    if (!build) throw new Error(`card discovery needs tianqi-helper built for ${arch}`);
+    return {
+      name: '', image: `tianqi/node-guard:${build.digest}`, labels, capAdd: [], cmd: [],
+      rootfs: () => tarOf([{ name: 'tianqi-helper', mode: 0o755, content: build.binary }]),
+    };
+  }
+}
