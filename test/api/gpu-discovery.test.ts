@@ -94,16 +94,21 @@ describeWithService('root, dockerd and a tianqi-helper build', canRun, 'run as r
     expect((await create('h100', await spec('h100', 'H100', 1, 80))).status).toBe(409);
   });
 
-  it('marks a card missing on the next read unavailable, places nothing new on it, and says so', async () => {
-    buildGpuProbeImage(engine.socket, PROBE, RECORDED.mixed.split('\n').filter((l) => !l.startsWith('1,')).join('\n'));
+  it('marks cards missing on the next read unavailable, places nothing new on them, and tells whoever holds one', async () => {
+    buildGpuProbeImage(engine.socket, PROBE, RECORDED.mixed.split('\n').filter((l) => !l.startsWith('1,') && !l.startsWith('3,')).join('\n'));
     expect((await t.api('POST', `/api/v1/nodes/${nodeId}/test`, { token: admin })).status).toBe(200);
     const n = await node();
-    expect(n.engine.gpuInventory!.cards.map((c) => [c.index, c.available])).toEqual([[0, true], [1, false], [2, true], [3, true]]);
-    expect(n.gpus.map((g) => g.index)).toEqual([0, 2, 3]);
-    expect(n.warnings.find((w) => w.code === 'GPU_UNAVAILABLE')?.message).toMatch(/^GPU 1 \(GPU-a1a1a1a1-1111-4111-8111-111111111111\) was not seen on the last read/);
+    expect(n.engine.gpuInventory!.cards.map((c) => [c.index, c.available])).toEqual([[0, true], [1, false], [2, true], [3, false]]);
+    expect(n.gpus.map((g) => g.index)).toEqual([0, 2]);
+    expect(n.warnings.find((w) => w.code === 'GPU_UNAVAILABLE')?.message).toMatch(/^GPU 1 \(GPU-a1a1a1a1-1111-4111-8111-111111111111\), GPU 3 \(GPU-b3b3b3b3-3333-4333-8333-333333333333\) were not seen on the last read/);
     // Card 0 is held, card 1 is gone: no A100 left.
     const refused = await create('another-a100', await spec('a100-b', 'NVIDIA A100', 1, 80));
     expect(refused.status).toBe(409);
     expect(refused.body.error!.code).toBe('NO_CAPACITY');
+    // The owner of the instance on card 3 sees why.
+    const pair = (await t.api<(View & { name: string })[]>('GET', '/api/v1/instances', { token: alice })).body.find((i) => i.name === 'pair')!;
+    expect(pair.statusReason).toBe('GPU 3 no longer seen on the node');
+    const history = (await t.api<{ summary: string }[]>('GET', `/api/v1/instances/${pair.id}/history`, { token: alice })).body.map((h) => h.summary);
+    expect(history.some((l) => l.startsWith('GPU 3 (GPU-b3b3b3b3-3333-4333-8333-333333333333) no longer seen on the node'))).toBe(true);
   });
 });

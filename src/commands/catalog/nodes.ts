@@ -17,6 +17,7 @@ import type { CommandBus, CommandContext } from '../command-bus.ts';
 import type { GuardRemoval } from '../instance/node-guard.ts';
 import type { GpuInventory } from '../../domain/catalog/gpu-inventory.ts';
 import type { GpuDiscovery } from './gpu-discovery.ts';
+import { instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
 import { liveInstancesUsing } from './catalog-usage.ts';
 import { tlsMaterialProblems } from './tls-material.ts';
 
@@ -96,6 +97,22 @@ export class Nodes {
         ? { ok: true, error: null, facts: { ...check.facts, runtimes: [...check.facts.runtimes], ...(gpuInventory ? { gpuInventory } : {}) }, onlyOnChange: options.onlyOnChange ?? false }
         : { ok: false, error: check.reason, facts: null, onlyOnChange: options.onlyOnChange ?? false },
     }, context);
+    if (gpuInventory) await this.tellHoldersOfLostCards(state, gpuInventory, context);
+  }
+
+  /** The instances holding a card that this read no longer sees learn it on their history (their owners see why). */
+  private async tellHoldersOfLostCards(before: NodeState, after: GpuInventory, context: CommandContext): Promise<void> {
+    if (before.status !== 'active') return;
+    const wasAvailable = new Set((before.connection.facts?.gpuInventory?.cards ?? []).filter((c) => c.available).map((c) => c.uuid));
+    const lost = after.cards.filter((c) => !c.available && wasAvailable.has(c.uuid));
+    if (lost.length === 0) return;
+    for (const reservation of Object.values(before.reservations)) {
+      const cards = lost.filter((c) => reservation.gpus.some((g) => g.index === c.index));
+      if (cards.length === 0) continue;
+      await this.bus.execute(instanceDecider, instanceStream(reservation.instanceId), {
+        type: 'RecordGpuLost', data: { cards: cards.map((c) => ({ index: c.index, uuid: c.uuid })), reason: after.error },
+      }, context).catch((err: unknown) => this.logger?.warn({ err, instanceId: reservation.instanceId }, 'could not record a lost card on the instance'));
+    }
   }
 
   /**

@@ -90,6 +90,8 @@ export type InstanceEvent =
    * cards taken again on the same node; the price per hour it is metered at from now on.
    */
   | DomainEvent<'InstanceGpuModeChanged', GpuModeChange>
+  /** Card discovery no longer sees a card the instance holds (fell off the bus, driver reloaded, or the read failed: `reason`). */
+  | DomainEvent<'InstanceGpuLost', { cards: { index: number; uuid: string }[]; reason: string | null }>
   | DomainEvent<'InstanceIdleOptOutSet', { optOut: boolean; byUsername: string }>
   | DomainEvent<'InstanceServiceUsed', Record<string, never>>;
 
@@ -175,6 +177,7 @@ export type InstanceCommand =
   | Command<'FireIdleStop', { since: string; minutes: number }>
   | Command<'FireArrearsStop', { balance: number }>
   | Command<'ChangeGpuMode', GpuModeChange>
+  | Command<'RecordGpuLost', { cards: { index: number; uuid: string }[]; reason: string | null }>
   /** `allowed`: whether the spec's policy lets the owner opt out (the caller reads the spec). */
   | Command<'SetIdleOptOut', { optOut: boolean; allowed: boolean; byUsername: string }>
   | Command<'RecordServiceUse', Record<string, never>>;
@@ -356,6 +359,10 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
         }
         return [{ type: 'InstanceGpuModeChanged', data: command.data }];
       }
+      case 'RecordGpuLost': {
+        if (state.status === 'none' || state.status === 'requested' || state.deleted) return [];
+        return [{ type: 'InstanceGpuLost', data: command.data }];
+      }
       case 'FireArrearsStop':
         if (state.status !== 'running' || state.pending || state.deleted) return [];
         return [{ type: 'InstanceArrearsStopFired', data: command.data }, { type: 'InstanceOperationRequested', data: { operation: 'stop' } }];
@@ -421,6 +428,7 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
       case 'InstanceIdleWarned':
         return { ...state, idleWarned: true };
       case 'InstanceArrearsStopFired':
+      case 'InstanceGpuLost':
         return state;
       case 'InstanceGpuModeChanged':
         return { ...state, gpuMode: event.data.mode, gpus: event.data.gpus, gpuShare: event.data.gpuShare, containerId: event.data.containerId };

@@ -23,6 +23,8 @@ export function messageFor(event: RecordedEvent, names: Names, timeZone: string)
         return `${instance} 空闲中，将于 ${time(data.stopAt)} 自动关机；如需继续使用，请打开终端或服务页面。`;
       case 'InstanceIdleStopFired':
         return `${instance} 已空闲 ${String(data.minutes)} 分钟，已自动关机（数据盘保留）。`;
+      case 'InstanceGpuLost':
+        return `${instance} 的 GPU ${(data.cards as { index: number }[]).map((c) => c.index).join('、')} 在节点上已检测不到（掉卡或驱动重载），运行中的任务可能已中断，请联系管理员。`;
       case 'InstanceArrearsStopFired':
         return `${instance} 因余额不足（${(Number(data.balance) / 10_000).toFixed(2)}）已停止（欠费停机，数据盘保留）；充值后可再启动。`;
       case 'BalanceLowWarned':
