@@ -271,6 +271,8 @@ export interface ContainerRuntime {
    * network; its stdout, or why it failed; null when the engine has no NVIDIA device driver.
    */
   runGpuQuery(target: NodeTarget, image: SystemContainer, args: readonly string[]): Promise<{ stdout: string } | { error: string } | null>;
+  /** Whether `file` is in the node's directory `hostDir` (a container of `image` is made, not started, with it bound read-only). */
+  hostFileExists(target: NodeTarget, image: SystemContainer, hostDir: string, file: string): Promise<boolean>;
   /** Removes the system containers with these labels, running or not: how many there were. */
   removeSystemContainers(target: NodeTarget, labels: Readonly<Record<string, string>>): Promise<number>;
   /** Runs the system container's command once (no restart) and removes it: its exit code and last lines. */

@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Dockerode from 'dockerode';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -18,6 +19,7 @@ interface Node {
   id: string; dockerStatus: string; gpus: { index: number; freeMemoryGb: number }[];
   engine: { gpuInventory?: { cards: { index: number; uuid: string; model: string; memoryGb: number; migMode: string; available: boolean }[]; driverVersion: string; cudaVersion: string; error: string | null } };
   warnings: { code: string; message: string }[];
+  readiness: { code: string; ok: boolean | null; detail: string }[];
 }
 interface View { id: string; status: string; statusReason: string; containerId: string; gpuCards: { index: number }[]; error?: { code: string; message: string } }
 
@@ -92,6 +94,29 @@ describeWithService('root, dockerd and a tianqi-helper build', canRun, 'run as r
     const devices = (await docker().getContainer(pair.body.containerId).inspect()).HostConfig.DeviceRequests?.flatMap((d) => d.DeviceIDs ?? []);
     expect(devices).toEqual([uuids[2], uuids[3]]);
     expect((await create('h100', await spec('h100', 'H100', 1, 80))).status).toBe(409);
+  });
+
+  it('shows the node\'s readiness, and places vGPU slices only where HAMi-core is', async () => {
+    const checks = Object.fromEntries((await node()).readiness.map((r) => [r.code, r]));
+    expect(checks.NVIDIA_RUNTIME!.ok).toBe(true);
+    expect(checks.DRIVER).toMatchObject({ ok: true, detail: 'driver 550.127.05, CUDA 12.4' });
+    expect(checks.HAMI_CORE).toMatchObject({ ok: false, detail: '/root/HAMi-core/build/libvgpu.so missing: vGPU specs are not placed here' });
+    expect(checks.HELPER!.ok).toBe(true);
+    const vgpuImage = (await t.api<{ id: string }>('POST', '/api/v1/images', { token: admin, body: { name: 'busybox-vgpu', address: ensureServiceImage(engine.socket), vgpuSupported: true } })).body.id;
+    const slice = (await t.api<{ id: string }>('POST', '/api/v1/specs', { token: admin, body: { name: 'a100-20g', gpuModel: 'A100', gpuCount: 1, gpuMemoryGb: 20, vgpuSupported: true, cpuCores: 1, memoryGb: 1 } })).body.id;
+    const createSlice = (name: string) => t.api<View>('POST', '/api/v1/instances', { token: alice, body: { name, imageId: vgpuImage, specId: slice } });
+    const refused = await createSlice('slice-1');
+    expect(refused.status).toBe(409);
+    expect(refused.body.error!.message).toMatch(/HAMi-core \(libvgpu\.so\).*mixed has none there/);
+
+    const hami = mkdtempSync(join(tmpdir(), 'tianqi-hami-'));
+    writeFileSync(join(hami, 'libvgpu.so'), '');
+    expect((await t.api('PATCH', `/api/v1/nodes/${nodeId}`, { token: admin, body: { hamiCoreDir: hami } })).status).toBe(200);
+    expect((await t.api('POST', `/api/v1/nodes/${nodeId}/test`, { token: admin })).status).toBe(200);
+    expect((await node()).readiness.find((r) => r.code === 'HAMI_CORE')!.ok).toBe(true);
+    const placed = await createSlice('slice-2');
+    expect(placed.status, JSON.stringify(placed.body)).toBe(201);
+    expect(placed.body.gpuCards.map((g) => g.index)).toEqual([1]);
   });
 
   it('marks cards missing on the next read unavailable, places nothing new on them, and tells whoever holds one', async () => {

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Dockerode from 'dockerode';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
@@ -36,6 +39,9 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
   let gpuSpec: { id: string };
   let sliceSpec: { id: string };
   let gpuNode: Node;
+  // HAMi-core's directory on the node: vGPU slices are placed only where its library is (a stand-in file here).
+  const hamiDir = mkdtempSync(join(tmpdir(), 'tianqi-hami-'));
+  writeFileSync(join(hamiDir, 'libvgpu.so'), '');
 
   const get = (id: string, token = alice) => t.api<Instance>('GET', `/api/v1/instances/${id}`, { token }).then((r) => r.body);
   const create = (token: string, body: Record<string, unknown>) => t.api<Instance & ErrorBody>('POST', '/api/v1/instances', { token, body });
@@ -58,7 +64,7 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
     expect(cpuNode.body).toMatchObject({ dockerStatus: 'connected' });
     gpuNode = (await t.api<Node>('POST', '/api/v1/nodes', {
       token: admin,
-      body: { name: 'gpu-node', publicIp: '127.0.0.1', privateIp: '127.0.0.1', dockerEndpoint: endpoint, gpuModel: 'RTX 4090', gpuCount: 2, gpuMemoryGb: 24, cpuCores: 64, memoryGb: 64, hamiCoreDir: '/opt/hami/build' },
+      body: { name: 'gpu-node', publicIp: '127.0.0.1', privateIp: '127.0.0.1', dockerEndpoint: endpoint, gpuModel: 'RTX 4090', gpuCount: 2, gpuMemoryGb: 24, cpuCores: 64, memoryGb: 64, hamiCoreDir: hamiDir },
     })).body;
   }, 120_000);
 
@@ -216,7 +222,7 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
       'CUDA_DEVICE_SM_LIMIT=42',
     ]));
     expect(info.HostConfig.Binds).toEqual(expect.arrayContaining([
-      '/opt/hami/build:/libvgpu/build:ro',
+      `${hamiDir}:/libvgpu/build:ro`,
       '/var/lib/tianqi-vgpu/ld.so.preload:/etc/ld.so.preload:ro',
       '/tmp/vgpulock:/tmp/vgpulock',
     ]));

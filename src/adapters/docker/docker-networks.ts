@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import type { NetworkPlan, SystemContainer } from '../../ports/container-runtime.port.ts';
+import { statPath } from './docker-archive.ts';
 
 const NOT_FOUND = 404;
 const CONFLICT = 409;
@@ -203,6 +204,32 @@ export async function runGpuQuery(docker: Docker, image: SystemContainer, args: 
     if (waited === null) return { error: `nvidia-smi did not answer within ${GPU_QUERY_TIMEOUT_MS / 1000} s (a wedged driver?)` };
     if (waited.StatusCode !== 0) return { error: output.trim().split('\n').slice(-2).join(' / ') || `nvidia-smi exited with ${waited.StatusCode}` };
     return { stdout: output };
+  } finally {
+    await container.remove({ force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * Whether `file` is in the node's directory `hostDir`: a container of `image` is made (not started)
+ * with the directory bound read-only, and the archive API is asked about the file. A directory
+ * that is not there is not created (a bind mount of type bind refuses a missing source).
+ */
+export async function hostFileExists(docker: Docker, image: SystemContainer, hostDir: string, file: string): Promise<boolean> {
+  await importUnlessPresent(docker, image);
+  let container: Docker.Container;
+  try {
+    container = await docker.createContainer({
+      Image: image.image,
+      Cmd: ['/tianqi-helper'],
+      Labels: { ...image.labels },
+      HostConfig: { NetworkMode: 'none', Mounts: [{ Type: 'bind', Source: hostDir, Target: '/probe', ReadOnly: true }] },
+    });
+  } catch (error) {
+    if (/bind source path does not exist|invalid mount config/i.test(String((error as Error).message))) return false;
+    throw error;
+  }
+  try {
+    return (await statPath(docker, container.id, `/probe/${file}`)) !== null;
   } finally {
     await container.remove({ force: true }).catch(() => undefined);
   }

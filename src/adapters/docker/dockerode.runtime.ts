@@ -23,7 +23,7 @@ import type {
 } from '../../ports/container-runtime.port.ts';
 import { EngineRejectedError, EngineUnavailableError } from '../../ports/container-runtime.port.ts';
 import { putArchive, statPath } from './docker-archive.ts';
-import { ensureNetwork, ensureSystemContainer, removeNetworkIfUnused, removeSystemContainers, runGpuQuery, runSystemTask } from './docker-networks.ts';
+import { ensureNetwork, ensureSystemContainer, hostFileExists, removeNetworkIfUnused, removeSystemContainers, runGpuQuery, runSystemTask } from './docker-networks.ts';
 import { containerEvents, openEngineStreams } from './docker-events.ts';
 import { isExecutable, openExec } from './docker-exec.ts';
 import { containerLogs } from './docker-logs.ts';
@@ -302,6 +302,11 @@ export class DockerodeRuntime implements ContainerRuntime {
   async runGpuQuery(target: NodeTarget, image: SystemContainer, args: readonly string[]): Promise<{ stdout: string } | { error: string } | null> {
     const docker = this.client(target);
     return guard(target, () => runGpuQuery(docker, image, args));
+  }
+
+  async hostFileExists(target: NodeTarget, image: SystemContainer, hostDir: string, file: string): Promise<boolean> {
+    const docker = this.client(target);
+    return guard(target, () => hostFileExists(docker, image, hostDir, file));
   }
 
   async runSystemTask(target: NodeTarget, spec: SystemContainer): Promise<{ exitCode: number; output: string }> {

@@ -29,6 +29,11 @@ export class GpuDiscovery {
     return mergeInventory(previous, { ...parsed, cudaVersion });
   }
 
+  /** Whether HAMi-core's library is in the node's HAMi-core directory (vGPU specs need it). */
+  async hamiCorePresent(target: NodeTarget, dir: string): Promise<boolean> {
+    return this.runtime.hostFileExists(target, await this.image(target), dir, 'libvgpu.so');
+  }
+
   private async image(target: NodeTarget): Promise<SystemContainer> {
     const labels = { 'tianqi.role': 'gpu-probe' };
     if (this.probeImage) {

@@ -87,6 +87,7 @@ const EngineSchema = z
     serverVersion: z.string(), cpus: z.number(), memoryBytes: z.number(), operatingSystem: z.string(), kernelVersion: z.string(),
     architecture: z.string(), storageDriver: z.string(), nvidiaRuntime: z.boolean(), runtimes: z.array(z.string()),
     dockerRootDir: z.string().optional(), apiVersion: z.string().optional(),
+    hamiCore: z.object({ dir: z.string(), present: z.boolean() }).optional().meta({ description: 'on GPU nodes: whether HAMi-core\'s libvgpu.so is in the HAMi-core directory' }),
     gpuInventory: z.object({
       cards: z.array(z.object({
         index: z.number(), uuid: z.string(), model: z.string(), memoryGb: z.number(),
@@ -102,6 +103,8 @@ export const NodeSchema = z.object({
   ...readable,
   hasSshPassword: z.boolean(),
   hasTlsKey: z.boolean(),
+  readiness: z.array(z.object({ code: z.string(), ok: z.boolean().nullable(), detail: z.string() }))
+    .meta({ description: 'HELPER, CAPACITY and, on GPU nodes, NVIDIA_RUNTIME, DRIVER, HAMI_CORE: whether each holds (null: not known yet), and what was found' }),
   dockerStatus: z.enum(['connected', 'failed', 'unknown']),
   dockerError: z.string().nullable(),
   /** What an admin should fix about this node, as codes with a sentence each (an engine without TLS on TCP). */
@@ -181,6 +184,41 @@ function cardWarnings(node: Partial<Pick<NodeView, 'gpuModel' | 'gpuCount' | 'gp
   return out;
 }
 
+/** Whether the node is ready for what its cards promise, check by check (null: does not apply or not known). */
+function readiness(node: NodeView, hasHelper?: HasHelper): { code: string; ok: boolean | null; detail: string }[] {
+  const facts = node.engine;
+  const inventory = facts?.gpuInventory;
+  const gpuNode = (inventory?.cards.length ?? 0) > 0 || node.gpuCount > 0 || Boolean(facts?.nvidiaRuntime);
+  const arch = facts?.architecture ? goArchitecture(facts.architecture) : undefined;
+  const out: { code: string; ok: boolean | null; detail: string }[] = [];
+  out.push({
+    code: 'HELPER', ok: arch && hasHelper ? hasHelper(arch) : null,
+    detail: arch ? `tianqi-helper built for ${arch} (the node guard, SFTP, forwarding, card discovery)` : 'the engine has not been reached yet',
+  });
+  if (facts) {
+    const over: string[] = [];
+    if (node.cpuCores !== null && node.cpuCores > facts.cpus) over.push(`${node.cpuCores} CPU cores declared, the engine has ${facts.cpus}`);
+    const engineGb = Math.floor(facts.memoryBytes / 1024 ** 3);
+    if (node.memoryGb !== null && node.memoryGb > engineGb) over.push(`${node.memoryGb} GB memory declared, the engine has ${engineGb}`);
+    out.push({ code: 'CAPACITY', ok: over.length === 0, detail: over.length > 0 ? `${over.join('; ')}: placement would promise what is not there` : `declared within what the engine reports (${facts.cpus} cores, ${engineGb} GB)` });
+  }
+  if (!gpuNode) return out;
+  const cardsSeen = (inventory?.cards.filter((c) => c.available).length ?? 0) > 0;
+  out.push({
+    code: 'NVIDIA_RUNTIME', ok: facts ? facts.nvidiaRuntime || cardsSeen : null,
+    detail: cardsSeen ? 'the engine gives containers their cards (NVIDIA container toolkit)' : facts?.nvidiaRuntime ? 'the NVIDIA runtime is registered' : 'no NVIDIA runtime or device driver in the engine: install the NVIDIA container toolkit',
+  });
+  out.push({
+    code: 'DRIVER', ok: inventory ? Boolean(inventory.driverVersion) && !inventory.error : null,
+    detail: inventory?.driverVersion ? `driver ${inventory.driverVersion}${inventory.cudaVersion ? `, CUDA ${inventory.cudaVersion}` : ''}${inventory.error ? ` (last read failed: ${inventory.error})` : ''}` : inventory?.error ?? 'not read yet',
+  });
+  out.push({
+    code: 'HAMI_CORE', ok: facts?.hamiCore ? facts.hamiCore.present : null,
+    detail: facts?.hamiCore ? `${facts.hamiCore.dir}/libvgpu.so ${facts.hamiCore.present ? 'present: vGPU specs can be placed here' : 'missing: vGPU specs are not placed here'}` : 'not checked yet',
+  });
+  return out;
+}
+
 function publicPortFields(node: Pick<NodeView, 'publicPortMin' | 'publicPortMax'>) {
   const range = publicPortRange(node);
   return { publicPortMin: range.min, publicPortMax: range.max };
@@ -195,6 +233,7 @@ export function toNodeDto(view: NodeView, hasHelper?: HasHelper): z.infer<typeof
     used: { ...dto.used, publicPorts: dto.used.publicPorts ?? 0 },
     egressAllow: [...(dto.egressAllow ?? [])],
     warnings: nodeWarnings(view, hasHelper),
+    readiness: readiness(view, hasHelper),
     engine: dto.engine && (({ gpuInventory, ...engine }) => ({
       ...engine, runtimes: [...engine.runtimes],
       ...(gpuInventory ? { gpuInventory: { ...gpuInventory, cards: gpuInventory.cards.map((c) => ({ ...c })) } } : {}),

@@ -90,11 +90,15 @@ export class Nodes {
     const settings = this.connectionSettings(state);
     const check = await this.engines.check(settings, 5_000);
     let gpuInventory: GpuInventory | undefined;
-    if (check.ok) gpuInventory = await this.discoverCards(nodeId, state, check.facts.nvidiaRuntime);
+    let hamiCore: { dir: string; present: boolean } | undefined;
+    if (check.ok) {
+      gpuInventory = await this.discoverCards(nodeId, state, check.facts.nvidiaRuntime);
+      hamiCore = await this.checkHamiCore(nodeId, state, gpuInventory);
+    }
     await this.bus.execute(nodeDecider, nodeStream(nodeId), {
       type: 'RecordConnectionCheck',
       data: check.ok
-        ? { ok: true, error: null, facts: { ...check.facts, runtimes: [...check.facts.runtimes], ...(gpuInventory ? { gpuInventory } : {}) }, onlyOnChange: options.onlyOnChange ?? false }
+        ? { ok: true, error: null, facts: { ...check.facts, runtimes: [...check.facts.runtimes], ...(gpuInventory ? { gpuInventory } : {}), ...(hamiCore ? { hamiCore } : {}) }, onlyOnChange: options.onlyOnChange ?? false }
         : { ok: false, error: check.reason, facts: null, onlyOnChange: options.onlyOnChange ?? false },
     }, context);
     if (gpuInventory) await this.tellHoldersOfLostCards(state, gpuInventory, context);
@@ -149,6 +153,19 @@ export class Nodes {
     } catch (err) {
       this.logger?.warn({ err, nodeId }, 'card discovery failed; the node keeps its cards as they were');
       return previous;
+    }
+  }
+
+  /** On a GPU node: whether HAMi-core's library is in its HAMi-core directory (vGPU specs are placed only where it is). */
+  private async checkHamiCore(nodeId: string, state: NodeState, inventory: GpuInventory | undefined): Promise<{ dir: string; present: boolean } | undefined> {
+    if (!this.gpus || state.status !== 'active') return undefined;
+    if (!inventory?.cards.length && state.settings.gpuCount === 0) return undefined;
+    const dir = state.settings.hamiCoreDir;
+    try {
+      return { dir, present: await this.gpus.hamiCorePresent({ nodeId, settings: this.connectionSettings(state) }, dir) };
+    } catch (err) {
+      this.logger?.warn({ err, nodeId }, 'could not look for HAMi-core on the node');
+      return state.connection.facts?.hamiCore;
     }
   }
 

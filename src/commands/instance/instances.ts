@@ -91,6 +91,7 @@ export function ledgerFromView(node: NodeView): NodeLedger {
     usedMemoryGb: node.used.memoryGb,
     usedDataDiskGb: node.used.dataDiskGb,
     hostPorts: hostPortLedger(node, node.reservations),
+    vgpuReady: node.engine?.hamiCore?.present !== false,
   };
 }
 
@@ -297,6 +298,12 @@ export class Instances {
       }
     }
     const ports = request.publicPorts ? ` and ${request.publicPorts} public port${request.publicPorts === 1 ? '' : 's'}` : '';
+    if (request.vgpu && request.gpuCount > 0) {
+      const unready = (await this.ledgers(request, input.nodeId)).filter((n) => n.vgpuReady === false).map((n) => n.name);
+      if (unready.length > 0) {
+        throw new ConflictError('NO_CAPACITY', `No node can take this vGPU spec now. vGPU slices need HAMi-core (libvgpu.so) in the node's HAMi-core directory, and ${unready.join(', ')} ${unready.length === 1 ? 'has' : 'have'} none there: an administrator installs it (or sets the directory in the node form).`);
+      }
+    }
     throw new ConflictError('NO_CAPACITY', input.nodeId
       ? `The chosen node has no room for this spec${ports} right now.`
       : `No node has room for this spec${ports} right now. Try a smaller spec or later.`);

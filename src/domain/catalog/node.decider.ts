@@ -69,6 +69,8 @@ export interface EngineFactsRecord {
   readonly runtimes: readonly string[];
   /** The cards as nvidia-smi reads them through the engine (card discovery); absent: not read (no GPU, or an older record). */
   readonly gpuInventory?: GpuInventory;
+  /** Whether HAMi-core's libvgpu.so is in the node's HAMi-core directory (checked on GPU nodes); absent: not checked. */
+  readonly hamiCore?: { readonly dir: string; readonly present: boolean };
 }
 
 export type DockerStatus = 'connected' | 'failed' | 'unknown';
@@ -197,7 +199,8 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
         const node = active(state);
         const { ok, error, facts, onlyOnChange } = command.data;
         const status = ok ? 'connected' : 'failed';
-        const inventoryChanged = ok && JSON.stringify(facts?.gpuInventory ?? null) !== JSON.stringify(node.connection.facts?.gpuInventory ?? null);
+        const cardFacts = (f: EngineFactsRecord | null | undefined) => JSON.stringify([f?.gpuInventory ?? null, f?.hamiCore ?? null]);
+        const inventoryChanged = ok && cardFacts(facts) !== cardFacts(node.connection.facts);
         if (onlyOnChange && node.connection.status === status && node.connection.error === error && !inventoryChanged) return [];
         return [{
           type: 'NodeConnectionChecked',
@@ -322,6 +325,7 @@ export function ledgerOf(node: Exclude<NodeState, { status: 'none' }>): NodeLedg
     usedMemoryGb: reservations.reduce((sum, r) => sum + r.memoryGb, 0),
     usedDataDiskGb: reservations.reduce((sum, r) => sum + r.dataDiskGb, 0),
     hostPorts: hostPortLedger(node.settings, reservations),
+    vgpuReady: node.connection.facts?.hamiCore?.present !== false,
   };
 }
 

@@ -51,6 +51,8 @@ export interface NodeLedger {
   readonly usedCpuCores: number;
   readonly usedMemoryGb: number;
   readonly usedDataDiskGb: number;
+  /** false: HAMi-core is known to be missing on the node, so no vGPU slice goes there (absent or true: it may). */
+  readonly vgpuReady?: boolean;
   readonly hostPorts: HostPortLedger;
 }
 
@@ -103,6 +105,7 @@ function eligible(request: ResourceRequest, node: NodeLedger): boolean {
   return (
     node.listed &&
     node.connected &&
+    !(request.vgpu && request.gpuCount > 0 && node.vgpuReady === false) &&
     fits(node.cpuCores, node.usedCpuCores, request.cpuCores) &&
     fits(node.memoryGb, node.usedMemoryGb, request.memoryGb) &&
     fits(node.dataDiskGb, node.usedDataDiskGb, request.dataDiskGb) &&
