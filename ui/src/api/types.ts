@@ -94,6 +94,14 @@ export interface EngineFacts {
   storageDriver: string;
   nvidiaRuntime: boolean;
   runtimes: string[];
+  /** Card discovery: the cards nvidia-smi reads through the engine (unavailable: not seen on the last read). */
+  gpuInventory?: {
+    cards: { index: number; uuid: string; model: string; memoryGb: number; migMode: 'enabled' | 'disabled' | 'n/a'; available: boolean }[];
+    driverVersion: string | null;
+    cudaVersion: string | null;
+    error: string | null;
+  };
+  hamiCore?: { dir: string; present: boolean };
 }
 
 export interface NodeGpu {
@@ -144,6 +152,8 @@ export interface ComputeNode {
   gpus: NodeGpu[];
   /** What is unsafe in the node's settings, by code (e.g. `DOCKER_WITHOUT_TLS`); the message is the server's English words. */
   warnings: { code: string; message: string }[];
+  /** Readiness checks by code (HELPER, CAPACITY, NVIDIA_RUNTIME, DRIVER, HAMI_CORE); ok null: not known. */
+  readiness: { code: string; ok: boolean | null; detail: string }[];
   createdAt: string;
   updatedAt: string;
 }

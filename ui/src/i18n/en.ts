@@ -550,10 +550,31 @@ const en: Messages = {
       HELPER_MISSING: 'tianqi-helper builds are missing: no instances on nodes of that architecture',
       DOCKER_UNREACHABLE: 'No Docker engine on this machine: it cannot be its own node',
     },
+    driver: 'driver {v}',
+    noCardsSeen: 'no GPU seen',
+    readiness: {
+      HELPER: 'No helper build',
+      CAPACITY: 'Declared over actual',
+      NVIDIA_RUNTIME: 'No NVIDIA runtime',
+      DRIVER: 'GPU driver problem',
+      HAMI_CORE: 'No HAMi-core',
+    },
     warnings: {
       DOCKER_WITHOUT_TLS: {
         tag: 'No TLS',
         text: 'The Docker API of this node is reached over plain TCP: anyone who can reach that port is root on the node. Use tcp://…:2376 with the CA, client certificate and client key, or a unix socket.',
+      },
+      GPU_DECLARED_MISMATCH: {
+        tag: 'GPUs differ from form',
+        text: 'The GPU model, count or memory in the form differ from what the engine reports; placement goes by the cards found.',
+      },
+      GPU_UNAVAILABLE: {
+        tag: 'GPU missing',
+        text: 'A GPU was not seen on the last read (fallen off the bus, or the driver reloaded): nothing new is placed on it, and instances holding it may be affected.',
+      },
+      GPU_READ_FAILED: {
+        tag: 'GPU read failed',
+        text: 'Reading the cards through the engine failed; the cards known before are unavailable until a read succeeds.',
       },
       HELPER_MISSING: {
         tag: 'No helper build',

@@ -548,10 +548,31 @@ const zhCN = {
       HELPER_MISSING: '缺少 tianqi-helper 构建：无法在对应架构的节点上创建实例',
       DOCKER_UNREACHABLE: '本机 Docker 无法连接：本机不能作为节点',
     },
+    driver: '驱动 {v}',
+    noCardsSeen: '未检测到 GPU',
+    readiness: {
+      HELPER: '缺少助手程序',
+      CAPACITY: '声明超出实际',
+      NVIDIA_RUNTIME: '缺少 NVIDIA 运行时',
+      DRIVER: 'GPU 驱动异常',
+      HAMI_CORE: '缺少 HAMi-core',
+    },
     warnings: {
       DOCKER_WITHOUT_TLS: {
         tag: '未启用 TLS',
         text: '该节点的 Docker API 通过 TCP 明文访问，能连到该端口的任何人都拥有节点的 root 权限。请使用 tcp://…:2376 并配置 CA、客户端证书和私钥，或使用 unix 套接字。',
+      },
+      GPU_DECLARED_MISMATCH: {
+        tag: 'GPU 与声明不符',
+        text: '表单中填写的 GPU 型号、数量或显存与引擎检测到的不一致；调度以检测到的卡为准。',
+      },
+      GPU_UNAVAILABLE: {
+        tag: '有卡掉线',
+        text: '有 GPU 在最近一次检测中未出现（掉卡或驱动重载）：不会再把新实例放到这些卡上，占用它们的实例可能已受影响。',
+      },
+      GPU_READ_FAILED: {
+        tag: 'GPU 检测失败',
+        text: '通过引擎读取 GPU 信息失败；之前检测到的卡暂时标记为不可用，直到读取成功。',
       },
       HELPER_MISSING: {
         tag: '缺少助手程序',
