@@ -23,6 +23,10 @@ export interface UserView {
   readonly updatedAt: string;
   /** Tokens issued before this time are no longer accepted. */
   readonly passwordChangedAt: string;
+  /** Sign-ins ended one by one (退出登录) and not yet expired. */
+  readonly endedSessions?: readonly { readonly sessionId: string; readonly expiresAt: string }[];
+  /** 退出所有设备: sign-ins issued until then no longer count. */
+  readonly signedOutEverywhereAt?: string | null;
   readonly sshKeys: readonly SshKeyView[];
 }
 
@@ -71,6 +75,13 @@ export const usersProjection = documentProjection<UserView>({
       }
       case 'SshKeyRemoved':
         return { ...doc, sshKeys: doc.sshKeys.filter((k) => k.id !== event.data.keyId), updatedAt };
+      case 'UserSessionEnded': {
+        // Only those that could still be used: a token past its expiry is refused anyway.
+        const ended = (doc.endedSessions ?? []).filter((e) => e.expiresAt > updatedAt);
+        return { ...doc, endedSessions: [...ended, { sessionId: event.data.sessionId, expiresAt: event.data.expiresAt }] };
+      }
+      case 'UserSignedOutEverywhere':
+        return { ...doc, signedOutEverywhereAt: event.data.at, endedSessions: [] };
       default:
         return undefined;
     }

@@ -125,6 +125,21 @@ describeWithService('MongoDB', Boolean(mongoUrl), 'set TIANQI_MONGO_URL (e.g. mo
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   });
 
+  it('a sign-out on one replica ends the token on the other within a second (退出登录, state in the log)', async () => {
+    const l = lab();
+    const a = await replica(l);
+    const b = await replica(l);
+    const admin = await a.login('admin', ADMIN_PASSWORD);
+    await createUser(a, admin, 'roamer');
+    const token = await a.login('roamer', 'roamer-password');
+    expect((await a.api('GET', '/api/v1/auth/me', { token })).status).toBe(200);
+    const signedOut = Date.now();
+    expect((await b.api('POST', '/api/v1/auth/logout', { token })).status).toBe(204);
+    await waitFor(() => a.api('GET', '/api/v1/auth/me', { token }).then((r) => r.status), (status) => status === 401, 1_000);
+    expect(Date.now() - signedOut).toBeLessThan(1_000);
+    expect((await b.api('GET', '/api/v1/auth/me', { token })).status).toBe(401);
+  });
+
   it('runs the projections and the singleton plugins in one replica; both serve reads and writes at once', async () => {
     const l = lab();
     const a = await replica(l);

@@ -35,6 +35,16 @@ describe('service grants', () => {
     expect(grants.verify('t', ticket, address)).toBeNull();
   });
 
+  it('carries the sign-in a link was opened with from the ticket to the cookie, so that signing out ends the link too', () => {
+    const signIn = { id: 'sid-1', issuedAtMs: 1_700_000_000_123 };
+    const ticket = grants.issue('t', 'user-1', 'pwd-time', address, signIn);
+    const redeemed = grants.verify('t', ticket.value, address)!;
+    expect(redeemed.signIn).toEqual(signIn);
+    const cookie = grants.issue('c', redeemed.sub, redeemed.pwd, address, redeemed.signIn).value;
+    expect(grants.verify('c', cookie, address)!.signIn).toEqual(signIn);
+    expect(grants.verify('c', grants.issue('c', 'user-1', 'pwd-time', address).value, address)!.signIn).toBeUndefined();
+  });
+
   it('refuses a changed body, another key\'s signature and garbage', () => {
     const cookie = grants.issue('c', 'user-1', 'pwd-time', address).value;
     const [body, signature] = cookie.split('.');

@@ -9,7 +9,7 @@ import { SERVICE_ORIGINS, type ServiceOriginView } from '../../projections/servi
 import type { CommandBus, CommandContext } from '../command-bus.ts';
 import type { NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { InstanceView } from '../../projections/instances.projection.ts';
-import type { Accounts, Actor } from '../user/accounts.ts';
+import type { Accounts, Actor, SignIn } from '../user/accounts.ts';
 import type { Instances } from './instances.ts';
 import type { ServiceDialer, ServiceTarget } from './service-dialer.ts';
 
@@ -68,6 +68,9 @@ interface GrantClaims {
   /** The ticket's id: its redemption is recorded once (service-tickets.ts). */
   readonly j?: string;
   readonly exp: number;
+  /** The sign-in the link was opened with (its id, its issue time in ms): signing out ends the link too. */
+  readonly s?: string;
+  readonly si?: number;
 }
 
 /**
@@ -78,15 +81,18 @@ interface GrantClaims {
 export class ServiceGrants {
   constructor(private readonly key: Buffer, private readonly clock: () => number = Date.now) {}
 
-  issue(kind: 't' | 'c', sub: string, pwd: string, address: ServiceAddress): { value: string; expiresAt: number; id: string } {
+  issue(kind: 't' | 'c', sub: string, pwd: string, address: ServiceAddress, signIn?: SignIn): { value: string; expiresAt: number; id: string } {
     const expiresAt = this.clock() + (kind === 't' ? TICKET_LIFETIME_MS : GRANT_LIFETIME_MS);
     const id = randomUUID();
-    const claims: GrantClaims = { k: kind, sub, pwd, i: address.instanceId, p: address.port, f: bindingOf(address), ...(kind === 't' ? { j: id } : {}), exp: expiresAt };
+    const claims: GrantClaims = {
+      k: kind, sub, pwd, i: address.instanceId, p: address.port, f: bindingOf(address), ...(kind === 't' ? { j: id } : {}), exp: expiresAt,
+      ...(signIn ? { ...(signIn.id ? { s: signIn.id } : {}), si: signIn.issuedAtMs } : {}),
+    };
     const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
     return { value: `${body}.${this.sign(body)}`, expiresAt, id };
   }
 
-  verify(kind: 't' | 'c', value: string, address: ServiceAddress): { sub: string; pwd: string; expiresAt: number; id?: string } | null {
+  verify(kind: 't' | 'c', value: string, address: ServiceAddress): { sub: string; pwd: string; expiresAt: number; id?: string; signIn?: SignIn } | null {
     const [body, signature, extra] = value.split('.');
     if (!body || !signature || extra !== undefined) return null;
     const given = Buffer.from(signature, 'base64url');
@@ -100,7 +106,10 @@ export class ServiceGrants {
     }
     if (claims.k !== kind || claims.i !== address.instanceId || claims.p !== address.port || claims.f !== bindingOf(address) || !(claims.exp > this.clock())) return null;
     if (kind === 't' && typeof claims.j !== 'string') return null;
-    return { sub: claims.sub, pwd: claims.pwd, expiresAt: claims.exp, ...(claims.j ? { id: claims.j } : {}) };
+    return {
+      sub: claims.sub, pwd: claims.pwd, expiresAt: claims.exp, ...(claims.j ? { id: claims.j } : {}),
+      ...(typeof claims.si === 'number' ? { signIn: { ...(claims.s ? { id: claims.s } : {}), issuedAtMs: claims.si } } : {}),
+    };
   }
 
   private sign(body: string): string {
@@ -209,7 +218,7 @@ export class ServiceAccess {
       ? { form, instanceId, port: service.port } as const
       : { form, instanceId, port: service.port, ...(await this.assignPort(instanceId, service.port, context)) } as const;
     const user = await this.accounts.get(actor.id);
-    const ticket = this.grants.issue('t', actor.id, user.passwordChangedAt, address);
+    const ticket = this.grants.issue('t', actor.id, user.passwordChangedAt, address, actor.session);
     const base = address.form === 'host' ? this.hostUrl(origin, instanceId, port)! : portUrl(origin, address.listenPort);
     return { url: `${base}?${TICKET_PARAMETER}=${ticket.value}`, form, expiresAt: new Date(ticket.expiresAt).toISOString() };
   }
@@ -273,8 +282,8 @@ export class ServiceAccess {
       if (err instanceof UnauthorizedError || (err instanceof ConflictError && err.code === 'CONCURRENT_CHANGE')) return null;
       throw err;
     }
-    if (!(await this.accounts.activeActor(claims.sub, claims.pwd))) return null;
-    const grant = this.grants.issue('c', claims.sub, claims.pwd, address);
+    if (!(await this.accounts.activeActor(claims.sub, claims.pwd, claims.signIn))) return null;
+    const grant = this.grants.issue('c', claims.sub, claims.pwd, address, claims.signIn);
     return { value: grant.value, maxAgeSeconds: Math.floor(GRANT_LIFETIME_MS / 1000) };
   }
 
@@ -309,7 +318,7 @@ export class ServiceAccess {
    */
   async stillAllowed(pass: ServicePass, address: ServiceAddress, now = Date.now()): Promise<boolean> {
     if (pass.expiresAt <= now) return false;
-    const actor = await this.accounts.activeActor(pass.actor.id, pass.pwd).catch(() => null);
+    const actor = await this.accounts.activeActor(pass.actor.id, pass.pwd, pass.actor.session).catch(() => null);
     if (!actor) return false;
     const instance = await this.instances.visible(actor, address.instanceId).catch(() => null);
     if (!instance || instance.status !== 'running' || instance.containerId !== pass.instance.containerId) return false;
@@ -319,7 +328,7 @@ export class ServiceAccess {
   private async actorOf(address: ServiceAddress, credentials: { cookies?: readonly string[]; bearer?: string }): Promise<{ actor: Actor | null; via: 'cookie' | 'bearer'; pwd: string; expiresAt: number }> {
     for (const cookie of credentials.cookies ?? []) {
       const claims = this.grants.verify('c', cookie, address);
-      const actor = claims ? await this.accounts.activeActor(claims.sub, claims.pwd) : null;
+      const actor = claims ? await this.accounts.activeActor(claims.sub, claims.pwd, claims.signIn) : null;
       if (actor && claims) return { actor, via: 'cookie', pwd: claims.pwd, expiresAt: claims.expiresAt };
     }
     const session = credentials.bearer ? await this.accounts.session(credentials.bearer) : null;

@@ -11,12 +11,22 @@ import { claimName, releaseName } from '../name-claims.ts';
 import { DUMMY_HASH_PROMISE, hashPassword, verifyPassword } from './password.ts';
 import { SignInThrottle } from './sign-in-throttle.ts';
 import { parseOpenSshPublicKey } from './ssh-public-key.ts';
-import type { TokenService } from './token.ts';
+import { TOKEN_LIFETIME_SECONDS, type TokenClaims, type TokenService } from './token.ts';
 
 export interface Actor {
   readonly id: string;
   readonly username: string;
   readonly role: Role;
+  /** The sign-in this actor acts under (a bearer token's, or the one a service link was opened with). */
+  readonly session?: SignIn;
+}
+
+/** A sign-in: its id (absent in tokens of older versions) and when it was issued. */
+export interface SignIn {
+  readonly id?: string;
+  readonly issuedAtMs: number;
+  /** When the token expires (ms): how long its end must be remembered. */
+  readonly expiresAtMs?: number;
 }
 
 export interface NewUser {
@@ -89,14 +99,27 @@ export class Accounts {
   /** The actor behind a bearer token, or null: bad signature, expired, user gone or disabled, password changed. */
   async authenticate(token: string): Promise<Actor | null> {
     const claims = this.tokens.verify(token, this.clock());
-    return claims ? this.activeActor(claims.sub, claims.pwd) : null;
+    return claims ? this.activeActor(claims.sub, claims.pwd, signInOf(claims)) : null;
   }
 
   /** A bearer token's actor with what it was issued under (its password time, its expiry), for re-checks of open connections. */
   async session(token: string): Promise<{ actor: Actor; pwd: string; expiresAtMs: number } | null> {
     const claims = this.tokens.verify(token, this.clock());
-    const actor = claims ? await this.activeActor(claims.sub, claims.pwd) : null;
+    const actor = claims ? await this.activeActor(claims.sub, claims.pwd, signInOf(claims)) : null;
     return actor && claims ? { actor, pwd: claims.pwd, expiresAtMs: claims.exp * 1000 } : null;
+  }
+
+  /** 退出登录: the actor's sign-in ends now, on every replica (the next check of any of its requests, sockets or links refuses it). */
+  async signOut(actor: Actor, context: CommandContext): Promise<void> {
+    const session = actor.session;
+    if (!session?.id) return;
+    const expiresAt = new Date(session.expiresAtMs ?? this.clock() + TOKEN_LIFETIME_SECONDS * 1000).toISOString();
+    await this.bus.execute(userDecider, userStream(actor.id), { type: 'EndSession', data: { sessionId: session.id, expiresAt } }, context);
+  }
+
+  /** 退出所有设备: every sign-in of the user issued until now ends. */
+  async signOutEverywhere(userId: string, context: CommandContext): Promise<void> {
+    await this.bus.execute(userDecider, userStream(userId), { type: 'SignOutEverywhere', data: {} }, { ...context, now: new Date(this.clock()).toISOString() });
   }
 
   /** Whether a bearer token is the platform's, whatever its state: such a token never reaches a service. */
@@ -105,10 +128,11 @@ export class Accounts {
   }
 
   /** The actor a credential names, while the user exists, is enabled and has not changed the password since it was issued. */
-  async activeActor(userId: string, passwordChangedAt: string): Promise<Actor | null> {
+  async activeActor(userId: string, passwordChangedAt: string, signIn?: SignIn): Promise<Actor | null> {
     const user = await this.users.get(userId);
     if (!user || user.disabled || user.passwordChangedAt !== passwordChangedAt) return null;
-    return { id: user.id, username: user.username, role: user.role };
+    if (signIn && !signInStands(user, signIn)) return null;
+    return { id: user.id, username: user.username, role: user.role, ...(signIn ? { session: signIn } : {}) };
   }
 
   async register(input: NewUser, context: CommandContext): Promise<UserView> {
@@ -200,4 +224,16 @@ export function assertAdmin(actor: Actor): void {
 
 function escapeRegex(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** A token's sign-in: its id and issue time (older tokens: whole seconds, no id). */
+function signInOf(claims: TokenClaims): SignIn {
+  return { ...(claims.sid ? { id: claims.sid } : {}), issuedAtMs: claims.ims ?? claims.iat * 1000, expiresAtMs: claims.exp * 1000 };
+}
+
+/** Whether a sign-in still counts: not ended by itself, nor by a sign-out everywhere at or after its issue. */
+export function signInStands(user: Pick<UserView, 'endedSessions' | 'signedOutEverywhereAt'>, signIn: SignIn): boolean {
+  if (signIn.id && (user.endedSessions ?? []).some((e) => e.sessionId === signIn.id)) return false;
+  if (user.signedOutEverywhereAt && signIn.issuedAtMs <= Date.parse(user.signedOutEverywhereAt)) return false;
+  return true;
 }

@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
 export interface TokenClaims {
   /** user id */
@@ -9,6 +9,10 @@ export interface TokenClaims {
   readonly exp: number;
   /** the user's password-change time when issued: a password change ends older sessions */
   readonly pwd: string;
+  /** the sign-in (session) this token is; absent in tokens of older versions */
+  readonly sid?: string;
+  /** issued at, ms (iat is whole seconds) */
+  readonly ims?: number;
 }
 
 export const TOKEN_LIFETIME_SECONDS = 12 * 60 * 60;
@@ -24,7 +28,7 @@ export class TokenService {
 
   issue(userId: string, passwordChangedAt: string, nowMs: number): string {
     const iat = Math.floor(nowMs / 1000);
-    const claims: TokenClaims = { sub: userId, iat, exp: iat + TOKEN_LIFETIME_SECONDS, pwd: passwordChangedAt };
+    const claims: TokenClaims = { sub: userId, iat, exp: iat + TOKEN_LIFETIME_SECONDS, pwd: passwordChangedAt, sid: randomBytes(16).toString('base64url'), ims: nowMs };
     const body = `${TokenService.header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
     return `${body}.${this.sign(body)}`;
   }

@@ -74,6 +74,22 @@ export function userRoutes(accounts: Accounts, throttle: SignInThrottle): RouteS
       },
     }),
     route({
+      method: 'post', path: '/auth/logout', tag: 'auth', access: 'user', status: 204,
+      summary: '退出登录: this sign-in ends now on every replica: its token, the live channels and terminals opened with it, and the service links opened with it stop working',
+      async handler({ actor, context }) {
+        await accounts.signOut(actor, context);
+        return reply(204);
+      },
+    }),
+    route({
+      method: 'post', path: '/auth/logout-everywhere', tag: 'auth', access: 'user', status: 204,
+      summary: '退出所有设备: every sign-in of yours issued until now ends (this one too); SSH keys and the password still sign in',
+      async handler({ actor, context }) {
+        await accounts.signOutEverywhere(actor.id, context);
+        return reply(204);
+      },
+    }),
+    route({
       method: 'post', path: '/auth/password', tag: 'auth', access: 'user', status: 204,
       summary: 'Change your own password (ends your other sessions)', body: PasswordBody,
       async handler({ actor, body, context }) {

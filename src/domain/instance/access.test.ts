@@ -10,6 +10,11 @@ describe('accessEnding: which events end live ways into an instance', () => {
     expect(accessEnding(event('UserPasswordChanged'))?.code).toBe('PASSWORD_CHANGED');
   });
 
+  it('has a sign-out checked again, way by way: only what its sign-in opened ends, and SSH is no sign-in', () => {
+    expect(accessEnding(event('UserSessionEnded', { sessionId: 's1' }))).toMatchObject({ code: 'SIGNED_OUT', recheck: true });
+    expect(accessEnding(event('UserSignedOutEverywhere', { at: 'x' }))).toMatchObject({ code: 'SIGNED_OUT', recheck: true });
+  });
+
   it('narrows an admin made a user to their own instances, and leaves a promotion alone', () => {
     expect(accessEnding(event('UserRoleChanged', { role: 'user' }))).toMatchObject({ code: 'ROLE_CHANGED', foreignOnly: true });
     expect(accessEnding(event('UserRoleChanged', { role: 'admin' }))).toBeNull();

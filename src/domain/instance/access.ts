@@ -11,6 +11,7 @@ export type AccessEndingCode =
   | 'ACCOUNT_DELETED'
   | 'PASSWORD_CHANGED'
   | 'ROLE_CHANGED'
+  | 'SIGNED_OUT'
   | 'INSTANCE_STOPPED'
   | 'INSTANCE_FAILED'
   | 'INSTANCE_DELETED';
@@ -21,6 +22,11 @@ export interface AccessEnding {
   readonly reason: string;
   /** Ends only the sessions in instances the user does not own (an admin who is an admin no more). */
   readonly foreignOnly?: boolean;
+  /**
+   * Ends only what was opened with a sign-in that no longer counts (退出登录 ends one, 退出所有设备
+   * all until then): each bearer-token way in is checked again; SSH keys and passwords are no sign-in.
+   */
+  readonly recheck?: boolean;
 }
 
 /**
@@ -36,6 +42,10 @@ export function accessEnding(event: { readonly type: string; readonly data: unkn
       return { code: 'ACCOUNT_DELETED', reason: 'the user was deleted' };
     case 'UserPasswordChanged':
       return { code: 'PASSWORD_CHANGED', reason: 'the password was changed' };
+    case 'UserSessionEnded':
+      return { code: 'SIGNED_OUT', reason: 'the user signed out', recheck: true };
+    case 'UserSignedOutEverywhere':
+      return { code: 'SIGNED_OUT', reason: 'the user signed out everywhere', recheck: true };
     case 'UserRoleChanged':
       return data.role === 'admin' ? null : { code: 'ROLE_CHANGED', reason: 'the user is no longer an admin', foreignOnly: true };
     case 'InstanceStateObserved':

@@ -15,7 +15,9 @@ export type UserCommand =
   | Command<'UpdateUser', { role?: Role; disabled?: boolean; displayName?: string }>
   | Command<'DeleteUser', Record<string, never>>
   | Command<'AddSshKey', Omit<SshKey, 'addedAt'>>
-  | Command<'RemoveSshKey', { keyId: string }>;
+  | Command<'RemoveSshKey', { keyId: string }>
+  | Command<'EndSession', { sessionId: string; expiresAt: string }>
+  | Command<'SignOutEverywhere', Record<string, never>>;
 
 export type UserState =
   | { readonly status: 'none' }
@@ -92,6 +94,12 @@ export const userDecider: Decider<UserCommand, UserState, UserEvent> = {
         if (!user.sshKeys.some((k) => k.keyId === command.data.keyId)) throw new NotFoundError('SSH key');
         return [{ type: 'SshKeyRemoved', data: { keyId: command.data.keyId } }];
       }
+      case 'EndSession':
+        existing(state);
+        return [{ type: 'UserSessionEnded', data: command.data }];
+      case 'SignOutEverywhere':
+        existing(state);
+        return [{ type: 'UserSignedOutEverywhere', data: { at: now } }];
       default:
         return assertNever(command);
     }
@@ -129,6 +137,9 @@ export const userDecider: Decider<UserCommand, UserState, UserEvent> = {
         return { ...state, sshKeys: [...state.sshKeys, event.data] };
       case 'SshKeyRemoved':
         return { ...state, sshKeys: state.sshKeys.filter((k) => k.keyId !== event.data.keyId) };
+      case 'UserSessionEnded':
+      case 'UserSignedOutEverywhere':
+        return state;
       default:
         return assertNever(event);
     }

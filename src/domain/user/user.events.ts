@@ -28,7 +28,11 @@ export type UserEvent =
   | DomainEvent<'UserEnabled', { enabledAt: string }>
   | DomainEvent<'UserDeleted', { deletedAt: string }>
   | DomainEvent<'SshKeyAdded', SshKey>
-  | DomainEvent<'SshKeyRemoved', { keyId: string }>;
+  | DomainEvent<'SshKeyRemoved', { keyId: string }>
+  /** 退出登录: the sign-in (bearer token) `sessionId` ends; kept until the token would have expired anyway. */
+  | DomainEvent<'UserSessionEnded', { sessionId: string; expiresAt: string }>
+  /** 退出所有设备: every sign-in issued until `at` ends (tokens, and the service links opened with them). */
+  | DomainEvent<'UserSignedOutEverywhere', { at: string }>;
 
 export type UserEventType = UserEvent['type'];
 

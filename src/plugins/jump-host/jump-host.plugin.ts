@@ -72,6 +72,7 @@ const ENDING_NOTICES: Readonly<Record<AccessEndingCode, string>> = {
   ACCOUNT_DELETED: '账号已被删除，连接已断开。',
   PASSWORD_CHANGED: '账号密码已修改，请重新登录。',
   ROLE_CHANGED: '您已不再是管理员，其他用户实例中的会话已结束。',
+  SIGNED_OUT: '您已退出登录。',
   INSTANCE_STOPPED: INSTANCE_STOPPED.notice,
   INSTANCE_FAILED: '容器已不存在，会话已结束。',
   INSTANCE_DELETED: '实例已被删除，会话已结束。',
@@ -272,7 +273,8 @@ class JumpHost {
 
   private onEvent(event: RecordedEvent): void {
     const ending = accessEnding(event);
-    if (!ending) return;
+    // A sign-out ends bearer-token sign-ins; SSH signs in with keys or the password.
+    if (!ending || ending.recheck) return;
     const notice = ENDING_NOTICES[ending.code];
     if (event.stream.startsWith('user-')) {
       const userId = event.stream.slice('user-'.length);

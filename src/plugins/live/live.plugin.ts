@@ -20,7 +20,7 @@ export const livePlugin: Plugin = {
   async start(ctx) {
     const live = ctx.io.of('/live');
     requireToken(live, ctx.authenticate);
-    const guard = guardSockets(live, ctx.events$);
+    const guard = guardSockets(live, ctx.events$, { endOnEvents: true, authenticate: ctx.authenticate });
     const hub = new StatsHub(ctx.runtime);
 
     live.on('connection', (socket) => {

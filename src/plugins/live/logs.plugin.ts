@@ -26,7 +26,7 @@ export const logsPlugin: Plugin = {
   async start(ctx) {
     const logs = ctx.io.of('/logs');
     requireToken(logs, ctx.authenticate);
-    const guard = guardSockets(logs, ctx.events$);
+    const guard = guardSockets(logs, ctx.events$, { endOnEvents: true, authenticate: ctx.authenticate });
     logs.on('connection', (socket) => {
       const actor = actorOf(socket);
       const following = new Map<string, { sub: Subscription; ownerId: string }>();

@@ -46,11 +46,11 @@ interface GuardedData {
  * token's expiry gets `error UNAUTHORIZED` and is disconnected, and nothing opens. Updates the
  * socket's actor (its role) on the way.
  */
-export async function recheck(socket: Socket, authenticate: Authenticate): Promise<Actor | null> {
+export async function recheck(socket: Socket, authenticate: Authenticate, code: 'UNAUTHORIZED' | 'SIGNED_OUT' = 'UNAUTHORIZED'): Promise<Actor | null> {
   const data = socket.data as GuardedData;
   const actor = await authenticate(data.token).catch(() => null);
   if (!actor) {
-    emitError(socket, 'UNAUTHORIZED', 'The session has ended: sign in again.');
+    emitError(socket, code, code === 'SIGNED_OUT' ? 'The session has ended: you signed out; sign in again.' : 'The session has ended: sign in again.');
     socket.disconnect();
     return null;
   }
@@ -69,6 +69,7 @@ export const ENDING_PHRASES: Readonly<Record<AccessEndingCode, string>> = {
   ACCOUNT_DELETED: 'the account was deleted',
   PASSWORD_CHANGED: 'the password was changed; sign in again',
   ROLE_CHANGED: 'you are no longer an admin',
+  SIGNED_OUT: 'you signed out; sign in again',
   INSTANCE_STOPPED: 'the instance stopped',
   INSTANCE_FAILED: 'the instance failed',
   INSTANCE_DELETED: 'the instance was deleted',
@@ -95,7 +96,7 @@ export function tokenExpiry(token: string): number | null {
 export function guardSockets(
   namespace: Namespace,
   events$: Observable<RecordedEvent>,
-  options: { endOnEvents: boolean } = { endOnEvents: true },
+  options: { endOnEvents: boolean; authenticate?: Authenticate } = { endOnEvents: true },
 ): Subscription {
   namespace.on('connection', (socket) => {
     const expiresAt = tokenExpiry((socket.data as GuardedData).token);
@@ -115,7 +116,10 @@ export function guardSockets(
     for (const socket of namespace.sockets.values()) {
       const data = socket.data as GuardedData;
       if (data.actor?.id !== userId) continue;
-      if (ending.foreignOnly) {
+      if (ending.recheck) {
+        // 退出登录: only the sockets whose sign-in ended (their token no longer authenticates).
+        if (options.endOnEvents && options.authenticate) void recheck(socket, options.authenticate, 'SIGNED_OUT');
+      } else if (ending.foreignOnly) {
         data.actor = { ...data.actor, role: 'user' };
         data.narrow?.();
       } else if (options.endOnEvents) {

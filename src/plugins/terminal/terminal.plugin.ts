@@ -18,13 +18,14 @@ const CLIENT_LEFT: Ending = { reason: 'the client disconnected' };
  * of that user, or in that instance, may go on. `foreignOnly`: only sessions in instances the
  * user does not own. Pure.
  */
-export function endingOf(event: RecordedEvent): (Ending & { foreignOnly?: boolean }) | null {
+export function endingOf(event: RecordedEvent): (Ending & { foreignOnly?: boolean; recheck?: boolean }) | null {
   const ending = accessEnding(event);
   if (!ending) return null;
   return {
     reason: ending.reason,
     error: { code: ending.code, message: `The terminal was closed: ${ENDING_PHRASES[ending.code]}.` },
     ...(ending.foreignOnly ? { foreignOnly: true } : {}),
+    ...(ending.recheck ? { recheck: true } : {}),
   };
 }
 
@@ -46,6 +47,8 @@ export const terminalPlugin: Plugin = {
     /** Open sessions by the stream whose events end them: `user-<id>` and `instance-<id>`. */
     const watched = new Map<string, Set<TerminalSession>>();
     const sessions = new Set<TerminalSession>();
+    /** The bearer token each session was opened with: a sign-out ends the sessions of that sign-in. */
+    const tokens = new WeakMap<TerminalSession, string>();
     const watch = (stream: string, session: TerminalSession) => {
       const set = watched.get(stream) ?? new Set();
       watched.set(stream, set.add(session));
@@ -66,6 +69,7 @@ export const terminalPlugin: Plugin = {
           return;
         }
         const session = new TerminalSession(ctx, audit, socket, request);
+        tokens.set(session, (socket.data as { token: string }).token);
         const streams = [userStream(actor.id), instanceStream(request.instanceId)];
         // Watched before anything is looked up: an event while the shell starts ends it too.
         for (const stream of streams) watch(stream, session);
@@ -99,6 +103,10 @@ export const terminalPlugin: Plugin = {
           for (const session of watched.get(event.stream) ?? []) {
             // An admin made a user keeps the terminals of their own instances.
             if (ending.foreignOnly && session.ownerId === userId) continue;
+            if (ending.recheck) {
+              void ctx.authenticate(tokens.get(session) ?? '').catch(() => null).then((actor) => (actor ? undefined : session.end(ending)));
+              continue;
+            }
             void session.end(ending);
           }
         },

@@ -67,6 +67,8 @@ const en: Messages = {
     notAvailable: 'This server does not offer this yet; it appears after an upgrade',
   },
   header: {
+    logoutEverywhere: 'Sign out everywhere',
+    loggedOutEverywhere: 'Signed out on every device',
     liveOn: 'Live updates connected',
     liveOff: 'Live updates disconnected, reconnecting…',
     language: 'Language',

@@ -66,6 +66,8 @@ const zhCN = {
     notAvailable: '当前服务端尚未提供该功能，升级平台后即可使用',
   },
   header: {
+    logoutEverywhere: '退出所有设备',
+    loggedOutEverywhere: '已在所有设备上退出登录',
     liveOn: '实时推送已连接',
     liveOff: '实时推送已断开，正在重连…',
     language: '语言',

@@ -51,10 +51,23 @@ export const useAuthStore = defineStore('auth', () => {
     }
   }
 
-  function logout() {
+  /**
+   * Ends the sign-in on the server first (退出登录; `everywhere`: 退出所有设备), so the token stops
+   * working wherever a copy of it is; forgets it here whatever the server said (offline, already ended).
+   */
+  async function logout(everywhere = false) {
+    const current = token.value;
+    remember(null);
+    user.value = null;
+    if (!current) return;
+    await fetch(`/api/v1/auth/${everywhere ? 'logout-everywhere' : 'logout'}`, { method: 'POST', headers: { authorization: `Bearer ${current}` } }).catch(() => undefined);
+  }
+
+  /** Forgets a sign-in the server no longer takes (it answered 401), without asking it. */
+  function forget() {
     remember(null);
     user.value = null;
   }
 
-  return { token, user, isAdmin, signedIn, displayName, login, restore, logout };
+  return { token, user, isAdmin, signedIn, displayName, login, restore, logout, forget };
 });
