@@ -222,7 +222,7 @@ export interface ContainerRuntime {
    * Removes the container (forced), then every named volume it mounted plus `volumes`, and still
    * removes the volumes when the container removal failed. A thing already gone counts as removed.
    */
-  remove(target: NodeTarget, ref: { containerId: string | null; name: string; volumes: readonly string[] }): Promise<{
+  remove(target: NodeTarget, ref: { containerId: string | null; name: string; volumes: readonly string[]; keepVolumes?: boolean }): Promise<{
     removed: string[];
     failed: { what: string; reason: string }[];
   }>;

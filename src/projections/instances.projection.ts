@@ -93,6 +93,8 @@ export const instancesProjection = documentProjection<InstanceView>({
         return { ...doc, idle: { since: event.data.since, stopAt: null }, updatedAt: at };
       case 'InstanceIdleWarned':
         return { ...doc, idle: doc.idle ? { ...doc.idle, stopAt: event.data.stopAt } : null, updatedAt: at };
+      case 'InstanceProvisioningRetried':
+        return { ...doc, status: 'creating', statusReason: 'retrying: preparing the container', containerId: null, updatedAt: at };
       case 'InstanceGpuLost':
         return { ...doc, statusReason: `GPU ${event.data.cards.map((c) => c.index).join(', ')} no longer seen on the node`, updatedAt: at };
       case 'InstanceGpuModeChanged':

@@ -156,7 +156,7 @@ export class DockerodeRuntime implements ContainerRuntime {
 
   async remove(
     target: NodeTarget,
-    ref: { containerId: string | null; name: string; volumes: readonly string[] },
+    ref: { containerId: string | null; name: string; volumes: readonly string[]; keepVolumes?: boolean },
   ): Promise<{ removed: string[]; failed: { what: string; reason: string }[] }> {
     const docker = this.client(target);
     const outcome = { removed: [] as string[], failed: [] as { what: string; reason: string }[] };
@@ -170,7 +170,7 @@ export class DockerodeRuntime implements ContainerRuntime {
       outcome.failed.push({ what, reason: rejectionOf(error, target).message });
     }
     if (container) {
-      for (const volume of namedVolumes(container.Mounts)) volumes.add(volume);
+      if (!ref.keepVolumes) for (const volume of namedVolumes(container.Mounts)) volumes.add(volume);
       const id = container.Id;
       // v: false: the volumes go one by one below, so that each has its own outcome.
       await settle(target, what, () => docker.getContainer(id).remove({ force: true, v: false }), outcome);
@@ -180,6 +180,7 @@ export class DockerodeRuntime implements ContainerRuntime {
     for (const volume of volumes) {
       await settle(target, `volume ${volume}`, () => docker.getVolume(volume).remove(), outcome);
     }
+    if (ref.keepVolumes) return outcome;
     // Files kept by a change of GPU mode (无卡模式) go with the container.
     const keptRepo = keptImage(ref.name, '').repo;
     const keptImages = await docker.listImages({ filters: { reference: [`${keptRepo}:*`] } }).catch(() => []);

@@ -98,6 +98,8 @@ export function describeInstanceEvent(recorded: RecordedEvent): string {
       return event.data.mode === 'none'
         ? `no-GPU mode: the container was made again without its cards (files kept), at ${event.data.pricePerHour} per hour`
         : `GPU mode again: card${event.data.gpus.length === 1 ? '' : 's'} ${event.data.gpus.map((g) => g.index).join(', ')} taken, at ${event.data.pricePerHour} per hour`;
+    case 'InstanceProvisioningRetried':
+      return `${event.data.byUsername} had it created again`;
     case 'InstanceGpuLost':
       return `${event.data.cards.map((c) => `GPU ${c.index} (${c.uuid})`).join(', ')} no longer seen on the node (${event.data.reason ?? 'fallen off the bus, or the driver reloaded'}): the work on ${event.data.cards.length === 1 ? 'it' : 'them'} may have stopped; stop and start the instance once the node is fixed, or ask an administrator`;
     case 'InstanceArrearsStopFired':

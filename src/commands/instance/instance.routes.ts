@@ -228,6 +228,13 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
         return toInstanceDto((await instances.operate(actor, params.id!, 'start', context, { gpuMode: query.gpuMode ?? 'gpu' }))!);
       },
     }),
+    route({
+      method: 'post', path: '/instances/:id/retry', tag: 'instances', access: 'user', response: InstanceSchema,
+      summary: '重试创建: create a failed instance again on its node (its capacity taken again, the container it left replaced, its data volume kept); 409 NOT_FAILED unless failed, NO_CAPACITY when its cards are taken',
+      async handler({ actor, params, context }) {
+        return toInstanceDto((await instances.retry(actor, params.id!, context))!);
+      },
+    }),
     ...(['stop', 'restart'] as const).map((operation) =>
       route({
         method: 'post', path: `/instances/:id/${operation}`, tag: 'instances', access: 'user', response: InstanceSchema,

@@ -408,6 +408,38 @@ export class Instances {
     return this.store.collection<InstanceView>(INSTANCES).get(instanceId);
   }
 
+  /**
+   * 重试创建: a failed instance is provisioned again on its node: its cards, CPU and memory taken
+   * again (409 NO_CAPACITY naming what is taken, nothing changed) and its quota place, the
+   * container it left removed (its data volume kept); the provisioner does the rest.
+   */
+  async retry(actor: Actor, instanceId: string, context: CommandContext): Promise<InstanceView | null> {
+    const view = await this.visible(actor, instanceId);
+    await this.admit(view.ownerId);
+    await this.inTurn(instanceId, async () => {
+      const instance = await this.load(instanceId);
+      if (instance.status !== 'failed' || instance.pending) {
+        throw new ConflictError('NOT_FAILED', 'Only a failed instance is created again; start or restart this one instead.');
+      }
+      const { state: node } = await this.bus.load(nodeDecider, nodeStream(instance.nodeId));
+      const heldBefore = node.status === 'active' && node.reservations[instanceId] && !node.reservations[instanceId].computeReleased;
+      await this.ensureReserved(instance, context);
+      try {
+        await this.runtime.remove(await this.targetOf(instance.nodeId), { containerId: instance.containerId, name: instance.containerName, volumes: [], keepVolumes: true });
+        await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'RetryProvisioning', data: { byUsername: actor.username } }, context);
+      } catch (err) {
+        // What this retry took goes back; what the instance held before stays.
+        if (!heldBefore) {
+          await this.release(instance.nodeId, instanceId, context);
+          await this.releaseQuota(instance.ownerId, instanceId, context);
+        }
+        if (err instanceof EngineUnavailableError) throw new EngineUnavailableAnswer(err.message);
+        throw err;
+      }
+    });
+    return this.store.collection<InstanceView>(INSTANCES).get(instanceId);
+  }
+
   private readonly running = new Map<string, Promise<void>>();
 
   /**

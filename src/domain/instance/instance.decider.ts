@@ -92,6 +92,8 @@ export type InstanceEvent =
   | DomainEvent<'InstanceGpuModeChanged', GpuModeChange>
   /** Card discovery no longer sees a card the instance holds (fell off the bus, driver reloaded, or the read failed: `reason`). */
   | DomainEvent<'InstanceGpuLost', { cards: { index: number; uuid: string }[]; reason: string | null }>
+  /** 重试创建: a failed instance is provisioned again on its node (its capacity taken again, its data volume kept). */
+  | DomainEvent<'InstanceProvisioningRetried', { byUsername: string }>
   | DomainEvent<'InstanceIdleOptOutSet', { optOut: boolean; byUsername: string }>
   | DomainEvent<'InstanceServiceUsed', Record<string, never>>;
 
@@ -178,6 +180,7 @@ export type InstanceCommand =
   | Command<'FireArrearsStop', { balance: number }>
   | Command<'ChangeGpuMode', GpuModeChange>
   | Command<'RecordGpuLost', { cards: { index: number; uuid: string }[]; reason: string | null }>
+  | Command<'RetryProvisioning', { byUsername: string }>
   /** `allowed`: whether the spec's policy lets the owner opt out (the caller reads the spec). */
   | Command<'SetIdleOptOut', { optOut: boolean; allowed: boolean; byUsername: string }>
   | Command<'RecordServiceUse', Record<string, never>>;
@@ -359,6 +362,13 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
         }
         return [{ type: 'InstanceGpuModeChanged', data: command.data }];
       }
+      case 'RetryProvisioning': {
+        const instance = live(state);
+        if (instance.status !== 'failed' || instance.pending) {
+          throw new ConflictError('NOT_FAILED', 'Only a failed instance is created again; start or restart this one instead.');
+        }
+        return [{ type: 'InstanceProvisioningRetried', data: command.data }];
+      }
       case 'RecordGpuLost': {
         if (state.status === 'none' || state.status === 'requested' || state.deleted) return [];
         return [{ type: 'InstanceGpuLost', data: command.data }];
@@ -430,6 +440,8 @@ export const instanceDecider: Decider<InstanceCommand, InstanceState, InstanceEv
       case 'InstanceArrearsStopFired':
       case 'InstanceGpuLost':
         return state;
+      case 'InstanceProvisioningRetried':
+        return { ...state, status: 'creating', statusReason: 'retrying', containerId: null };
       case 'InstanceGpuModeChanged':
         return { ...state, gpuMode: event.data.mode, gpus: event.data.gpus, gpuShare: event.data.gpuShare, containerId: event.data.containerId };
       case 'InstanceIdleOptOutSet':

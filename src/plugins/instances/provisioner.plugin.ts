@@ -4,7 +4,7 @@ import { INSTANCES, type InstanceView } from '../../projections/instances.projec
 import type { Plugin } from '../plugin-host.ts';
 
 /**
- * Reacts to `InstancePlaced` by creating and starting the container. At start it resumes the
+ * Reacts to `InstancePlaced` (and `InstanceProvisioningRetried`) by creating and starting the container. At start it resumes the
  * instances still `creating` (a crash mid-provisioning), which is safe: provisioning is idempotent.
  * One replica runs it (a singleton); after a lost lease, provisioning already under way finishes,
  * which is safe too: a create of the same container by the replica taking over finds this one.
@@ -21,7 +21,7 @@ export const provisionerPlugin: Plugin = {
       running.add(job);
     };
     const subscription = ctx.events$
-      .pipe(filter((e) => e.type === 'InstancePlaced'))
+      .pipe(filter((e) => e.type === 'InstancePlaced' || e.type === 'InstanceProvisioningRetried'))
       .subscribe((e) => run(e.stream.slice('instance-'.length)));
     // A changed egress allow-list reaches the node's guard at once, not with the next instance.
     const allowChanges = ctx.events$

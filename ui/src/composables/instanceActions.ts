@@ -7,7 +7,7 @@ import { useInstancesStore } from '@/stores/instances.ts';
 import { showError } from './errors.ts';
 
 /** `startNoGpu`: 无卡模式, a stopped GPU instance started without its cards. */
-export type Action = 'start' | 'stop' | 'restart' | 'startNoGpu';
+export type Action = 'start' | 'stop' | 'restart' | 'startNoGpu' | 'retry';
 
 /** Start / stop / restart / delete, with the busy state per instance and errors in words. */
 export function useInstanceActions() {
@@ -21,7 +21,7 @@ export function useInstanceActions() {
       const path = action === 'startNoGpu' ? `/instances/${instance.id}/start?gpuMode=none` : `/instances/${instance.id}/${action}`;
       const updated = await api.post<Instance>(path);
       store.upsert(updated);
-      const done = { start: 'instances.started', startNoGpu: 'instances.startedNoGpu', stop: 'instances.stopped', restart: 'instances.restarted' } as const;
+      const done = { start: 'instances.started', startNoGpu: 'instances.startedNoGpu', stop: 'instances.stopped', restart: 'instances.restarted', retry: 'instances.retried' } as const;
       ElMessage.success({ message: t(done[action]), grouping: true });
     } catch (err) {
       showError(err);

@@ -140,6 +140,8 @@ const en: Messages = {
     startNoGpu: 'Start without GPUs',
     noGpuMode: 'No-GPU mode (no cards held)',
     noGpuHint: 'Starts without GPUs at the spec\'s no-GPU price; files and the data disk are kept. "Start with GPUs" later takes free cards of this node again.',
+    retry: 'Create again',
+    retried: 'Creating it again',
     started: 'Start requested',
     stopped: 'Stop requested',
     restarted: 'Restart requested',

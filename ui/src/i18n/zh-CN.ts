@@ -139,6 +139,8 @@ const zhCN = {
     startNoGpu: '无卡模式启动',
     noGpuMode: '无卡模式（未占用 GPU）',
     noGpuHint: '不占用 GPU 启动，按规格的无卡价格计费；系统盘文件和数据盘都保留。之后点「带卡启动」会在本节点重新分配空闲 GPU。',
+    retry: '重试创建',
+    retried: '已重新开始创建',
     started: '已发送启动指令',
     stopped: '已发送停止指令',
     restarted: '已发送重启指令',
