@@ -79,22 +79,10 @@ export async function ensureSystemContainer(docker: Docker, spec: SystemContaine
     }
   }
   try {
-    await docker.createContainer({
-      name: spec.name,
-      Image: spec.image,
-      Cmd: [...spec.cmd],
-      Labels: { ...spec.labels },
-      HostConfig: {
-        NetworkMode: 'host',
-        RestartPolicy: { Name: 'always' },
-        Binds: [...(spec.binds ?? [])],
-        CapDrop: ['ALL'],
-        CapAdd: [...spec.capAdd],
-        SecurityOpt: ['no-new-privileges:true'],
-        ReadonlyRootfs: true,
-        LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '2' } },
-      },
-    });
+    await docker.createContainer(systemContainerOptions(spec, {
+      RestartPolicy: { Name: 'always' },
+      LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '2' } },
+    }));
   } catch (error) {
     if (statusOf(error) !== CONFLICT) throw error;
   }
@@ -110,6 +98,25 @@ export async function ensureSystemContainer(docker: Docker, spec: SystemContaine
     const output = (await container.logs({ stdout: true, stderr: true, tail: 5 })) as unknown as Buffer;
     throw new Error(`${spec.name} does not stay up: ${printable(output) || `exit code ${info.State.ExitCode}`}`);
   }
+}
+
+/** A system container as the engine takes it: host network, every capability dropped but those asked for, read-only. */
+function systemContainerOptions(spec: SystemContainer, host: Docker.HostConfig = {}): Docker.ContainerCreateOptions {
+  return {
+    name: spec.name,
+    Image: spec.image,
+    Cmd: [...spec.cmd],
+    Labels: { ...spec.labels },
+    HostConfig: {
+      NetworkMode: 'host',
+      Binds: [...(spec.binds ?? [])],
+      CapDrop: ['ALL'],
+      CapAdd: [...spec.capAdd],
+      SecurityOpt: ['no-new-privileges:true'],
+      ReadonlyRootfs: true,
+      ...host,
+    },
+  };
 }
 
 /** Removes every container with these labels, running or not; how many there were. */
@@ -133,20 +140,7 @@ export async function runSystemTask(docker: Docker, spec: SystemContainer): Prom
   await docker.getContainer(spec.name).remove({ force: true }).catch((error: unknown) => {
     if (statusOf(error) !== NOT_FOUND) throw error;
   });
-  const container = await docker.createContainer({
-    name: spec.name,
-    Image: spec.image,
-    Cmd: [...spec.cmd],
-    Labels: { ...spec.labels },
-    HostConfig: {
-      NetworkMode: 'host',
-      Binds: [...(spec.binds ?? [])],
-      CapDrop: ['ALL'],
-      CapAdd: [...spec.capAdd],
-      SecurityOpt: ['no-new-privileges:true'],
-      ReadonlyRootfs: true,
-    },
-  });
+  const container = await docker.createContainer(systemContainerOptions(spec));
   try {
     await container.start();
     const { StatusCode } = (await container.wait()) as { StatusCode: number };
