@@ -8,7 +8,7 @@ import { goArchitecture } from '../../ports/helper-builds.port.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
 import { catalogListQuery, cidr, dockerEndpoint, ipAddress, name, nameFilter, nonNegativeInt, pem, text } from './fields.ts';
-import type { Nodes } from './nodes.ts';
+import { NODE_CHECKS, type NodeCheck, type Nodes } from './nodes.ts';
 
 const capacity = (max: number, what: string) =>
   nonNegativeInt(max).nullable().meta({ description: `${what} for placement; empty = the engine's own report` });
@@ -246,14 +246,25 @@ export function toNodeDto(view: NodeView, hasHelper?: HasHelper): z.infer<typeof
 }
 
 export function nodeRoutes(nodes: Nodes, store: ReadStore, hasHelper?: HasHelper): RouteSpec[] {
-  const dto = (view: NodeView) => toNodeDto(view, hasHelper);
+  const checks = () => store.collection<NodeCheck>(NODE_CHECKS);
+  /** The node as the API shows it, 检测时间 from its last check (events record only checks that changed something). */
+  const dto = (view: NodeView, lastChecks?: ReadonlyMap<string, string>) => {
+    const shown = toNodeDto(view, hasHelper);
+    const seen = lastChecks?.get(view.id);
+    return seen && (!shown.dockerCheckedAt || seen > shown.dockerCheckedAt) ? { ...shown, dockerCheckedAt: seen } : shown;
+  };
+  const one = async (view: NodeView) => {
+    const check = await checks().get(view.id);
+    return dto(view, check ? new Map([[check.id, check.checkedAt]]) : undefined);
+  };
   return [
     route({
       method: 'get', path: '/nodes', tag: 'nodes', access: 'admin', summary: 'List compute nodes, sorted by name',
       query: catalogListQuery, response: z.array(NodeSchema),
       async handler({ query }) {
         const listed = query.listed === undefined ? {} : { listed: query.listed === 'true' };
-        return (await store.collection<NodeView>(NODES).find({ ...listed, ...nameFilter(query.q) }, { sort: { nameLower: 1 } })).map(dto);
+        const lastChecks = new Map((await checks().find({})).map((c) => [c.id, c.checkedAt]));
+        return (await store.collection<NodeView>(NODES).find({ ...listed, ...nameFilter(query.q) }, { sort: { nameLower: 1 } })).map((view) => dto(view, lastChecks));
       },
     }),
     route({
@@ -261,20 +272,20 @@ export function nodeRoutes(nodes: Nodes, store: ReadStore, hasHelper?: HasHelper
       summary: 'Register a node; its Docker connection is tested at once (a failed test still saves it)',
       body: CreateNode, response: NodeSchema,
       async handler({ body, context }) {
-        return reply(201, dto(await nodes.register(body, context)));
+        return reply(201, await one(await nodes.register(body, context)));
       },
     }),
     route({
       method: 'get', path: '/nodes/:id', tag: 'nodes', access: 'admin', summary: 'One node', response: NodeSchema,
       async handler({ params }) {
-        return dto(await nodes.get(params.id!));
+        return one(await nodes.get(params.id!));
       },
     }),
     route({
       method: 'patch', path: '/nodes/:id', tag: 'nodes', access: 'admin',
       summary: 'Change a node; a change to the Docker connection re-tests it', body: UpdateNode, response: NodeSchema,
       async handler({ params, body, context }) {
-        return dto(await nodes.change(params.id!, body, context));
+        return one(await nodes.change(params.id!, body, context));
       },
     }),
     route({
@@ -283,7 +294,7 @@ export function nodeRoutes(nodes: Nodes, store: ReadStore, hasHelper?: HasHelper
       async handler({ params, context }) {
         await nodes.get(params.id!);
         await nodes.testConnection(params.id!, context);
-        return dto(await nodes.get(params.id!));
+        return one(await nodes.get(params.id!));
       },
     }),
     route({

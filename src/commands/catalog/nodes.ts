@@ -21,6 +21,13 @@ import { instanceDecider, instanceStream } from '../../domain/instance/instance.
 import { liveInstancesUsing } from './catalog-usage.ts';
 import { tlsMaterialProblems } from './tls-material.ts';
 
+/** The last check of each node's engine (a read-side note, not an event: passes that change nothing are not recorded). */
+export const NODE_CHECKS = 'node_checks';
+export interface NodeCheck {
+  readonly id: string;
+  readonly checkedAt: string;
+}
+
 /** A node form as the API takes it: secrets in plaintext, write-only; "" clears a secret. */
 export type NodeInput = Omit<NodeSettings, 'tlsKeySealed' | 'sshPasswordSealed'> & { tlsKey?: string; sshPassword?: string };
 
@@ -102,6 +109,10 @@ export class Nodes {
         : { ok: false, error: check.reason, facts: null, onlyOnChange: options.onlyOnChange ?? false },
     }, context);
     if (gpuInventory) await this.tellHoldersOfLostCards(state, gpuInventory, context);
+    // When it was last checked, for the console's 检测时间: every pass, not only the ones that
+    // changed something (those alone are events).
+    const checkedAt = context.now ?? new Date().toISOString();
+    await this.store.collection<NodeCheck>(NODE_CHECKS).put({ id: nodeId, checkedAt }, Date.now()).catch(() => undefined);
   }
 
   /** The instances holding a card that this read no longer sees learn it on their history (their owners see why). */
