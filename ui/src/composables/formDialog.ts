@@ -1,5 +1,5 @@
 import type { FormInstance, FormRules } from 'element-plus';
-import { ref, type Ref } from 'vue';
+import { nextTick, ref, type Ref } from 'vue';
 import { useFieldErrors } from './errors.ts';
 
 /**
@@ -37,6 +37,9 @@ export function useFormDialog<Row>(options: {
       open.value = false;
     } catch (err) {
       take(err);
+      // A field the server refused may be far down a long form (the node form): show it.
+      await nextTick();
+      document.querySelector('.el-dialog .el-form-item.is-error')?.scrollIntoView({ block: 'center', behavior: 'smooth' });
     } finally {
       saving.value = false;
     }
