@@ -5,8 +5,16 @@
 // host reaches; the proxy's path to it on a local engine is the same TCP connection, plus the
 // proxy. A service on the container's loopback only goes through the engine (tianqi-helper over
 // an exec stream, the way every remote node is reached): its figure is reported beside them.
-import { execFile } from 'node:child_process';
+// nginx (Debian's nginx-light, installed by the bench when missing, one worker, a keep-alive
+// upstream to the same container port, on a free loopback port, stopped after) is the baseline a
+// user would run instead: download, upload and WebSocket echo through it in the same run.
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from '../test/support/ports.ts';
 import Dockerode from 'dockerode';
 import { startTestApp } from '../test/support/app.ts';
 import { removeContainersOf, setUpLab, waitFor } from '../test/support/fixtures.ts';
@@ -30,6 +38,85 @@ async function download(url: string, headers: string[] = []): Promise<number> {
   const [size, seconds] = stdout.trim().split(' ').map(Number);
   if (size !== BULK_BYTES) throw new Error(`downloaded ${size} of ${BULK_BYTES} bytes from ${url}`);
   return size! / 1e6 / seconds!;
+}
+
+/** MB/s of one curl upload of `file` (BULK_BYTES) to `url`. */
+async function upload(url: string, file: string, headers: string[] = []): Promise<number> {
+  const { stdout } = await run('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{size_upload} %{time_total}', '-H', 'content-type: application/octet-stream',
+    ...headers.flatMap((h) => ['-H', h]), '--data-binary', `@${file}`, url], { maxBuffer: 1024 * 1024 });
+  const [size, seconds] = stdout.trim().split(' ').map(Number);
+  if (size !== BULK_BYTES) throw new Error(`uploaded ${size} of ${BULK_BYTES} bytes to ${url}`);
+  return size! / 1e6 / seconds!;
+}
+
+/** nginx on PATH, installed from Debian's packages (nginx-light) when missing. */
+function ensureNginx(): string {
+  const find = () => {
+    try {
+      return execFileSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx']).toString().trim().split('\n')[0]!;
+    } catch {
+      return '';
+    }
+  };
+  let nginx = find();
+  if (!nginx) {
+    execFileSync('apt-get', ['install', '-y', '-q', 'nginx-light'], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, stdio: 'ignore' });
+    nginx = find();
+  }
+  if (!nginx) throw new Error('the services bench needs nginx as its baseline (apt-get install nginx-light)');
+  return nginx;
+}
+
+/** nginx as a user would put it in front of the service: one worker, keep-alive upstream, no buffering of uploads; stopped by the returned function. */
+async function startNginx(upstream: string): Promise<{ port: number; stop: () => void }> {
+  const nginx = ensureNginx();
+  const dir = mkdtempSync(join(tmpdir(), 'tianqi-nginx-'));
+  // Its worker runs as an unprivileged user (nginx started as root drops to it).
+  chmodSync(dir, 0o755);
+  const port = await freePort();
+  writeFileSync(join(dir, 'nginx.conf'), `
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream service { server ${upstream}; keepalive 16; }
+  map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
+  server {
+    listen 127.0.0.1:${port};
+    client_max_body_size 0;
+    location / {
+      proxy_pass http://service;
+      proxy_http_version 1.1;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_request_buffering off;
+      # Answers buffered in memory, never spilled to disk (a download streams through).
+      proxy_max_temp_file_size 0;
+      proxy_read_timeout 300s;
+    }
+  }
+}
+`);
+  const child = spawn(nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir, '-g', 'daemon off;'], { stdio: 'ignore' });
+  const up = async () => new Promise<boolean>((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port }, () => { socket.destroy(); resolve(true); });
+    socket.on('error', () => resolve(false));
+  });
+  await waitFor(up, (ok) => ok, 10_000);
+  return {
+    port,
+    stop: () => {
+      child.kill('SIGQUIT');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** Median and p99 of one-message round trips, in ms. */
@@ -70,13 +157,29 @@ export async function servicesBench(): Promise<Record<string, number>> {
     const ports: Record<number, number> = { 8888: await portOf(8888), 6006: await portOf(6006) };
     const proxied = (port: number, path: string) => `http://127.0.0.1:${ports[port]}${path}`;
 
+    const nginx = await startNginx(`${address}:8888`);
+    const file = join(mkdtempSync(join(tmpdir(), 'tianqi-upload-')), 'payload');
+    writeFileSync(file, Buffer.alloc(BULK_BYTES, 'u'));
     const direct: number[] = [];
     const proxy: number[] = [];
     const tunnel: number[] = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      direct.push(await download(`http://${address}:8888/bytes?n=${BULK_BYTES}`));
-      proxy.push(await download(proxied(8888, `/bytes?n=${BULK_BYTES}`), [auth]));
-      tunnel.push(await download(proxied(6006, `/bytes?n=${BULK_BYTES}`), [auth]));
+    const viaNginx: number[] = [];
+    const up = { direct: [] as number[], proxy: [] as number[], nginx: [] as number[] };
+    let wsNginx: { p50: number; p99: number };
+    try {
+      for (let r = 0; r < ROUNDS; r++) {
+        direct.push(await download(`http://${address}:8888/bytes?n=${BULK_BYTES}`));
+        proxy.push(await download(proxied(8888, `/bytes?n=${BULK_BYTES}`), [auth]));
+        viaNginx.push(await download(`http://127.0.0.1:${nginx.port}/bytes?n=${BULK_BYTES}`));
+        tunnel.push(await download(proxied(6006, `/bytes?n=${BULK_BYTES}`), [auth]));
+        up.direct.push(await upload(`http://${address}:8888/upload`, file));
+        up.proxy.push(await upload(proxied(8888, '/upload'), file, [auth]));
+        up.nginx.push(await upload(`http://127.0.0.1:${nginx.port}/upload`, file));
+      }
+      wsNginx = await echoes(() => RawWebSocket.open(nginx.port, '/ws', {}));
+    } finally {
+      nginx.stop();
+      rmSync(file, { force: true });
     }
     const wsDirect = await echoes(() => openAt(address));
     const wsProxy = await echoes(() => RawWebSocket.open(ports[8888]!, '/ws', { authorization: `Bearer ${token}` }));
@@ -85,7 +188,17 @@ export async function servicesBench(): Promise<Record<string, number>> {
     const d = median(direct);
     const p = median(proxy);
     const k = median(tunnel);
+    const n = median(viaNginx);
     return {
+      httpNginxMBps: round(n),
+      httpProxyOfNginx: round(p / n),
+      uploadDirectMBps: round(median(up.direct)),
+      uploadProxyMBps: round(median(up.proxy)),
+      uploadNginxMBps: round(median(up.nginx)),
+      uploadProxyOfNginx: round(median(up.proxy) / median(up.nginx)),
+      wsNginxP50Ms: round(wsNginx.p50),
+      wsNginxP99Ms: round(wsNginx.p99),
+      wsProxyP99OverNginxMs: round(wsProxy.p99 - wsNginx.p99),
       httpDirectMBps: round(d),
       httpProxyMBps: round(p),
       httpProxyOfDirect: round(p / d),
