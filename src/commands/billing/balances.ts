@@ -59,10 +59,10 @@ export class Balances {
     const view = await this.store.collection<BalanceView>(BALANCES).get(userId);
     const state: BalanceState = view ?? balanceDecider.initialState();
     const records = state.openedAt === null ? [] : await usageRecords(this.store, userId);
-    const instances = records
-      .map((r) => ({ instanceId: r.id, name: r.name, deleted: r.deleted, ...usageInWindow(r, state.openedAt!, now, now) }))
-      .filter((i) => i.seconds > 0);
-    const usage = state.openedAt === null ? 0 : usageUnitsSince(records, state.openedAt, now);
+    const metered = records.map((r) => ({ instanceId: r.id, name: r.name, deleted: r.deleted, ...usageInWindow(r, state.openedAt!, now, now) }));
+    // As usageUnitsSince counts it: each instance rounded once, then summed.
+    const usage = metered.reduce((sum, i) => sum + toUnits(i.cost), 0);
+    const instances = metered.filter((i) => i.seconds > 0);
     return {
       userId,
       enabled: this.settings.enabled,

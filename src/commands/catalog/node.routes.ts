@@ -248,15 +248,11 @@ export function toNodeDto(view: NodeView, hasHelper?: HasHelper): z.infer<typeof
 export function nodeRoutes(nodes: Nodes, store: ReadStore, hasHelper?: HasHelper): RouteSpec[] {
   const checks = () => store.collection<NodeCheck>(NODE_CHECKS);
   /** The node as the API shows it, 检测时间 from its last check (events record only checks that changed something). */
-  const dto = (view: NodeView, lastChecks?: ReadonlyMap<string, string>) => {
+  const dto = (view: NodeView, lastCheckedAt?: string) => {
     const shown = toNodeDto(view, hasHelper);
-    const seen = lastChecks?.get(view.id);
-    return seen && (!shown.dockerCheckedAt || seen > shown.dockerCheckedAt) ? { ...shown, dockerCheckedAt: seen } : shown;
+    return lastCheckedAt && (!shown.dockerCheckedAt || lastCheckedAt > shown.dockerCheckedAt) ? { ...shown, dockerCheckedAt: lastCheckedAt } : shown;
   };
-  const one = async (view: NodeView) => {
-    const check = await checks().get(view.id);
-    return dto(view, check ? new Map([[check.id, check.checkedAt]]) : undefined);
-  };
+  const one = async (view: NodeView) => dto(view, (await checks().get(view.id))?.checkedAt);
   return [
     route({
       method: 'get', path: '/nodes', tag: 'nodes', access: 'admin', summary: 'List compute nodes, sorted by name',
@@ -264,7 +260,7 @@ export function nodeRoutes(nodes: Nodes, store: ReadStore, hasHelper?: HasHelper
       async handler({ query }) {
         const listed = query.listed === undefined ? {} : { listed: query.listed === 'true' };
         const lastChecks = new Map((await checks().find({})).map((c) => [c.id, c.checkedAt]));
-        return (await store.collection<NodeView>(NODES).find({ ...listed, ...nameFilter(query.q) }, { sort: { nameLower: 1 } })).map((view) => dto(view, lastChecks));
+        return (await store.collection<NodeView>(NODES).find({ ...listed, ...nameFilter(query.q) }, { sort: { nameLower: 1 } })).map((view) => dto(view, lastChecks.get(view.id)));
       },
     }),
     route({

@@ -486,7 +486,9 @@ export class Instances {
       if (node.status !== 'active') throw new ConflictError('NODE_GONE', 'The instance\'s node was deleted.');
       const held = node.reservations[instanceId];
       const { spec: s } = instance;
+      const cards = nodeCapacity(node.settings, node.connection.facts).gpus;
       let gpus: readonly { index: number; memoryGb: number }[] = [];
+      let share = 0;
       if (mode === 'none') {
         // Its cards go back now (a stop keeps them with TIANQI_KEEP_GPUS_WHEN_STOPPED); the start takes CPU and memory.
         if (held && !held.computeReleased) {
@@ -502,7 +504,7 @@ export class Instances {
           throw new ConflictError('NO_CAPACITY', `Node ${node.settings.name} has no free ${s.gpuModel} card for this instance now (${holders} other instance${holders === 1 ? '' : 's'} hold its cards). It stays in 无卡模式 (no-GPU mode); start it without GPUs, or again once a card is free.`);
         }
         gpus = chosen.gpus;
-        const share = gpuShare(s.vgpu, gpus, nodeCapacity(node.settings, node.connection.facts).gpus);
+        share = gpuShare(s.vgpu, gpus, cards);
         await this.claimQuota(instance.ownerId, instanceId, instance.name, share, context);
         try {
           await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), {
@@ -514,7 +516,6 @@ export class Instances {
           throw err;
         }
       }
-      const cards = nodeCapacity(node.settings, node.connection.facts).gpus;
       const giveBack = async () => {
         if (mode !== 'gpu') return;
         await this.bus.execute(nodeDecider, nodeStream(instance.nodeId), { type: 'ReleaseCompute', data: { instanceId } }, context);
@@ -534,7 +535,7 @@ export class Instances {
       const price = mode === 'none' ? noGpuPrice! : spec?.pricePerHour ?? s.pricePerHour;
       // Recorded before the old container goes, so that its removal is not taken for the instance's container vanishing.
       await this.bus.execute(instanceDecider, instanceStream(instanceId), {
-        type: 'ChangeGpuMode', data: { mode, gpus, gpuShare: mode === 'none' ? 0 : gpuShare(s.vgpu, gpus, cards), containerId, pricePerHour: price },
+        type: 'ChangeGpuMode', data: { mode, gpus, gpuShare: share, containerId, pricePerHour: price },
       }, context);
       // The instance runs on the new container from here on; an old one left behind (the engine went
       // away just now) is stopped and harmless, and its kept files go when the instance is deleted.
