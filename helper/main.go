@@ -13,6 +13,8 @@
 //	tianqi-helper guard [--once] [--no-firewall] [--allow CIDR,…] [--preload LIB] | guard --remove
 //	                                 the node guard: tenant bridges may not reach the node (nftables),
 //	                                 and /vgpu/ld.so.preload names LIB for vGPU containers
+//	tianqi-helper agent join --platform URL --token T … | agent serve [--state DIR]
+//	                                 the node agent: the node's Docker socket over mutual TLS (agent.go)
 //	tianqi-helper version
 package main
 
@@ -55,6 +57,8 @@ func main() {
 		os.Exit(which(os.Args[2]))
 	case "guard":
 		os.Exit(guard(os.Args[2:]))
+	case "agent":
+		os.Exit(agent(os.Args[2:]))
 	case "version":
 		fmt.Println(version)
 	default:
@@ -63,6 +67,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [--listen] [start-dir] | connect HOST PORT | which NAME | guard [--once] [--no-firewall] [--allow CIDR,…] [--preload LIB] | guard --remove | version")
+	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [--listen] [start-dir] | connect HOST PORT | which NAME | guard [--once] [--no-firewall] [--allow CIDR,…] [--preload LIB] | guard --remove | agent join|serve … | version")
 	os.Exit(2)
 }

@@ -15,6 +15,7 @@ import { DockerPool } from './adapters/docker/docker-pool.ts';
 import { DockerodeEngines } from './adapters/docker/dockerode.engines.ts';
 import { DockerodeRuntime } from './adapters/docker/dockerode.runtime.ts';
 import { FileHelperBuilds } from './adapters/helper/file.helper-builds.ts';
+import { platformPki } from './adapters/pki/platform-pki.ts';
 import { auditRoutes } from './commands/audit/audit.routes.ts';
 import { quotaRoutes } from './commands/quota/quota.routes.ts';
 import { balanceRoutes } from './commands/billing/balance.routes.ts';
@@ -45,7 +46,8 @@ import { Server as SocketServer } from 'socket.io';
 import { instancesProjection } from './projections/instances.projection.ts';
 import { serviceOriginsProjection } from './projections/service-origins.projection.ts';
 import { imageRoutes } from './commands/catalog/image.routes.ts';
-import { nodeRoutes } from './commands/catalog/node.routes.ts';
+import { joinRoutes, nodeRoutes, type HasHelper } from './commands/catalog/node.routes.ts';
+import { NodeAgents, requestBase } from './commands/catalog/node-agents.ts';
 import { Nodes } from './commands/catalog/nodes.ts';
 import { specRoutes } from './commands/catalog/spec.routes.ts';
 import { CommandBus } from './commands/command-bus.ts';
@@ -151,6 +153,7 @@ export class App {
   runtime!: DockerodeRuntime;
   /** tianqi-helper's builds (dist/helper or TIANQI_HELPER_DIR). */
   helperBuilds!: FileHelperBuilds;
+  nodeAgents!: NodeAgents;
   nodeGuard!: NodeGuard;
   balances!: Balances;
   docker!: DockerPool;
@@ -209,7 +212,11 @@ export class App {
     this.helperBuilds = new FileHelperBuilds(config.helperDir);
     this.nodeGuard = new NodeGuard(this.runtime, this.helperBuilds, config.nodeGuard);
     this.nodes = new Nodes(this.bus, this.readStore, this.engines, secrets, (target) => this.nodeGuard.remove(target), logger.child({ component: 'nodes' }),
-      new GpuDiscovery(this.runtime, this.helperBuilds, config.gpuProbeImage));
+      new GpuDiscovery(this.runtime, this.helperBuilds, config.gpuProbeImage),
+      { info: (settings) => this.nodeAgents.info(settings), leave: (settings) => this.nodeAgents.leave(settings) });
+    this.nodeAgents = new NodeAgents(this.bus, platformPki, secrets, this.helperBuilds, this.nodes, logger.child({ component: 'node-agents' }), this.options.clock);
+    const hasHelper: HasHelper = Object.assign((arch: string) => this.helperBuilds.forArch(arch) !== null, { digest: (arch: string) => this.helperBuilds.forArch(arch)?.digest ?? null });
+    const publicBase = (headers: Record<string, string | string[] | undefined>) => config.publicUrl ?? requestBase(headers, config.trustProxy);
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
     this.balances = new Balances(this.bus, this.readStore, config.prepaid, this.options.clock);
     this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock, config.keepGpusWhenStopped, (ownerId) => this.balances.admit(ownerId), config.containerLimits);
@@ -224,7 +231,8 @@ export class App {
         ...userRoutes(this.accounts, this.accounts.signIns),
         ...imageRoutes(this.bus, this.readStore),
         ...specRoutes(this.bus, this.readStore),
-        ...nodeRoutes(this.nodes, this.readStore, (arch) => this.helperBuilds.forArch(arch) !== null),
+        ...nodeRoutes(this.nodes, this.readStore, hasHelper, this.nodeAgents, publicBase),
+        ...joinRoutes(this.nodeAgents, publicBase),
         ...instanceRoutes(this.instances, this.runtime, targetOf, this.readStore, config.sshPort),
         ...serviceRoutes(this.instances, this.services, config.trustProxy),
         ...auditRoutes(this.eventStore, this.readStore),

@@ -61,6 +61,8 @@ const Env = z.object({
   /** Builds of tianqi-helper (`linux-<arch>/tianqi-helper`), made by scripts/build-helper.ts. */
   TIANQI_HELPER_DIR: z.string().optional(),
   /** Host name (and :port) under which each service gets an origin of its own: `<port>-<instance id>.<domain>` (wildcard DNS). */
+  /** The platform's URL as GPU servers reach it (join commands); default: the URL the admin's browser uses. */
+  TIANQI_PUBLIC_URL: z.string().regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, 'must be http(s)://host[:port][/path]').optional(),
   TIANQI_SERVICE_DOMAIN: z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/, 'a host name such as svc.gpu.example.com (lower case), optionally with :port').optional(),
   /**
    * The port form of service links: each open service gets a port of this range on the platform's
@@ -113,6 +115,8 @@ export interface Config {
   readonly replicaId?: string;
   /** Reverse proxies in front of the HTTP port (0: none); the client is that many hops from the right of X-Forwarded-For. */
   readonly trustProxy: number;
+  /** TIANQI_PUBLIC_URL: the platform's URL in join commands; absent: the URL the admin's request came to. */
+  readonly publicUrl?: string;
   /**
    * TIANQI_KEEP_GPUS_WHEN_STOPPED: whether a stopped instance keeps its cards, CPU and memory
    * reserved (a lab that wants a place kept); by default a stop gives them back and a start takes
@@ -175,6 +179,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     lease: { ttlMs: e.TIANQI_LEASE_TTL_MS, renewEveryMs: e.TIANQI_LEASE_RENEW_MS },
     ...(e.TIANQI_REPLICA_ID ? { replicaId: e.TIANQI_REPLICA_ID } : {}),
     trustProxy: e.TIANQI_TRUST_PROXY,
+    ...(e.TIANQI_PUBLIC_URL ? { publicUrl: e.TIANQI_PUBLIC_URL.replace(/\/+$/, '') } : {}),
     nodeGuard: e.TIANQI_NODE_GUARD === '1',
     keepGpusWhenStopped: e.TIANQI_KEEP_GPUS_WHEN_STOPPED === '1',
     containerLimits: {

@@ -63,9 +63,14 @@ export function errorMiddleware(logger: Logger) {
       }
     } catch (err) {
       const { status, body, unexpected } = toErrorResponse(err);
-      if (unexpected) logger.error({ err, method: ctx.method, path: ctx.path }, 'request failed');
+      if (unexpected) logger.error({ err, method: ctx.method, path: loggedPath(ctx.path) }, 'request failed');
       ctx.status = status;
       ctx.body = body;
     }
   };
+}
+
+/** The path as logged: a join token in it (a credential) is cut to its node. */
+export function loggedPath(path: string): string {
+  return path.replace(/^(\/api\/v1\/join\/tqj\.[0-9a-f-]{36})\.[^/]+/, '$1.…');
 }

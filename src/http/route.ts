@@ -71,3 +71,11 @@ export function isReply(value: unknown): value is RouteResponse {
 export class CsvBody {
   constructor(readonly text: string) {}
 }
+
+/** A non-JSON answer (a shell script, a binary): sent with its own content type. */
+export class RawBody {
+  constructor(
+    readonly contentType: string,
+    readonly body: string | Buffer,
+  ) {}
+}

@@ -6,10 +6,10 @@ import type { Logger } from 'pino';
 import { assertAdmin, type Actor } from '../commands/user/accounts.ts';
 import { UnauthorizedError } from '../domain/shared/errors.ts';
 import { readJsonBody } from './body.ts';
-import { errorMiddleware, HttpError } from './errors.ts';
+import { errorMiddleware, HttpError, loggedPath } from './errors.ts';
 import type { IdempotencyGuard } from './idempotency.ts';
 import { openApiDocument } from './openapi.ts';
-import { CsvBody, isReply, type RouteSpec } from './route.ts';
+import { CsvBody, isReply, RawBody, type RouteSpec } from './route.ts';
 
 export interface HttpDependencies {
   readonly routes: readonly RouteSpec[];
@@ -65,7 +65,7 @@ export function createHttpApp(deps: HttpDependencies): Koa {
     } finally {
       // Never log bodies or headers: they carry passwords, tokens and keys.
       deps.logger.info(
-        { reqId: ctx.state.requestId, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - started) },
+        { reqId: ctx.state.requestId, method: ctx.method, path: loggedPath(ctx.path), status: ctx.status, ms: Math.round(performance.now() - started) },
         'request',
       );
     }
@@ -118,6 +118,9 @@ export function createHttpApp(deps: HttpDependencies): Koa {
         ctx.type = 'text/csv; charset=utf-8';
         ctx.attachment('tianqi-audit.csv');
         ctx.body = answer.body.text;
+      } else if (answer.body instanceof RawBody) {
+        ctx.type = answer.body.contentType;
+        ctx.body = answer.body.body;
       } else if (answer.status !== 204) ctx.body = answer.body ?? null;
     });
   }

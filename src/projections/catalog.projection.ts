@@ -1,5 +1,5 @@
 import type { ImageFields } from '../domain/catalog/image.decider.ts';
-import type { ConnectionState, GpuCard, NodeEvent, NodeSettings, Reservation } from '../domain/catalog/node.decider.ts';
+import type { AgentRecord, ConnectionState, GpuCard, JoinToken, NodeEvent, NodeSettings, Reservation } from '../domain/catalog/node.decider.ts';
 import { computeReleased, ledgerCards, nodeCapacity } from '../domain/catalog/node.decider.ts';
 import { freeMemory } from '../domain/instance/placement.ts';
 import type { SpecFields } from '../domain/catalog/spec.decider.ts';
@@ -40,6 +40,8 @@ export interface NodeView extends Omit<NodeSettings, 'tlsKeySealed' | 'sshPasswo
   readonly reservations: readonly Reservation[];
   /** Per card: total and free memory (a card a normal GPU instance holds has none free). */
   readonly gpus: readonly GpuCard[];
+  /** Nodes reached through the node agent: the agent as it joined, and the join tokens (their hashes stay on the stream). */
+  readonly join?: { readonly agent: AgentRecord | null; readonly tokens: readonly Omit<JoinToken, 'hash'>[] };
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -153,6 +155,28 @@ export const nodesProjection = documentProjection<NodeView>({
           reservations: doc.reservations.map((r) => (r.instanceId === event.data.instanceId ? computeReleased(r) : r)),
           updatedAt: at,
         });
+      case 'NodeJoinTokenIssued': {
+        if (!doc) return undefined;
+        const { hash: _, ...token } = event.data;
+        return { ...doc, join: { agent: doc.join?.agent ?? null, tokens: [...(doc.join?.tokens ?? []), { ...token, revokedAt: null, usedAt: null }] }, updatedAt: at };
+      }
+      case 'NodeJoinTokenRevoked':
+        return doc && { ...doc, join: withTokenChange(doc, event.data.tokenId, { revokedAt: event.data.revokedAt }), updatedAt: at };
+      case 'NodeJoined': {
+        if (!doc) return undefined;
+        const { tokenId, agent, tlsKeySealed, ...connection } = event.data;
+        return {
+          ...doc, ...connection, dockerTls: true, hasTlsKey: Boolean(tlsKeySealed),
+          dockerStatus: 'unknown', dockerError: null, dockerCheckedAt: null,
+          join: { ...withTokenChange(doc, tokenId, { usedAt: agent.joinedAt }), agent },
+          updatedAt: at,
+        };
+      }
+      case 'NodeAgentCertificatesRotated': {
+        if (!doc?.join?.agent) return undefined;
+        const { tlsCert, tlsKeySealed: _, rotatedAt, ...agent } = event.data;
+        return { ...doc, tlsCert, join: { ...doc.join, agent: { ...doc.join.agent, ...agent, rotatedAt } }, updatedAt: at };
+      }
       case 'NodeDeleted':
         return null;
       default:
@@ -160,3 +184,10 @@ export const nodesProjection = documentProjection<NodeView>({
     }
   },
 });
+
+function withTokenChange(doc: NodeView, tokenId: string, change: Partial<Omit<JoinToken, 'hash'>>): NonNullable<NodeView['join']> {
+  return {
+    agent: doc.join?.agent ?? null,
+    tokens: (doc.join?.tokens ?? []).map((t) => (t.tokenId === tokenId ? { ...t, ...change } : t)),
+  };
+}

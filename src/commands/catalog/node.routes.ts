@@ -3,7 +3,10 @@ import { z } from 'zod';
 import { DEFAULT_PUBLIC_PORT_RANGE, publicPortRange } from '../../domain/catalog/node.decider.ts';
 import { modelMatches } from '../../domain/catalog/gpu-inventory.ts';
 import { SPEC_LIMITS } from '../../domain/catalog/spec.decider.ts';
-import { reply, route, type RouteSpec } from '../../http/route.ts';
+import { isIP } from 'node:net';
+import { DomainError } from '../../domain/shared/errors.ts';
+import { RawBody, reply, route, type RouteSpec } from '../../http/route.ts';
+import { refusalScript, type NodeAgents } from './node-agents.ts';
 import { goArchitecture } from '../../ports/helper-builds.port.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
@@ -46,6 +49,9 @@ const fields = {
   }),
   publicPortMin: publicPort.meta({ description: '公网端口范围: the first host port public service ports are mapped to' }),
   publicPortMax: publicPort.meta({ description: 'the last host port of that range' }),
+  agentPort: publicPort.nullable().meta({
+    description: '添加节点 with the join command: the node agent serves the node\'s Docker socket over mutual TLS on this port (9376 unless given); null: reached through dockerEndpoint',
+  }),
 };
 const CreateNode = z.strictObject({
   ...fields,
@@ -74,8 +80,25 @@ const CreateNode = z.strictObject({
   egressAllow: fields.egressAllow.default([]),
   publicPortMin: fields.publicPortMin.default(DEFAULT_PUBLIC_PORT_RANGE.min),
   publicPortMax: fields.publicPortMax.default(DEFAULT_PUBLIC_PORT_RANGE.max),
+  agentPort: fields.agentPort.default(null),
 });
-const UpdateNode = z.strictObject(fields).partial();
+const { agentPort: _agentPort, ...changeable } = fields;
+const UpdateNode = z.strictObject(changeable).partial();
+
+const AgentSchema = z.object({
+  joinedAt: z.string(), hostname: z.string(), arch: z.string(),
+  version: z.string().meta({ description: 'the agent\'s tianqi-helper build as it joined: SHA-256 of the binary, 16 hex digits' }),
+  address: z.string().meta({ description: 'the address the platform reaches the agent on' }),
+  serverFingerprint: z.string(), clientFingerprint: z.string(),
+  certExpiresAt: z.string().meta({ description: 'when the first of the agent\'s server and the platform\'s client certificate expires: rotate before' }),
+  rotatedAt: z.string().nullable(),
+});
+const JoinTokenSchema = z.object({
+  tokenId: z.string(), issuedAt: z.string(), expiresAt: z.string(), revokedAt: z.string().nullable(), usedAt: z.string().nullable(),
+});
+const IssueJoinToken = z.strictObject({
+  ttlMinutes: z.number().int('must be a whole number').min(5, 'must be 5–10080 (a week)').max(10_080, 'must be 5–10080 (a week)').default(120),
+});
 
 const GpuSchema = z.object({
   index: z.number(), totalMemoryGb: z.number(), freeMemoryGb: z.number(),
@@ -87,6 +110,7 @@ const EngineSchema = z
     serverVersion: z.string(), cpus: z.number(), memoryBytes: z.number(), operatingSystem: z.string(), kernelVersion: z.string(),
     architecture: z.string(), storageDriver: z.string(), nvidiaRuntime: z.boolean(), runtimes: z.array(z.string()),
     dockerRootDir: z.string().optional(), apiVersion: z.string().optional(),
+    agentVersion: z.string().optional().meta({ description: 'nodes with the node agent: its tianqi-helper build as it answers now' }),
     hamiCore: z.object({ dir: z.string(), present: z.boolean() }).optional().meta({ description: 'on GPU nodes: whether HAMi-core\'s libvgpu.so is in the HAMi-core directory' }),
     gpuInventory: z.object({
       cards: z.array(z.object({
@@ -127,13 +151,18 @@ export const NodeSchema = z.object({
       .meta({ description: 'the instance\'s public service ports and the host ports they are mapped to' }),
   })),
   gpus: z.array(GpuSchema),
+  join: z.object({ agent: AgentSchema.nullable(), tokens: z.array(JoinTokenSchema) }).nullable()
+    .meta({ description: 'nodes added with the join command: the agent once joined, and the join tokens issued (never the tokens themselves)' }),
   createdAt: z.string(),
   updatedAt: z.string(),
 });
 
 /** What is unsafe in a node's settings. Pure. */
 /** Whether the platform has a tianqi-helper build for an architecture (`amd64`, `arm64`…). */
-export type HasHelper = (arch: string) => boolean;
+export type HasHelper = ((arch: string) => boolean) & {
+  /** The platform's build for an architecture, as agents report theirs (SHA-256, 16 hex digits). */
+  digest?: (arch: string) => string | null;
+};
 
 export function nodeWarnings(
   node: Pick<NodeView, 'dockerEndpoint' | 'dockerTls'> & Partial<Pick<NodeView, 'gpuModel' | 'gpuCount' | 'gpuMemoryGb'>> & { engine?: NodeView['engine'] },
@@ -195,6 +224,7 @@ function readiness(node: NodeView, hasHelper?: HasHelper): { code: string; ok: b
     code: 'HELPER', ok: arch && hasHelper ? hasHelper(arch) : null,
     detail: arch ? `tianqi-helper built for ${arch} (the node guard, SFTP, forwarding, card discovery)` : 'the engine has not been reached yet',
   });
+  if (node.agentPort) out.push(agentReadiness(node, hasHelper));
   if (facts) {
     const over: string[] = [];
     if (node.cpuCores !== null && node.cpuCores > facts.cpus) over.push(`${node.cpuCores} CPU cores declared, the engine has ${facts.cpus}`);
@@ -219,6 +249,19 @@ function readiness(node: NodeView, hasHelper?: HasHelper): { code: string; ok: b
   return out;
 }
 
+/** Nodes added with the join command: joined, answering, and running the platform's build of the agent. */
+function agentReadiness(node: NodeView, hasHelper?: HasHelper): { code: string; ok: boolean | null; detail: string } {
+  const agent = node.join?.agent;
+  if (!agent) return { code: 'AGENT', ok: null, detail: 'waiting for the join command to be run on the node' };
+  const running = node.engine?.agentVersion;
+  const shipped = hasHelper?.digest?.(agent.arch) ?? null;
+  if (node.dockerStatus !== 'connected') return { code: 'AGENT', ok: false, detail: `the agent on ${agent.hostname} (${agent.address}:${node.agentPort}) does not answer: ${node.dockerError ?? 'not reached yet'}` };
+  if (running && shipped && running !== shipped) {
+    return { code: 'AGENT', ok: false, detail: `the agent runs tianqi-helper ${running}, the platform ships ${shipped}: run a new join command on the node to update it` };
+  }
+  return { code: 'AGENT', ok: true, detail: `agent ${running ?? agent.version} on ${agent.hostname}, certificates valid until ${agent.certExpiresAt.slice(0, 10)}` };
+}
+
 function publicPortFields(node: Pick<NodeView, 'publicPortMin' | 'publicPortMax'>) {
   const range = publicPortRange(node);
   return { publicPortMin: range.min, publicPortMax: range.max };
@@ -232,6 +275,8 @@ export function toNodeDto(view: NodeView, hasHelper?: HasHelper): z.infer<typeof
     // Documents projected before public ports lack the count.
     used: { ...dto.used, publicPorts: dto.used.publicPorts ?? 0 },
     egressAllow: [...(dto.egressAllow ?? [])],
+    agentPort: dto.agentPort ?? null,
+    join: dto.join ? { agent: dto.join.agent ? { ...dto.join.agent } : null, tokens: dto.join.tokens.map((t) => ({ ...t })) } : null,
     warnings: nodeWarnings(view, hasHelper),
     readiness: readiness(view, hasHelper),
     engine: dto.engine && (({ gpuInventory, ...engine }) => ({
@@ -245,7 +290,10 @@ export function toNodeDto(view: NodeView, hasHelper?: HasHelper): z.infer<typeof
   };
 }
 
-export function nodeRoutes(nodes: Nodes, store: ReadStore, hasHelper?: HasHelper): RouteSpec[] {
+/** The platform's URL as a node reaches it: TIANQI_PUBLIC_URL, else the URL the admin's request came to. */
+export type PublicBase = (headers: Record<string, string | string[] | undefined>) => string;
+
+export function nodeRoutes(nodes: Nodes, store: ReadStore, hasHelper?: HasHelper, agents?: NodeAgents, publicBase?: PublicBase): RouteSpec[] {
   const checks = () => store.collection<NodeCheck>(NODE_CHECKS);
   /** The node as the API shows it, 检测时间 from its last check (events record only checks that changed something). */
   const dto = (view: NodeView, lastCheckedAt?: string) => {
@@ -293,12 +341,101 @@ export function nodeRoutes(nodes: Nodes, store: ReadStore, hasHelper?: HasHelper
         return one(await nodes.get(params.id!));
       },
     }),
+    ...(agents && publicBase ? agentRoutes(nodes, agents, publicBase, one) : []),
     route({
       method: 'delete', path: '/nodes/:id', tag: 'nodes', access: 'admin', status: 204,
       summary: 'Delete a node (409 IN_USE while a live instance runs on it)',
       async handler({ params, context }) {
         await nodes.delete(params.id!, context);
         return reply(204);
+      },
+    }),
+  ];
+}
+
+const IssuedJoinTokenSchema = z.object({
+  tokenId: z.string(),
+  token: z.string().meta({ description: 'shown this once; only its SHA-256 is kept' }),
+  expiresAt: z.string(),
+  command: z.string().meta({ description: 'the one line to run as root on the GPU server' }),
+  caSha256: z.string().meta({ description: 'SHA-256 of the platform CA certificate the agent checks' }),
+});
+
+function agentRoutes(nodes: Nodes, agents: NodeAgents, publicBase: PublicBase, one: (view: NodeView) => Promise<z.infer<typeof NodeSchema>>): RouteSpec[] {
+  return [
+    route({
+      method: 'post', path: '/nodes/:id/join-tokens', tag: 'nodes', access: 'admin', status: 201,
+      summary: '添加节点: a single-use join token and the command that uses it (shown once)',
+      body: IssueJoinToken, response: IssuedJoinTokenSchema,
+      async handler({ params, body, headers, context }) {
+        await nodes.get(params.id!);
+        return reply(201, await agents.issueToken(params.id!, publicBase(headers), body.ttlMinutes, context));
+      },
+    }),
+    route({
+      method: 'delete', path: '/nodes/:id/join-tokens/:tokenId', tag: 'nodes', access: 'admin', status: 204,
+      summary: 'Revoke a join token (a used or revoked one: nothing changes)',
+      async handler({ params, context }) {
+        await nodes.get(params.id!);
+        await agents.revokeToken(params.id!, params.tokenId!, context);
+        return reply(204);
+      },
+    }),
+    route({
+      method: 'post', path: '/nodes/:id/rotate-certificates', tag: 'nodes', access: 'admin',
+      summary: 'New certificates for the node agent (a new key on the node, a new client certificate here); the old client is refused after',
+      response: NodeSchema,
+      async handler({ params, context }) {
+        await nodes.get(params.id!);
+        await agents.rotate(params.id!, context);
+        return one(await nodes.get(params.id!));
+      },
+    }),
+  ];
+}
+
+const JoinBody = z.strictObject({
+  token: z.string().max(200, 'is too long'),
+  csr: z.string().max(16_384, 'is too long'),
+  hostname: z.string().max(253, 'is too long'),
+  arch: z.string().max(32, 'is too long'),
+  version: z.string().max(64, 'is too long'),
+  time: z.string().max(64, 'is too long'),
+  address: z.string().max(255, 'is too long').refine((a) => a === '' || isIP(a) !== 0 || /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i.test(a), 'must be an IP address or a host name').default(''),
+  addresses: z.array(z.string().max(64, 'is too long')).max(64, 'at most 64').default([]),
+});
+const JoinAnswerSchema = z.object({
+  nodeId: z.string(), caCert: z.string(), serverCert: z.string(), clients: z.array(z.string()), port: z.number(), address: z.string(),
+});
+
+/** What a GPU server asks while it joins: the script, the helper build, the join. The join token is the credential. */
+export function joinRoutes(agents: NodeAgents, publicBase: PublicBase): RouteSpec[] {
+  return [
+    route({
+      method: 'get', path: '/join/:token/install.sh', tag: 'nodes', access: 'public',
+      summary: 'The install script the join command runs (a used, expired or revoked token: a script that says so and exits 1)',
+      async handler({ params, headers }) {
+        try {
+          return new RawBody('text/x-shellscript; charset=utf-8', await agents.installScript(params.token!, publicBase(headers)));
+        } catch (err) {
+          if (err instanceof DomainError) return reply(err.status, new RawBody('text/x-shellscript; charset=utf-8', refusalScript(err.message)));
+          throw err;
+        }
+      },
+    }),
+    route({
+      method: 'get', path: '/join/:token/helper/:arch', tag: 'nodes', access: 'public',
+      summary: 'The tianqi-helper build the install script fetches (for a live token only)',
+      async handler({ params }) {
+        return new RawBody('application/octet-stream', await agents.helperBinary(params.token!, params.arch!));
+      },
+    }),
+    route({
+      method: 'post', path: '/join', tag: 'nodes', access: 'public',
+      summary: 'The agent joins: its certificate request and the token in, its server certificate and the platform\'s client fingerprint out (the token is spent)',
+      body: JoinBody, response: JoinAnswerSchema,
+      async handler({ body, context }) {
+        return agents.join(body, context.clientIp ?? '', context);
       },
     }),
   ];

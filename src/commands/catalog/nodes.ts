@@ -28,6 +28,12 @@ export interface NodeCheck {
   readonly checkedAt: string;
 }
 
+/** What the node list needs of a node agent (NodeAgents). */
+export interface AgentOperations {
+  info(settings: DockerConnectionSettings): Promise<{ version: string } | null>;
+  leave(settings: DockerConnectionSettings): Promise<void>;
+}
+
 /** A node form as the API takes it: secrets in plaintext, write-only; "" clears a secret. */
 export type NodeInput = Omit<NodeSettings, 'tlsKeySealed' | 'sshPasswordSealed'> & { tlsKey?: string; sshPassword?: string };
 
@@ -43,7 +49,14 @@ export class Nodes {
     private readonly logger?: Logger,
     /** Card discovery through the engine; absent: the form's cards only. */
     private readonly gpus?: GpuDiscovery,
+    /** The node agent's own operations (nodes added with the join command). */
+    private readonly agents?: AgentOperations,
   ) {}
+
+  /** Drops the cached Docker client of a node whose connection changed. */
+  forget(nodeId: string): void {
+    this.engines.forget(nodeId);
+  }
 
   async get(nodeId: string): Promise<NodeView> {
     const node = await this.store.collection<NodeView>(NODES).get(nodeId);
@@ -62,7 +75,8 @@ export class Nodes {
         nodeId,
         ...settings,
         hamiCoreDir: settings.hamiCoreDir || DEFAULT_HAMI_CORE_DIR,
-        dockerEndpoint: settings.dockerEndpoint || defaultEndpoint(settings),
+        // A node added with the join command gets its endpoint when its agent joins.
+        dockerEndpoint: settings.agentPort ? '' : settings.dockerEndpoint || defaultEndpoint(settings),
         tlsKeySealed: this.seal(tlsKey),
         sshPasswordSealed: this.seal(sshPassword),
       } as NodeSettings & { nodeId: string },
@@ -94,18 +108,22 @@ export class Nodes {
   /** Pings the engine and reads `info` (≤ 5 s), then records `connected` or `failed` with the reason. */
   async testConnection(nodeId: string, context: CommandContext, options: { onlyOnChange?: boolean } = {}): Promise<void> {
     const { state } = await this.bus.load(nodeDecider, nodeStream(nodeId));
+    // A node added with the join command has nothing to reach until its agent joined.
+    if (state.status === 'active' && state.settings.agentPort && !state.join.agent) return;
     const settings = this.connectionSettings(state);
     const check = await this.engines.check(settings, 5_000);
     let gpuInventory: GpuInventory | undefined;
     let hamiCore: { dir: string; present: boolean } | undefined;
+    let agentVersion: string | undefined;
     if (check.ok) {
       gpuInventory = await this.discoverCards(nodeId, state, check.facts.nvidiaRuntime);
       hamiCore = await this.checkHamiCore(nodeId, state, gpuInventory);
+      if (state.status === 'active' && state.join.agent && this.agents) agentVersion = (await this.agents.info(settings))?.version;
     }
     await this.bus.execute(nodeDecider, nodeStream(nodeId), {
       type: 'RecordConnectionCheck',
       data: check.ok
-        ? { ok: true, error: null, facts: { ...check.facts, runtimes: [...check.facts.runtimes], ...(gpuInventory ? { gpuInventory } : {}), ...(hamiCore ? { hamiCore } : {}) }, onlyOnChange: options.onlyOnChange ?? false }
+        ? { ok: true, error: null, facts: { ...check.facts, runtimes: [...check.facts.runtimes], ...(gpuInventory ? { gpuInventory } : {}), ...(hamiCore ? { hamiCore } : {}), ...(agentVersion ? { agentVersion } : {}) }, onlyOnChange: options.onlyOnChange ?? false }
         : { ok: false, error: check.reason, facts: null, onlyOnChange: options.onlyOnChange ?? false },
     }, context);
     if (gpuInventory) await this.tellHoldersOfLostCards(state, gpuInventory, context);
@@ -147,6 +165,10 @@ export class Nodes {
       } catch (err) {
         this.logger?.warn({ err, nodeId }, 'node deleted, but its node guard could not be removed: on the node run `docker rm -f $(docker ps -aq -f label=tianqi.role=node-guard)` and `nft delete table inet tianqi`');
       }
+    }
+    // Last, as the guard's removal goes through it: the agent stops accepting the platform's client and stops.
+    if (target && state.status === 'active' && state.join.agent && this.agents) {
+      await this.agents.leave(target.settings).catch((err: unknown) => this.logger?.warn({ err, nodeId }, 'node deleted, but its agent could not be told: on the node run `systemctl disable --now tianqi-agent` and `rm -rf /var/lib/tianqi-agent`'));
     }
     this.engines.forget(nodeId);
   }

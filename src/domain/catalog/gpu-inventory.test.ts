@@ -49,7 +49,7 @@ describe('card discovery', () => {
   it('places on a mixed node by each card\'s own model and memory, never on a card gone missing', () => {
     const inventory = mergeInventory(null, { ...parseGpuQuery(RECORDED.mixed)!, cudaVersion: '12.4' });
     const node = (gpuInventory: typeof inventory): Exclude<NodeState, { status: 'none' }> => ({
-      status: 'active', nodeId: 'n1', reservations: {},
+      status: 'active', nodeId: 'n1', reservations: {}, join: { tokens: {}, agent: null },
       settings: { name: 'mixed', listed: true, gpuModel: 'declared-model', gpuCount: 1, gpuMemoryGb: 8, cpuCores: 64, memoryGb: 256, dataDiskGb: null } as never,
       connection: { status: 'connected', error: null, checkedAt: null, facts: { cpus: 64, memoryBytes: 256 * 1024 ** 3, gpuInventory } as never },
     });

@@ -1,7 +1,7 @@
 import type { Command, Decider, DomainEvent } from '../shared/decider.ts';
 import type { GpuInventory } from './gpu-inventory.ts';
 import { assertNever } from '../shared/decider.ts';
-import { ConflictError, NotFoundError, ValidationError } from '../shared/errors.ts';
+import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from '../shared/errors.ts';
 import { freeMemory, type CardLedger, type HostPortLedger, type NodeLedger } from '../instance/placement.ts';
 import { assertNotInUse, changedFields } from './image.decider.ts';
 
@@ -44,6 +44,52 @@ export interface NodeSettings {
   /** The node's ports public service ports are mapped to (公网端口范围); absent in older records: the default. */
   readonly publicPortMin?: number;
   readonly publicPortMax?: number;
+  /**
+   * Reached through the TianQi node agent (添加节点 with the join command) on this port of the
+   * node; absent or null: through the engine's own endpoint as the form gives it.
+   */
+  readonly agentPort?: number | null;
+}
+
+/** The agent's port unless the form names another: not Docker's 2375/2376, nor Swarm's 2377. */
+export const DEFAULT_AGENT_PORT = 9376;
+
+/** A single-use join token: only its SHA-256 is kept. */
+export interface JoinToken {
+  readonly tokenId: string;
+  readonly hash: string;
+  readonly issuedAt: string;
+  readonly expiresAt: string;
+  readonly revokedAt: string | null;
+  readonly usedAt: string | null;
+}
+
+/** The node agent as it joined (and its certificates since). */
+export interface AgentRecord {
+  readonly joinedAt: string;
+  readonly hostname: string;
+  readonly version: string;
+  readonly arch: string;
+  /** The address the platform dials the agent on. */
+  readonly address: string;
+  /** SHA-256 of the agent's server certificate and of the platform's client certificate for it. */
+  readonly serverFingerprint: string;
+  readonly clientFingerprint: string;
+  readonly certExpiresAt: string;
+  readonly rotatedAt: string | null;
+}
+
+export interface JoinState {
+  readonly tokens: Readonly<Record<string, JoinToken>>;
+  readonly agent: AgentRecord | null;
+}
+
+/** What the agent's certificates change on the node: its TLS connection settings. */
+export interface AgentConnection {
+  readonly dockerEndpoint: string;
+  readonly tlsCa: string;
+  readonly tlsCert: string;
+  readonly tlsKeySealed: string;
 }
 
 export const DEFAULT_HAMI_CORE_DIR = '/root/HAMi-core/build';
@@ -71,6 +117,8 @@ export interface EngineFactsRecord {
   readonly gpuInventory?: GpuInventory;
   /** Whether HAMi-core's libvgpu.so is in the node's HAMi-core directory (checked on GPU nodes); absent: not checked. */
   readonly hamiCore?: { readonly dir: string; readonly present: boolean };
+  /** Nodes reached through the node agent: the agent's build (SHA-256 of its binary, 16 hex digits). */
+  readonly agentVersion?: string;
 }
 
 export type DockerStatus = 'connected' | 'failed' | 'unknown';
@@ -109,7 +157,13 @@ export type NodeEvent =
   | DomainEvent<'NodeDeleted', { nodeId: string }>
   | DomainEvent<'NodeCapacityReserved', Reservation>
   | DomainEvent<'NodeCapacityReleased', { instanceId: string }>
-  | DomainEvent<'NodeComputeReleased', { instanceId: string }>;
+  | DomainEvent<'NodeComputeReleased', { instanceId: string }>
+  | DomainEvent<'NodeJoinTokenIssued', { tokenId: string; hash: string; issuedAt: string; expiresAt: string }>
+  | DomainEvent<'NodeJoinTokenRevoked', { tokenId: string; revokedAt: string }>
+  | DomainEvent<'NodeJoined', AgentConnection & { tokenId: string; agent: AgentRecord }>
+  | DomainEvent<'NodeAgentCertificatesRotated', Pick<AgentConnection, 'tlsCert' | 'tlsKeySealed'> & {
+      serverFingerprint: string; clientFingerprint: string; certExpiresAt: string; rotatedAt: string;
+    }>;
 
 export type NodeCommand =
   | Command<'RegisterNode', NodeSettings & { nodeId: string }>
@@ -125,7 +179,14 @@ export type NodeCommand =
   | Command<'ReserveCapacity', Reservation>
   | Command<'ReleaseCapacity', { instanceId: string }>
   /** A stopped instance gives back its cards, CPU and memory; a start takes them again with ReserveCapacity. */
-  | Command<'ReleaseCompute', { instanceId: string }>;
+  | Command<'ReleaseCompute', { instanceId: string }>
+  | Command<'IssueJoinToken', { tokenId: string; hash: string; expiresAt: string }>
+  | Command<'RevokeJoinToken', { tokenId: string }>
+  /** The agent joined with a live token (single use: a second join with it is refused). */
+  | Command<'CompleteJoin', AgentConnection & { hash: string; agent: Omit<AgentRecord, 'joinedAt' | 'rotatedAt'> }>
+  | Command<'RecordAgentRotation', Pick<AgentConnection, 'tlsCert' | 'tlsKeySealed'> & {
+      serverFingerprint: string; clientFingerprint: string; certExpiresAt: string;
+    }>;
 
 export type NodeState =
   | { readonly status: 'none' }
@@ -136,9 +197,17 @@ export type NodeState =
       readonly connection: ConnectionState;
       /** The capacity ledger: reservations by instance id. */
       readonly reservations: Readonly<Record<string, Reservation>>;
+      /** Join tokens and the agent, for nodes reached through the node agent. */
+      readonly join: JoinState;
     };
 
 export const nodeStream = (nodeId: string) => `node-${nodeId}`;
+
+const NO_JOIN: JoinState = { tokens: {}, agent: null };
+
+function withToken<S extends Exclude<NodeState, { status: 'none' }>>(state: S, token: JoinToken): S {
+  return { ...state, join: { ...state.join, tokens: { ...state.join.tokens, [token.tokenId]: token } } };
+}
 
 const UNKNOWN: ConnectionState = { status: 'unknown', error: null, checkedAt: null, facts: null };
 
@@ -164,6 +233,19 @@ export function nodeProblems(s: NodeSettings): Record<string, string> {
 function assertValid(settings: NodeSettings): void {
   const problems = nodeProblems(settings);
   if (Object.keys(problems).length > 0) throw new ValidationError(problems, 'The node settings break a rule.');
+}
+
+/**
+ * The live token with this hash, or why it cannot be used: unknown, revoked, used or expired. Pure;
+ * the install script and the helper download check it without spending it, a join spends it.
+ */
+export function liveJoinToken(state: NodeState, hash: string, now: string): JoinToken {
+  const token = state.status === 'active' ? Object.values(state.join.tokens).find((t) => t.hash === hash) : undefined;
+  if (!token) throw new UnauthorizedError('This join token is not known: copy the command from the node\'s page again.', 'JOIN_TOKEN_INVALID');
+  if (token.revokedAt) throw new UnauthorizedError('This join token was revoked: issue a new command on the node\'s page.', 'JOIN_TOKEN_REVOKED');
+  if (token.usedAt) throw new UnauthorizedError(`This join token was used at ${token.usedAt} and works once: issue a new command on the node's page.`, 'JOIN_TOKEN_USED');
+  if (token.expiresAt <= now) throw new UnauthorizedError(`This join token expired at ${token.expiresAt}: issue a new command on the node's page.`, 'JOIN_TOKEN_EXPIRED');
+  return token;
 }
 
 function active(state: NodeState) {
@@ -199,7 +281,7 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
         const node = active(state);
         const { ok, error, facts, onlyOnChange } = command.data;
         const status = ok ? 'connected' : 'failed';
-        const cardFacts = (f: EngineFactsRecord | null | undefined) => JSON.stringify([f?.gpuInventory ?? null, f?.hamiCore ?? null]);
+        const cardFacts = (f: EngineFactsRecord | null | undefined) => JSON.stringify([f?.gpuInventory ?? null, f?.hamiCore ?? null, f?.agentVersion ?? null]);
         const inventoryChanged = ok && cardFacts(facts) !== cardFacts(node.connection.facts);
         if (onlyOnChange && node.connection.status === status && node.connection.error === error && !inventoryChanged) return [];
         return [{
@@ -231,6 +313,29 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
         if (!held || held.computeReleased) return [];
         return [{ type: 'NodeComputeReleased', data: { instanceId: command.data.instanceId } }];
       }
+      case 'IssueJoinToken': {
+        const node = active(state);
+        if (!node.settings.agentPort) throw new ConflictError('NOT_AN_AGENT_NODE', `Node ${node.settings.name} is reached through its engine's own endpoint, not the node agent: join commands are for nodes added with the agent.`);
+        return [{ type: 'NodeJoinTokenIssued', data: { ...command.data, issuedAt: command.metadata.now } }];
+      }
+      case 'RevokeJoinToken': {
+        const node = active(state);
+        const token = node.join.tokens[command.data.tokenId];
+        if (!token) throw new NotFoundError('Join token');
+        if (token.revokedAt || token.usedAt) return [];
+        return [{ type: 'NodeJoinTokenRevoked', data: { tokenId: token.tokenId, revokedAt: command.metadata.now } }];
+      }
+      case 'CompleteJoin': {
+        active(state);
+        const { hash, agent, ...connection } = command.data;
+        const token = liveJoinToken(state, hash, command.metadata.now);
+        return [{ type: 'NodeJoined', data: { tokenId: token.tokenId, ...connection, agent: { ...agent, joinedAt: command.metadata.now, rotatedAt: null } } }];
+      }
+      case 'RecordAgentRotation': {
+        const node = active(state);
+        if (!node.join.agent) throw new ConflictError('AGENT_NOT_JOINED', `No agent has joined node ${node.settings.name} yet.`);
+        return [{ type: 'NodeAgentCertificatesRotated', data: { ...command.data, rotatedAt: command.metadata.now } }];
+      }
       default:
         return assertNever(command);
     }
@@ -239,7 +344,7 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
     switch (event.type) {
       case 'NodeRegistered': {
         const { nodeId, ...settings } = event.data;
-        return { status: 'active', nodeId, settings, connection: UNKNOWN, reservations: {} };
+        return { status: 'active', nodeId, settings, connection: UNKNOWN, reservations: {}, join: NO_JOIN };
       }
       case 'NodeSettingsChanged': {
         if (state.status === 'none') return state;
@@ -265,6 +370,36 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
         const held = state.status === 'none' ? undefined : state.reservations[event.data.instanceId];
         if (state.status === 'none' || !held) return state;
         return { ...state, reservations: { ...state.reservations, [event.data.instanceId]: computeReleased(held) } };
+      }
+      case 'NodeJoinTokenIssued': {
+        if (state.status === 'none') return state;
+        const { hash, tokenId, issuedAt, expiresAt } = event.data;
+        return withToken(state, { tokenId, hash, issuedAt, expiresAt, revokedAt: null, usedAt: null });
+      }
+      case 'NodeJoinTokenRevoked': {
+        const token = state.status === 'none' ? undefined : state.join.tokens[event.data.tokenId];
+        return state.status === 'none' || !token ? state : withToken(state, { ...token, revokedAt: event.data.revokedAt });
+      }
+      case 'NodeJoined': {
+        if (state.status === 'none') return state;
+        const { tokenId, agent, ...connection } = event.data;
+        const token = state.join.tokens[tokenId];
+        const spent = token ? withToken(state, { ...token, usedAt: agent.joinedAt }) : state;
+        return {
+          ...spent,
+          settings: { ...spent.settings, ...connection, dockerTls: true },
+          connection: { ...UNKNOWN, facts: spent.connection.facts },
+          join: { ...spent.join, agent },
+        };
+      }
+      case 'NodeAgentCertificatesRotated': {
+        if (state.status === 'none' || !state.join.agent) return state;
+        const { tlsCert, tlsKeySealed, rotatedAt, ...agent } = event.data;
+        return {
+          ...state,
+          settings: { ...state.settings, tlsCert, tlsKeySealed },
+          join: { ...state.join, agent: { ...state.join.agent, ...agent, rotatedAt } },
+        };
       }
       default:
         return assertNever(event);
