@@ -102,12 +102,17 @@ export interface EngineFacts {
     error: string | null;
   };
   hamiCore?: { dir: string; present: boolean };
+  /** Nodes with the node agent: its tianqi-helper build as it answers now. */
+  agentVersion?: string;
 }
 
 export interface NodeGpu {
   index: number;
   totalMemoryGb: number;
   freeMemoryGb: number;
+  /** Discovered cards: the card's own model and UUID. */
+  model?: string;
+  uuid?: string;
 }
 
 export interface ComputeNode {
@@ -154,8 +159,23 @@ export interface ComputeNode {
   warnings: { code: string; message: string }[];
   /** Readiness checks by code (HELPER, CAPACITY, NVIDIA_RUNTIME, DRIVER, HAMI_CORE); ok null: not known. */
   readiness: { code: string; ok: boolean | null; detail: string }[];
+  /** 添加节点 with the join command: the node agent's port; null: reached through dockerEndpoint. */
+  agentPort: number | null;
+  join: {
+    agent: { joinedAt: string; hostname: string; arch: string; version: string; address: string; certExpiresAt: string; rotatedAt: string | null } | null;
+    tokens: { tokenId: string; issuedAt: string; expiresAt: string; revokedAt: string | null; usedAt: string | null }[];
+  } | null;
   createdAt: string;
   updatedAt: string;
+}
+
+/** A join command, as issued (the token is shown this once). */
+export interface JoinCommand {
+  tokenId: string;
+  token: string;
+  expiresAt: string;
+  command: string;
+  caSha256: string;
 }
 
 export interface Placement {
