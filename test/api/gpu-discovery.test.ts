@@ -136,4 +136,25 @@ describeWithService('root, dockerd and a tianqi-helper build', canRun, 'run as r
     const history = (await t.api<{ summary: string }[]>('GET', `/api/v1/instances/${pair.id}/history`, { token: alice })).body.map((h) => h.summary);
     expect(history.some((l) => l.startsWith('GPU 3 (GPU-b3b3b3b3-3333-4333-8333-333333333333) no longer seen on the node'))).toBe(true);
   });
+
+  it('keeps cards unavailable when nvidia-smi prints garbage or hangs, and says so on the node\'s page', async () => {
+    buildGpuProbeImage(engine.socket, PROBE, 'NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver.');
+    expect((await t.api('POST', `/api/v1/nodes/${nodeId}/test`, { token: admin })).status).toBe(200);
+    let n = await node();
+    expect(n.warnings.find((w) => w.code === 'GPU_READ_FAILED')?.message).toContain('nvidia-smi listed no cards: NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver.');
+    expect(n.engine.gpuInventory!.cards.every((c) => !c.available)).toBe(true);
+    expect(n.gpus).toEqual([]);
+    expect(n.readiness.find((r) => r.code === 'DRIVER')!.ok).toBe(false);
+    expect((await create('on-garbage', await spec('any-4090', 'RTX 4090', 1, 24))).status).toBe(409);
+
+    buildGpuProbeImage(engine.socket, PROBE, RECORDED.mixed, { hang: true });
+    const started = Date.now();
+    expect((await t.api('POST', `/api/v1/nodes/${nodeId}/test`, { token: admin })).status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(40_000);
+    n = await node();
+    expect(n.warnings.find((w) => w.code === 'GPU_READ_FAILED')?.message).toContain('nvidia-smi did not answer within 20 s (a wedged driver?)');
+    expect(n.gpus).toEqual([]);
+    // The hung probe is not left behind.
+    expect((await docker().listContainers({ all: true, filters: { label: ['tianqi.role=gpu-probe'] } })).length).toBe(0);
+  }, 90_000);
 });

@@ -114,7 +114,8 @@ function buildImage(socket: string, image: string, cmd: string, fill: (root: str
  * recorded `--query-gpu` output of real cards) when given arguments, and a real header without.
  * Made again each call (the second read of a test may find other cards).
  */
-export function buildGpuProbeImage(socket: string, image: string, query: string): string {
+/** `hang`: the query never answers (a wedged driver). */
+export function buildGpuProbeImage(socket: string, image: string, query: string, options: { hang?: boolean } = {}): string {
   execFileSync('docker', ['rmi', '-f', image], { env: { ...process.env, DOCKER_HOST: `unix://${socket}` }, stdio: 'ignore' });
   return buildImage(socket, image, 'CMD ["nvidia-smi"]', (root, busybox) => {
     busyboxTree(root, busybox);
@@ -126,6 +127,7 @@ export function buildGpuProbeImage(socket: string, image: string, query: string)
       '  echo "| NVIDIA-SMI 550.127.05             Driver Version: 550.127.05     CUDA Version: 12.4     |"',
       '  exit 0',
       'fi',
+      ...(options.hang ? ['sleep 600'] : []),
       'cat /recorded.csv',
       '',
     ].join('\n'), { mode: 0o755 });
