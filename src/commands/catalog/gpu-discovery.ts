@@ -20,7 +20,10 @@ export class GpuDiscovery {
   async read(target: NodeTarget, previous: GpuInventory | undefined): Promise<GpuInventory | undefined> {
     const image = await this.image(target);
     const query = await this.runtime.runGpuQuery(target, image, GPU_QUERY);
-    if (query === null) return previous ? mergeInventory(previous, { error: 'the engine has no NVIDIA device driver now (NVIDIA container toolkit missing?)' }) : undefined;
+    if (query === null) {
+      const error = 'the engine has no NVIDIA device driver (is the NVIDIA container toolkit installed?)';
+      return { ...mergeInventory(previous, { error }), noDeviceDriver: true };
+    }
     if ('error' in query) return mergeInventory(previous, { error: query.error });
     const parsed = parseGpuQuery(query.stdout);
     if (!parsed) return mergeInventory(previous, { error: `nvidia-smi listed no cards: ${query.stdout.trim().split('\n')[0]?.slice(0, 200) ?? ''}` });

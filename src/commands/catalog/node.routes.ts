@@ -118,6 +118,7 @@ const EngineSchema = z
         migMode: z.enum(['enabled', 'disabled', 'n/a']), available: z.boolean(),
       })),
       driverVersion: z.string().nullable(), cudaVersion: z.string().nullable(), error: z.string().nullable(),
+      noDeviceDriver: z.literal(true).optional().meta({ description: 'the engine has no NVIDIA device driver: no card, found or declared, is placed on' }),
     }).optional().meta({ description: 'card discovery: each card as nvidia-smi reads it through the engine (unavailable: not seen on the last read); absent where the node has no NVIDIA driver' }),
   })
   .nullable();

@@ -298,6 +298,13 @@ export class Instances {
       }
     }
     const ports = request.publicPorts ? ` and ${request.publicPorts} public port${request.publicPorts === 1 ? '' : 's'}` : '';
+    if (request.gpuCount > 0) {
+      const query: Record<string, unknown> = { listed: true, dockerStatus: 'connected', ...(input.nodeId ? { id: input.nodeId } : {}) };
+      const driverless = (await this.store.collection<NodeView>(NODES).find(query)).filter((n) => n.engine?.gpuInventory?.noDeviceDriver).map((n) => n.name);
+      if (driverless.length > 0) {
+        throw new ConflictError('NO_CAPACITY', `No node can take this GPU spec now: the Docker engine of ${driverless.join(', ')} has no NVIDIA device driver, so no container there can be given a card (an administrator installs the NVIDIA container toolkit on the node).`);
+      }
+    }
     if (request.vgpu && request.gpuCount > 0) {
       const unready = (await this.ledgers(request, input.nodeId)).filter((n) => n.vgpuReady === false).map((n) => n.name);
       if (unready.length > 0) {

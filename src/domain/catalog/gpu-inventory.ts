@@ -22,6 +22,11 @@ export interface GpuInventory {
   readonly cudaVersion: string | null;
   /** Why the last read failed (the cards are then all unavailable), or null. */
   readonly error: string | null;
+  /**
+   * The engine has no NVIDIA device driver at all (no NVIDIA container toolkit): it cannot give a
+   * container a card, so the form's cards are not placed on either.
+   */
+  readonly noDeviceDriver?: true;
 }
 
 /** What the probe container runs; `nvidia-smi` alone (no arguments) prints the CUDA version in its header. */

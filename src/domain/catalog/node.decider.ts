@@ -429,7 +429,7 @@ export function nodeCapacity(
     dataDiskGb: settings.dataDiskGb,
     // Discovered cards where the engine could be asked (only those seen on the last read); the
     // form's count and memory where it could not.
-    gpus: facts?.gpuInventory && facts.gpuInventory.cards.length > 0
+    gpus: facts?.gpuInventory?.noDeviceDriver ? [] : facts?.gpuInventory && facts.gpuInventory.cards.length > 0
       ? facts.gpuInventory.cards.filter((c) => c.available).map((c): GpuCard => ({
         index: c.index, totalMemoryGb: c.memoryGb, freeMemoryGb: c.memoryGb, model: c.model, uuid: c.uuid,
       }))
