@@ -15,6 +15,7 @@
 //	                                 and /vgpu/ld.so.preload names LIB for vGPU containers
 //	tianqi-helper agent join --platform URL --token T … | agent serve [--state DIR]
 //	                                 the node agent: the node's Docker socket over mutual TLS (agent.go)
+//	tianqi-helper statfs PATH         "<total bytes> <free bytes>" of the filesystem holding PATH
 //	tianqi-helper version
 package main
 
@@ -59,6 +60,11 @@ func main() {
 		os.Exit(guard(os.Args[2:]))
 	case "agent":
 		os.Exit(agent(os.Args[2:]))
+	case "statfs":
+		if len(os.Args) != 3 {
+			usage()
+		}
+		os.Exit(statfs(os.Args[2]))
 	case "version":
 		fmt.Println(version)
 	default:
@@ -67,6 +73,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [--listen] [start-dir] | connect HOST PORT | which NAME | guard [--once] [--no-firewall] [--allow CIDR,…] [--preload LIB] | guard --remove | agent join|serve … | version")
+	fmt.Fprintln(os.Stderr, "usage: tianqi-helper sftp [--listen] [start-dir] | connect HOST PORT | which NAME | guard [--once] [--no-firewall] [--allow CIDR,…] [--preload LIB] | guard --remove | agent join|serve … | statfs PATH | version")
 	os.Exit(2)
 }

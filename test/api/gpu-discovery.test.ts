@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Dockerode from 'dockerode';
@@ -17,7 +17,7 @@ const PROBE = 'tianqi-test/gpu-probe:1';
 
 interface Node {
   id: string; dockerStatus: string; gpus: { index: number; freeMemoryGb: number }[];
-  engine: { gpuInventory?: { cards: { index: number; uuid: string; model: string; memoryGb: number; migMode: string; available: boolean }[]; driverVersion: string; cudaVersion: string; error: string | null } };
+  engine: { diskBytes?: number; gpuInventory?: { cards: { index: number; uuid: string; model: string; memoryGb: number; migMode: string; available: boolean }[]; driverVersion: string; cudaVersion: string; error: string | null } };
   warnings: { code: string; message: string }[];
   readiness: { code: string; ok: boolean | null; detail: string }[];
 }
@@ -102,6 +102,16 @@ describeWithService('root, dockerd and a tianqi-helper build', canRun, 'run as r
     expect(checks.DRIVER).toMatchObject({ ok: true, detail: 'driver 550.127.05, CUDA 12.4' });
     expect(checks.HAMI_CORE).toMatchObject({ ok: false, detail: '/root/HAMi-core/build/libvgpu.so missing: vGPU specs are not placed here' });
     expect(checks.HELPER!.ok).toBe(true);
+    // The disk under the engine's data directory, read on the node, against the form's data disk.
+    const disk = statfsSync(join(engine.dir, 'data'));
+    expect((await node()).engine.diskBytes).toBe(disk.blocks * disk.bsize);
+    const diskGb = Math.floor((disk.blocks * disk.bsize) / 1024 ** 3);
+    expect((await t.api('PATCH', `/api/v1/nodes/${nodeId}`, { token: admin, body: { dataDiskGb: diskGb + 100 } })).status).toBe(200);
+    expect((await t.api('POST', `/api/v1/nodes/${nodeId}/test`, { token: admin })).status).toBe(200);
+    const capacity = (await node()).readiness.find((r) => r.code === 'CAPACITY')!;
+    expect(capacity.ok).toBe(false);
+    expect(capacity.detail).toContain(`; ${diskGb + 100} GB data disk declared, the engine's disk (${join(engine.dir, 'data')}) has ${diskGb}: placement would promise what is not there`);
+    expect((await t.api('PATCH', `/api/v1/nodes/${nodeId}`, { token: admin, body: { dataDiskGb: null } })).status).toBe(200);
     const vgpuImage = (await t.api<{ id: string }>('POST', '/api/v1/images', { token: admin, body: { name: 'busybox-vgpu', address: ensureServiceImage(engine.socket), vgpuSupported: true } })).body.id;
     const slice = (await t.api<{ id: string }>('POST', '/api/v1/specs', { token: admin, body: { name: 'a100-20g', gpuModel: 'A100', gpuCount: 1, gpuMemoryGb: 20, vgpuSupported: true, cpuCores: 1, memoryGb: 1 } })).body.id;
     const createSlice = (name: string) => t.api<View>('POST', '/api/v1/instances', { token: alice, body: { name, imageId: vgpuImage, specId: slice } });

@@ -1,7 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
@@ -13,6 +12,7 @@ import type { DockerConnectionSettings } from '../../src/ports/docker.port.ts';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
 import { waitFor } from '../support/fixtures.ts';
 import { SecondEngine, dockerd } from '../support/second-engine.ts';
+import { freePort } from '../support/ports.ts';
 import { describeWithService } from '../support/services.ts';
 import { ensureServiceImage } from '../support/test-image.ts';
 
@@ -31,14 +31,6 @@ interface Node {
 }
 interface Issued { tokenId: string; token: string; expiresAt: string; command: string; caSha256: string }
 interface Failure { error: { code: string; message: string; fields?: Record<string, string> } }
-
-const freePort = () => new Promise<number>((resolve) => {
-  const s = createServer();
-  s.listen(0, '127.0.0.1', () => {
-    const port = (s.address() as { port: number }).port;
-    s.close(() => resolve(port));
-  });
-});
 
 /** A TLS handshake with the agent as `client`; resolves true when the agent answers an HTTP request. */
 function reaches(port: number, client: { cert: string; key: string }, ca: string): Promise<boolean> {

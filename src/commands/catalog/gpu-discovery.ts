@@ -1,6 +1,7 @@
 import { GPU_QUERY, mergeInventory, parseCudaVersion, parseGpuQuery, type GpuInventory } from '../../domain/catalog/gpu-inventory.ts';
 import type { ContainerRuntime, NodeTarget, SystemContainer } from '../../ports/container-runtime.port.ts';
 import type { HelperBuilds } from '../../ports/helper-builds.port.ts';
+import { randomBytes } from 'node:crypto';
 import { tarOf } from '../instance/tar.ts';
 
 /**
@@ -37,12 +38,30 @@ export class GpuDiscovery {
     return this.runtime.hostFileExists(target, await this.image(target), dir, 'libvgpu.so');
   }
 
+  /** The size of the filesystem holding `dir` on the node (the engine's data directory), in bytes. */
+  async diskSize(target: NodeTarget, dir: string): Promise<number> {
+    const helper = await this.helperImage(target);
+    const { exitCode, output } = await this.runtime.runSystemTask(target, {
+      ...helper, name: `tianqi-disk-probe-${randomBytes(4).toString('hex')}`, labels: { 'tianqi.role': 'disk-probe' },
+      cmd: ['/tianqi-helper', 'statfs', '/probe'], binds: [`${dir}:/probe:ro`],
+    });
+    const total = /^(\d+) \d+$/m.exec(output)?.[1];
+    if (exitCode !== 0 || !total) throw new Error(`statfs of ${dir} on the node failed: ${output.trim().slice(0, 200)}`);
+    return Number(total);
+  }
+
   private async image(target: NodeTarget): Promise<SystemContainer> {
     const labels = { 'tianqi.role': 'gpu-probe' };
     if (this.probeImage) {
       const image = this.probeImage;
       return { name: '', image, labels, capAdd: [], cmd: [], rootfs: () => { throw new Error(`the GPU probe image ${image} is not on the node`); } };
     }
+    return { ...(await this.helperImage(target)), labels };
+  }
+
+  /** The node guard's one-file image: tianqi-helper alone. */
+  private async helperImage(target: NodeTarget): Promise<SystemContainer> {
+    const labels = {};
     const arch = await this.runtime.architecture(target);
     const build = this.builds.forArch(arch);
     if (!build) throw new Error(`card discovery needs tianqi-helper built for ${arch}`);

@@ -110,6 +110,7 @@ const EngineSchema = z
     serverVersion: z.string(), cpus: z.number(), memoryBytes: z.number(), operatingSystem: z.string(), kernelVersion: z.string(),
     architecture: z.string(), storageDriver: z.string(), nvidiaRuntime: z.boolean(), runtimes: z.array(z.string()),
     dockerRootDir: z.string().optional(), apiVersion: z.string().optional(),
+    diskBytes: z.number().optional().meta({ description: 'the size of the disk holding the engine\'s data directory' }),
     agentVersion: z.string().optional().meta({ description: 'nodes with the node agent: its tianqi-helper build as it answers now' }),
     hamiCore: z.object({ dir: z.string(), present: z.boolean() }).optional().meta({ description: 'on GPU nodes: whether HAMi-core\'s libvgpu.so is in the HAMi-core directory' }),
     gpuInventory: z.object({
@@ -231,7 +232,9 @@ function readiness(node: NodeView, hasHelper?: HasHelper): { code: string; ok: b
     if (node.cpuCores !== null && node.cpuCores > facts.cpus) over.push(`${node.cpuCores} CPU cores declared, the engine has ${facts.cpus}`);
     const engineGb = Math.floor(facts.memoryBytes / 1024 ** 3);
     if (node.memoryGb !== null && node.memoryGb > engineGb) over.push(`${node.memoryGb} GB memory declared, the engine has ${engineGb}`);
-    out.push({ code: 'CAPACITY', ok: over.length === 0, detail: over.length > 0 ? `${over.join('; ')}: placement would promise what is not there` : `declared within what the engine reports (${facts.cpus} cores, ${engineGb} GB)` });
+    const diskGb = facts.diskBytes ? Math.floor(facts.diskBytes / 1024 ** 3) : null;
+    if (node.dataDiskGb !== null && diskGb !== null && node.dataDiskGb > diskGb) over.push(`${node.dataDiskGb} GB data disk declared, the engine's disk (${facts.dockerRootDir || 'its data directory'}) has ${diskGb}`);
+    out.push({ code: 'CAPACITY', ok: over.length === 0, detail: over.length > 0 ? `${over.join('; ')}: placement would promise what is not there` : `declared within what the engine reports (${facts.cpus} cores, ${engineGb} GB${diskGb !== null ? `, ${diskGb} GB disk` : ''})` });
   }
   if (!gpuNode) return out;
   const cardsSeen = (inventory?.cards.filter((c) => c.available).length ?? 0) > 0;

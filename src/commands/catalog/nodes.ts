@@ -115,15 +115,17 @@ export class Nodes {
     let gpuInventory: GpuInventory | undefined;
     let hamiCore: { dir: string; present: boolean } | undefined;
     let agentVersion: string | undefined;
+    let diskBytes: number | undefined;
     if (check.ok) {
       gpuInventory = await this.discoverCards(nodeId, state, check.facts.nvidiaRuntime);
       hamiCore = await this.checkHamiCore(nodeId, state, gpuInventory);
       if (state.status === 'active' && state.join.agent && this.agents) agentVersion = (await this.agents.info(settings))?.version;
+      diskBytes = await this.readDisk(nodeId, settings, check.facts.dockerRootDir);
     }
     await this.bus.execute(nodeDecider, nodeStream(nodeId), {
       type: 'RecordConnectionCheck',
       data: check.ok
-        ? { ok: true, error: null, facts: { ...check.facts, runtimes: [...check.facts.runtimes], ...(gpuInventory ? { gpuInventory } : {}), ...(hamiCore ? { hamiCore } : {}), ...(agentVersion ? { agentVersion } : {}) }, onlyOnChange: options.onlyOnChange ?? false }
+        ? { ok: true, error: null, facts: { ...check.facts, runtimes: [...check.facts.runtimes], ...(gpuInventory ? { gpuInventory } : {}), ...(hamiCore ? { hamiCore } : {}), ...(agentVersion ? { agentVersion } : {}), ...(diskBytes ? { diskBytes } : {}) }, onlyOnChange: options.onlyOnChange ?? false }
         : { ok: false, error: check.reason, facts: null, onlyOnChange: options.onlyOnChange ?? false },
     }, context);
     if (gpuInventory) await this.tellHoldersOfLostCards(state, gpuInventory, context);
@@ -186,6 +188,17 @@ export class Nodes {
     } catch (err) {
       this.logger?.warn({ err, nodeId }, 'card discovery failed; the node keeps its cards as they were');
       return previous;
+    }
+  }
+
+  /** The size of the disk under the engine's data directory; undefined where it cannot be read (logged). */
+  private async readDisk(nodeId: string, settings: DockerConnectionSettings, dockerRootDir: string): Promise<number | undefined> {
+    if (!this.gpus || !dockerRootDir) return undefined;
+    try {
+      return await this.gpus.diskSize({ nodeId, settings }, dockerRootDir);
+    } catch (err) {
+      this.logger?.warn({ err, nodeId }, 'could not read the size of the node\'s disk');
+      return undefined;
     }
   }
 

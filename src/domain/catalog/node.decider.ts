@@ -111,12 +111,16 @@ export interface EngineFactsRecord {
   readonly kernelVersion: string;
   readonly architecture: string;
   readonly storageDriver: string;
+  /** Where the engine keeps images, containers and volumes (absent in older records). */
+  readonly dockerRootDir?: string;
   readonly nvidiaRuntime: boolean;
   readonly runtimes: readonly string[];
   /** The cards as nvidia-smi reads them through the engine (card discovery); absent: not read (no GPU, or an older record). */
   readonly gpuInventory?: GpuInventory;
   /** Whether HAMi-core's libvgpu.so is in the node's HAMi-core directory (checked on GPU nodes); absent: not checked. */
   readonly hamiCore?: { readonly dir: string; readonly present: boolean };
+  /** The size of the disk holding the engine's data directory, in bytes (what the form's data disk is held against); absent: not read. */
+  readonly diskBytes?: number;
   /** Nodes reached through the node agent: the agent's build (SHA-256 of its binary, 16 hex digits). */
   readonly agentVersion?: string;
 }
@@ -281,7 +285,7 @@ export const nodeDecider: Decider<NodeCommand, NodeState, NodeEvent> = {
         const node = active(state);
         const { ok, error, facts, onlyOnChange } = command.data;
         const status = ok ? 'connected' : 'failed';
-        const cardFacts = (f: EngineFactsRecord | null | undefined) => JSON.stringify([f?.gpuInventory ?? null, f?.hamiCore ?? null, f?.agentVersion ?? null]);
+        const cardFacts = (f: EngineFactsRecord | null | undefined) => JSON.stringify([f?.gpuInventory ?? null, f?.hamiCore ?? null, f?.agentVersion ?? null, f?.diskBytes ?? null]);
         const inventoryChanged = ok && cardFacts(facts) !== cardFacts(node.connection.facts);
         if (onlyOnChange && node.connection.status === status && node.connection.error === error && !inventoryChanged) return [];
         return [{
