@@ -120,7 +120,9 @@ export class Nodes {
       gpuInventory = await this.discoverCards(nodeId, state, check.facts.nvidiaRuntime);
       hamiCore = await this.checkHamiCore(nodeId, state, gpuInventory);
       if (state.status === 'active' && state.join.agent && this.agents) agentVersion = (await this.agents.info(settings))?.version;
-      diskBytes = await this.readDisk(nodeId, settings, check.facts.dockerRootDir);
+      // The disk's size seldom changes: read on an explicit test, and on a pass only when not known yet.
+      const known = state.status === 'active' ? state.connection.facts?.diskBytes : undefined;
+      diskBytes = options.onlyOnChange && known ? known : await this.readDisk(nodeId, settings, check.facts.dockerRootDir) ?? known;
     }
     await this.bus.execute(nodeDecider, nodeStream(nodeId), {
       type: 'RecordConnectionCheck',
