@@ -219,7 +219,7 @@ export class App {
     const publicBase = (headers: Record<string, string | string[] | undefined>) => config.publicUrl ?? requestBase(headers, config.trustProxy);
     const targetOf = (nodeId: string) => this.nodes.target(nodeId);
     this.balances = new Balances(this.bus, this.readStore, config.prepaid, this.options.clock);
-    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock, config.keepGpusWhenStopped, (ownerId) => this.balances.admit(ownerId), config.containerLimits);
+    this.instances = new Instances(this.bus, this.readStore, this.runtime, targetOf, () => this.syncReadModels(), this.eventStore, this.options.clock, config.keepGpusWhenStopped, (ownerId) => this.balances.admit(ownerId), config.containerLimits, logger.child({ component: 'instances' }));
     const dialer = new ServiceDialer(this.runtime, new ContainerHelper(this.runtime, this.helperBuilds), config.services.route);
     this.services = new ServiceAccess(this.instances, this.accounts, new ServiceGrants(secrets.deriveKey('services/hs256')), dialer, targetOf, this.bus, this.readStore, {
       ...(config.services.domain ? { domain: config.services.domain } : {}),

@@ -459,7 +459,7 @@ describeWithService(
         const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
         socket.on('error', () => undefined);
         await new Promise((r) => setTimeout(r, 300));
-        const stopped = await t.api('POST', `/api/v1/instances/${boxes.box!.id}/stop`, { token: lab.tokens.alice });
+        const stopped = await t.api('POST', `/api/v1/instances/${boxes.box!.id}/stop?wait=true`, { token: lab.tokens.alice });
         expect(stopped.status).toBe(200);
         await closed;
         child.kill();

@@ -40,7 +40,7 @@ describeWithService(
       const info = await new Docker({ socketPath }).getContainer(ready.containerId!).inspect();
       expect(info.HostConfig.Init).toBe(true);
       const started = Date.now();
-      const stop = await t.api('POST', `/api/v1/instances/${id}/stop`, { token: lab.tokens.alice });
+      const stop = await t.api('POST', `/api/v1/instances/${id}/stop?wait=true`, { token: lab.tokens.alice });
       expect(stop.status).toBeLessThan(300);
       await waitFor(() => t.api<{ status: string }>('GET', `/api/v1/instances/${id}`, { token: lab.tokens.alice }).then((r) => r.body), (i) => i.status === 'exited', 30_000);
       const ms = Date.now() - started;

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
 import { describeWithService } from '../support/services.ts';
 import { removeContainersOf, waitFor } from '../support/fixtures.ts';
-import { ensureServiceImage } from '../support/test-image.ts';
+import { ensureServiceImage, ensureStubbornImage } from '../support/test-image.ts';
 
 const socket = process.env.TIANQI_TEST_DOCKER_SOCKET;
 
@@ -118,16 +118,50 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
     expect((await t.api('DELETE', `/api/v1/instances/${created.body.id}`, { token: alice })).status).toBe(204);
   });
 
+  it('answers a stop or restart at once (202, pending) and gives the processes the spec\'s grace period before SIGKILL', async () => {
+    const stubborn = (await t.api<{ id: string }>('POST', '/api/v1/images', { token: admin, body: { name: 'ignores-term', address: ensureStubbornImage(socket) } })).body;
+    const graceful = await t.api<{ id: string; stopGraceSeconds: number }>('POST', '/api/v1/specs', { token: admin, body: { name: 'cpu-grace-3', cpuCores: 1, memoryGb: 1, stopGraceSeconds: 3 } });
+    expect(graceful.body.stopGraceSeconds).toBe(3);
+    expect((await t.api<{ stopGraceSeconds: number }>('GET', `/api/v1/specs/${cpuSpec.id}`, { token: admin })).body.stopGraceSeconds).toBe(10);
+    const bad = await t.api<ErrorBody>('POST', '/api/v1/specs', { token: admin, body: { name: 'cpu-grace-bad', cpuCores: 1, memoryGb: 1, stopGraceSeconds: 601 } });
+    expect(Object.keys(bad.body.error.fields ?? {})).toEqual(['stopGraceSeconds']);
+    const created = await create(alice, { name: 'stubborn', imageId: stubborn.id, specId: graceful.body.id });
+    await waitFor(() => get(created.body.id), (i) => i.status === 'running' && i.containerId !== null, 30_000);
+
+    let asked = Date.now();
+    const stop = await t.api<Instance & { pending: string | null }>('POST', `/api/v1/instances/${created.body.id}/stop`, { token: alice });
+    expect(Date.now() - asked).toBeLessThan(1_500);
+    expect([stop.status, stop.body.status, stop.body.pending]).toEqual([202, 'running', 'stop']);
+    const stopped = await waitFor(() => get(created.body.id) as Promise<Instance & { pending: string | null }>, (i) => i.status === 'exited' && i.pending === null, 20_000);
+    const took = Date.now() - asked;
+    expect(took).toBeGreaterThanOrEqual(2_900);
+    expect(took).toBeLessThan(8_000);
+    expect(stopped.statusReason).toMatch(/137|SIGKILL|killed/i);
+    // A second stop while stopped: refused at once, nothing queued.
+    expect((await t.api<ErrorBody>('POST', `/api/v1/instances/${created.body.id}/stop`, { token: alice })).status).toBe(409);
+
+    expect((await t.api('POST', `/api/v1/instances/${created.body.id}/start`, { token: alice })).status).toBe(200);
+    asked = Date.now();
+    const restart = await t.api<Instance & { pending: string | null }>('POST', `/api/v1/instances/${created.body.id}/restart`, { token: alice });
+    expect(Date.now() - asked).toBeLessThan(1_500);
+    expect([restart.status, restart.body.pending]).toEqual([202, 'restart']);
+    const history = () => t.api<{ summary: string }[]>('GET', `/api/v1/instances/${created.body.id}/history`, { token: alice }).then((r) => r.body.map((h) => h.summary).join('\n'));
+    await waitFor(history, (h) => /restart done/.test(h), 20_000);
+    expect(Date.now() - asked).toBeGreaterThanOrEqual(2_900);
+    expect((await get(created.body.id)).status).toBe('running');
+    expect((await t.api('DELETE', `/api/v1/instances/${created.body.id}`, { token: alice })).status).toBe(204);
+  }, 60_000);
+
   it('stops, starts and restarts; a kill from outside shows as exited within a second', async () => {
     const [instance] = (await t.api<Instance[]>('GET', '/api/v1/instances?q=train-1', { token: alice })).body;
-    const stopped = await t.api<Instance>('POST', `/api/v1/instances/${instance!.id}/stop`, { token: alice });
+    const stopped = await t.api<Instance>('POST', `/api/v1/instances/${instance!.id}/stop?wait=true`, { token: alice });
     expect(stopped.status).toBe(200);
     expect(stopped.body.status).toBe('exited');
     expect((await docker.getContainer(instance!.containerId!).inspect()).State.Running).toBe(false);
-    expect((await t.api('POST', `/api/v1/instances/${instance!.id}/stop`, { token: alice })).status).toBe(409);
+    expect((await t.api('POST', `/api/v1/instances/${instance!.id}/stop?wait=true`, { token: alice })).status).toBe(409);
     const started = await t.api<Instance>('POST', `/api/v1/instances/${instance!.id}/start`, { token: alice });
     expect(started.body.status).toBe('running');
-    const restarted = await t.api<Instance>('POST', `/api/v1/instances/${instance!.id}/restart`, { token: alice });
+    const restarted = await t.api<Instance>('POST', `/api/v1/instances/${instance!.id}/restart?wait=true`, { token: alice });
     expect(restarted.body.status).toBe('running');
 
     await waitFor(() => get(instance!.id), (i) => i.status === 'running');
@@ -144,7 +178,7 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
     await new Promise((r) => setTimeout(r, 20));
     const whileRunning = new Date().toISOString();
     await new Promise((r) => setTimeout(r, 20));
-    await t.api('POST', `/api/v1/instances/${created.body.id}/stop`, { token: alice });
+    await t.api('POST', `/api/v1/instances/${created.body.id}/stop?wait=true`, { token: alice });
     const at = (time: string, token = alice) => t.api<Instance & { deleted: boolean }>('GET', `/api/v1/instances/${created.body.id}?at=${encodeURIComponent(time)}`, { token });
     expect((await at(whileRunning)).body).toMatchObject({ status: 'running', deleted: false });
     expect((await at(new Date().toISOString())).body.status).toBe('exited');

@@ -125,7 +125,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
       );
       instances[name] = { id, containerId: ready.containerId! };
     }
-    const stopped = await t.api<{ status: string }>('POST', `/api/v1/instances/${instances['a-stopped']!.id}/stop`, { token: lab.tokens.alice });
+    const stopped = await t.api<{ status: string }>('POST', `/api/v1/instances/${instances['a-stopped']!.id}/stop?wait=true`, { token: lab.tokens.alice });
     expect(stopped.status).toBe(200);
     await waitFor(() => t.api<{ status: string }>('GET', `/api/v1/instances/${instances['a-stopped']!.id}`, { token: lab.tokens.alice }).then((r) => r.body.status), (s) => s === 'exited');
 
@@ -292,7 +292,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
 
     const bob = await shell('bob+b-box', 'bob-password');
     await bob.until(SHELL_PROMPT);
-    expect((await t.api('POST', `/api/v1/instances/${instances['b-box']!.id}/stop`, { token: lab.tokens.bob })).status).toBe(200);
+    expect((await t.api('POST', `/api/v1/instances/${instances['b-box']!.id}/stop?wait=true`, { token: lab.tokens.bob })).status).toBe(200);
     await bob.closedWithin();
     expect(bob.output).toContain('容器已停止');
 

@@ -102,7 +102,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     const ends: unknown[] = [];
     logs.on('end', (e) => ends.push(e));
     // Docker ends a follow when the container stops; following again after the restart shows both runs.
-    await t.api('POST', `/api/v1/instances/${instance.id}/restart`, { token: lab.tokens.alice });
+    await t.api('POST', `/api/v1/instances/${instance.id}/restart?wait=true`, { token: lab.tokens.alice });
     await waitFor(async () => ends.length, (n) => n === 1, 10_000);
     lines.length = 0;
     logs.emit('follow', { instanceId: instance.id, tail: 10 });

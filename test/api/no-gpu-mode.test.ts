@@ -58,7 +58,7 @@ describeWithService('root, dockerd and a tianqi-helper build', canRun, 'run as r
   const freeCards = async () => (await t.api<{ gpus: { index: number; freeMemoryGb: number }[] }>('GET', `/api/v1/nodes/${ids.node}`, { token: admin })).body.gpus.filter((g) => g.freeMemoryGb > 0).map((g) => g.index);
   const start = (id: string, query = '') => t.api<View>('POST', `/api/v1/instances/${id}/start${query}`, { token: alice });
   const stop = async (id: string) => {
-    expect((await t.api('POST', `/api/v1/instances/${id}/stop`, { token: alice })).status).toBe(200);
+    expect((await t.api('POST', `/api/v1/instances/${id}/stop?wait=true`, { token: alice })).status).toBe(200);
     return waitFor(() => view(id), (i) => i.status === 'exited' && !i.pending, 30_000);
   };
 

@@ -244,7 +244,7 @@ describeWithService('root, dockerd, curl and a tianqi-helper build', canRun, 'ru
     expect(await reaches(port, { cert: now.cert!, key: now.key! }, now.ca!)).toBe(true);
     expect(await reaches(port, { cert: joinedSettings.cert!, key: joinedSettings.key! }, joinedSettings.ca!)).toBe(false);
     // The instance is still the platform's to manage.
-    expect((await t.api('POST', `/api/v1/instances/${instanceId}/stop`, { token: alice })).status).toBeLessThan(300);
+    expect((await t.api('POST', `/api/v1/instances/${instanceId}/stop?wait=true`, { token: alice })).status).toBeLessThan(300);
     joinedSettings = now;
   }, 60_000);
 

@@ -70,7 +70,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     expect(running.status).toBe('running');
 
     await link.down();
-    const stop = await t.api<{ error: { code: string; message: string } }>('POST', `/api/v1/instances/${created.body.id}/stop`, { token: lab.tokens.alice });
+    const stop = await t.api<{ error: { code: string; message: string } }>('POST', `/api/v1/instances/${created.body.id}/stop?wait=true`, { token: lab.tokens.alice });
     expect(stop.status).toBe(503);
     expect(stop.body.error.code).toBe('NODE_UNREACHABLE');
     expect(stop.body.error.message).toMatch(/refused|reach/i);

@@ -104,6 +104,6 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     expect((await credit(100, '续费')).status).toBe(201);
     expect((await t.api('POST', `/api/v1/instances/${id}/start`, { token: lab.tokens.alice })).status).toBe(200);
     expect((await instance()).status).toBe('running');
-    expect((await t.api('POST', `/api/v1/instances/${id}/stop`, { token: lab.tokens.alice })).status).toBeLessThan(300);
+    expect((await t.api('POST', `/api/v1/instances/${id}/stop?wait=true`, { token: lab.tokens.alice })).status).toBeLessThan(300);
   }, 120_000);
 });

@@ -165,7 +165,7 @@ describeWithService(
     it('keeps the host port across stop and start, and gives it back when the instance is deleted', async () => {
       const list = await t.api<(Instance & { name: string })[]>('GET', '/api/v1/instances', { token: lab.tokens.alice });
       const web = list.body.find((i) => i.name === 'web')!;
-      expect((await t.api('POST', `/api/v1/instances/${web.id}/stop`, { token: lab.tokens.alice })).status).toBe(200);
+      expect((await t.api('POST', `/api/v1/instances/${web.id}/stop?wait=true`, { token: lab.tokens.alice })).status).toBe(200);
       expect(await raw(first, 'GET', '/hello', { timeoutMs: 2_000 }).then(() => 'answered', () => 'closed')).toBe('closed');
       expect((await t.api('POST', `/api/v1/instances/${web.id}/start`, { token: lab.tokens.alice })).status).toBe(200);
       expect((await direct(first)).port).toBe(8888);

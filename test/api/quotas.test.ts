@@ -84,7 +84,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
 
   it('a stop frees a place and a start takes one; a start over the quota is refused and changes nothing', async () => {
     const [first, second] = (await quota(aliceId, lab.tokens.alice!)).body.holdings;
-    expect((await t.api('POST', `/api/v1/instances/${first!.instanceId}/stop`, { token: lab.tokens.alice })).status).toBe(200);
+    expect((await t.api('POST', `/api/v1/instances/${first!.instanceId}/stop?wait=true`, { token: lab.tokens.alice })).status).toBe(200);
     expect((await quota(aliceId, lab.tokens.alice!)).body.used.instances).toBe(1);
     const third = await create('third');
     expect(third.status).toBe(201);

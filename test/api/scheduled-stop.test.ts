@@ -103,7 +103,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     await waitFor(view, (v) => v.status === 'running', 30_000);
     // set, then the user stops by hand before it is due: the old time must not stop the next run
     expect((await schedule({ afterHours: 1 })).status).toBe(200);
-    expect((await t.api('POST', `/api/v1/instances/${id}/stop`, { token: lab.tokens.alice })).status).toBe(200);
+    expect((await t.api('POST', `/api/v1/instances/${id}/stop?wait=true`, { token: lab.tokens.alice })).status).toBe(200);
     expect((await view()).scheduledStop).toBeNull();
     expect((await t.api('POST', `/api/v1/instances/${id}/start`, { token: lab.tokens.alice })).status).toBe(200);
     await waitFor(view, (v) => v.status === 'running', 30_000);

@@ -141,7 +141,7 @@ describeWithService(
 
     it('the instance\'s stop ends its connections within 1 s', async () => {
       const opened = await openBoth(lab.tokens.alice!, ids.alice!);
-      const stop = await t.api('POST', `/api/v1/instances/${ids.alice}/stop`, { token: lab.tokens.alice });
+      const stop = await t.api('POST', `/api/v1/instances/${ids.alice}/stop?wait=true`, { token: lab.tokens.alice });
       expect(stop.status).toBeLessThan(300);
       const stopped = await waitFor(() => t.app.eventStore.readStream(`instance-${ids.alice}`), (events) => events.some((e) => e.type === 'InstanceStateObserved' && (e.data as { status: string }).status === 'exited'), 30_000);
       const at = Date.parse(stopped.findLast((e) => e.type === 'InstanceStateObserved')!.metadata.time);

@@ -60,7 +60,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     expect((await l.create('bob', 'b-wait')).body.error!.code).toBe('NO_CAPACITY');
     expect((await l.node()).used).toEqual({ cpuCores: 2, memoryGb: 2, dataDiskGb: 10, publicPorts: 0 });
 
-    expect((await l.t.api('POST', `/api/v1/instances/${a.body.id}/stop`, { token: l.lab.tokens.alice })).status).toBe(200);
+    expect((await l.t.api('POST', `/api/v1/instances/${a.body.id}/stop?wait=true`, { token: l.lab.tokens.alice })).status).toBe(200);
     expect((await l.node()).used).toEqual({ cpuCores: 0, memoryGb: 0, dataDiskGb: 10, publicPorts: 0 });
 
     const b = await l.create('bob', 'b-train');
@@ -73,12 +73,12 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     // refused whole: nothing half done, the instance stays stopped
     expect(await l.view('alice', a.body.id)).toMatchObject({ status: 'exited', pending: null });
 
-    expect((await l.t.api('POST', `/api/v1/instances/${b.body.id}/stop`, { token: l.lab.tokens.bob })).status).toBe(200);
+    expect((await l.t.api('POST', `/api/v1/instances/${b.body.id}/stop?wait=true`, { token: l.lab.tokens.bob })).status).toBe(200);
     expect((await l.t.api('POST', `/api/v1/instances/${a.body.id}/start`, { token: l.lab.tokens.alice })).status).toBe(200);
     await l.running('alice', a.body.id);
     expect((await l.node()).used).toEqual({ cpuCores: 2, memoryGb: 2, dataDiskGb: 20, publicPorts: 0 });
     // a restart keeps what it holds
-    expect((await l.t.api('POST', `/api/v1/instances/${a.body.id}/restart`, { token: l.lab.tokens.alice })).status).toBe(200);
+    expect((await l.t.api('POST', `/api/v1/instances/${a.body.id}/restart?wait=true`, { token: l.lab.tokens.alice })).status).toBe(200);
     await l.running('alice', a.body.id);
     expect((await l.node()).used.cpuCores).toBe(2);
   }, 120_000);
@@ -87,7 +87,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     const kept = await twoCoreLab({ TIANQI_KEEP_GPUS_WHEN_STOPPED: '1' });
     const a = await kept.create('alice', 'a-keep');
     await kept.running('alice', a.body.id);
-    expect((await kept.t.api('POST', `/api/v1/instances/${a.body.id}/stop`, { token: kept.lab.tokens.alice })).status).toBe(200);
+    expect((await kept.t.api('POST', `/api/v1/instances/${a.body.id}/stop?wait=true`, { token: kept.lab.tokens.alice })).status).toBe(200);
     expect((await kept.node()).used).toEqual({ cpuCores: 2, memoryGb: 2, dataDiskGb: 10, publicPorts: 0 });
     expect((await kept.create('bob', 'b-keep')).body.error!.code).toBe('NO_CAPACITY');
     expect((await kept.t.api('POST', `/api/v1/instances/${a.body.id}/start`, { token: kept.lab.tokens.alice })).status).toBe(200);

@@ -238,7 +238,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     const instance = await instanceFor(lab.tokens.alice!, 'stopped');
     // An admin's session in a user's instance: visible to admins.
     const term = await open(lab.admin, instance.id);
-    expect((await t.api('POST', `/api/v1/instances/${instance.id}/stop`, { token: lab.tokens.alice })).status).toBe(200);
+    expect((await t.api('POST', `/api/v1/instances/${instance.id}/stop?wait=true`, { token: lab.tokens.alice })).status).toBe(200);
     await waitFor(async () => term.disconnected, Boolean, 20_000);
     // The stop kills the shell and is observed as an event: whichever the server saw first.
     expect([...term.errors.map((e) => e.code), ...term.exits.map(() => 'exit')]).toHaveLength(1);

@@ -29,7 +29,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
       const instance = await runningInstance(t, lab.tokens.alice!, lab, 'metered');
       expect(instance.status).toBe('running');
       await new Promise((r) => setTimeout(r, 2_300));
-      await t.api('POST', `/api/v1/instances/${instance.id}/stop`, { token: lab.tokens.alice });
+      await t.api('POST', `/api/v1/instances/${instance.id}/stop?wait=true`, { token: lab.tokens.alice });
       const stoppedAt = Date.now();
       report = (await t.api<Report>('GET', '/api/v1/usage', { token: lab.tokens.alice })).body;
       expect(report.users).toHaveLength(1);

@@ -48,7 +48,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
   });
 
   it('stop: 409 CONTAINER_GONE, and the instance is marked failed with the reason', async () => {
-    const stop = await api<ErrorBody>('POST', '/stop');
+    const stop = await api<ErrorBody>('POST', '/stop?wait=true');
     expect(stop.status).toBe(409);
     expect(stop.body.error).toMatchObject({ code: 'CONTAINER_GONE', message: expect.stringMatching(/delete the instance/) });
     const after = (await api<{ status: string; statusReason: string; containerId: string | null; pending: string | null }>('GET', '')).body;

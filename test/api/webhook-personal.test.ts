@@ -52,8 +52,8 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
     const bobs = await runningInstance(t, lab.tokens.bob!, lab, 'bobs');
     const alices = await runningInstance(t, lab.tokens.alice!, lab, 'alices');
     await t.api('POST', '/api/v1/users', { token: lab.admin, body: { username: 'carol', password: 'carol-password' } });
-    expect((await t.api('POST', `/api/v1/instances/${bobs.id}/stop`, { token: lab.tokens.bob })).status).toBe(200);
-    expect((await t.api('POST', `/api/v1/instances/${alices.id}/stop`, { token: lab.tokens.alice })).status).toBe(200);
+    expect((await t.api('POST', `/api/v1/instances/${bobs.id}/stop?wait=true`, { token: lab.tokens.bob })).status).toBe(200);
+    expect((await t.api('POST', `/api/v1/instances/${alices.id}/stop?wait=true`, { token: lab.tokens.alice })).status).toBe(200);
 
     await waitFor(async () => received.map((e) => e.type), (types) => types.includes('InstanceOperationCompleted'), 20_000);
     // a moment for anything that should not come

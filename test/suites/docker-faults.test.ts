@@ -49,7 +49,7 @@ describeWithService('a second dockerd (root, TIANQI_LONG_TESTS=1)', canRun, 'run
     const bAnswer = await b;
     expect([201, 409]).toContain(bAnswer.status);
 
-    const stop = await t.api<{ error: { code: string; message: string } }>('POST', `/api/v1/instances/${a.body.id}/stop`, { token: user });
+    const stop = await t.api<{ error: { code: string; message: string } }>('POST', `/api/v1/instances/${a.body.id}/stop?wait=true`, { token: user });
     expect([502, 503]).toContain(stop.status);
     expect(stop.body.error.message.length).toBeGreaterThan(20);
     const del = await t.api<{ error: { code: string } }>('DELETE', `/api/v1/instances/${a.body.id}`, { token: user });

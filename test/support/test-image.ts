@@ -15,6 +15,13 @@ export function ensureServiceImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKE
   return ensureTestImage(socket, SERVICE_IMAGE, SERVICE_CMD);
 }
 
+/** A workload that ignores SIGTERM: a stop ends it only with SIGKILL, when the grace period is over. */
+export const STUBBORN_IMAGE = 'tianqi-test/ignores-term:1';
+
+export function ensureStubbornImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
+  return ensureTestImage(socket, STUBBORN_IMAGE, `CMD ["/bin/sh","-c","trap '' TERM; while :; do sleep 1; done"]`);
+}
+
 /** An image with nothing but one static binary (busybox, as `/busybox`, no applet links): no shell, no tools. */
 export const STATIC_IMAGE = 'tianqi-test/static-only:1';
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { SPEC_LIMITS, imageCanRun, specDecider, specStream } from '../../domain/catalog/spec.decider.ts';
+import { DEFAULT_STOP_GRACE_SECONDS, SPEC_LIMITS, imageCanRun, specDecider, specStream } from '../../domain/catalog/spec.decider.ts';
 import { MAX_PUBLIC_PORTS } from '../../domain/instance/service-ports.ts';
 import { NotFoundError } from '../../domain/shared/errors.ts';
 import { reply, route, type RouteSpec } from '../../http/route.ts';
@@ -37,6 +37,9 @@ const fields = {
     optOutAllowed: z.boolean().meta({ description: 'whether owners may switch it off for their instance' }),
   }).nullable().meta({ description: '空闲自动关机 for this spec\'s running instances (also those running now); null: none' }),
   noGpuPricePerHour: z.number().nullable().meta({ description: '无卡模式: the price per hour of an instance started without its GPUs (GPU specs only; at most 4 decimals); null: the mode is not offered' }),
+  stopGraceSeconds: nonNegativeInt(600).meta({
+    description: '停止宽限期: seconds a stop or restart gives the processes after SIGTERM before they are killed (0–600; default 10, as docker stop); applies to running instances too',
+  }),
   publicPorts: nonNegativeInt(MAX_PUBLIC_PORTS).meta({
     description: '公网端口: service ports an instance may publish on its node\'s public IP, open to anyone without sign-in; 0 = none',
   }),
@@ -59,6 +62,7 @@ const CreateSpec = z.strictObject({
   idleStop: fields.idleStop.default(null),
   noGpuPricePerHour: fields.noGpuPricePerHour.default(null),
   publicPorts: fields.publicPorts.default(0),
+  stopGraceSeconds: fields.stopGraceSeconds.default(DEFAULT_STOP_GRACE_SECONDS),
 });
 const UpdateSpec = z.strictObject(fields).partial();
 export const SpecSchema = z.object({ id: z.string(), ...fields, createdAt: z.string(), updatedAt: z.string() });
@@ -68,7 +72,7 @@ const SpecListQuery = catalogListQuery.extend({
 
 export function toSpecDto(view: SpecView): z.infer<typeof SpecSchema> {
   const { nameLower: _n, _position: _p, ...dto } = view as SpecView & { _position?: number };
-  return { ...dto, internet: dto.internet ?? true, idleStop: dto.idleStop ?? null, noGpuPricePerHour: dto.noGpuPricePerHour ?? null, publicPorts: dto.publicPorts ?? 0 };
+  return { ...dto, internet: dto.internet ?? true, idleStop: dto.idleStop ?? null, noGpuPricePerHour: dto.noGpuPricePerHour ?? null, publicPorts: dto.publicPorts ?? 0, stopGraceSeconds: dto.stopGraceSeconds ?? DEFAULT_STOP_GRACE_SECONDS };
 }
 
 export function specRoutes(bus: CommandBus, store: ReadStore): RouteSpec[] {

@@ -237,10 +237,13 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
     }),
     ...(['stop', 'restart'] as const).map((operation) =>
       route({
-        method: 'post', path: `/instances/:id/${operation}`, tag: 'instances', access: 'user', response: InstanceSchema,
-        summary: `${operation[0]!.toUpperCase()}${operation.slice(1)} the instance (503 when the node is unreachable: it runs when the node is back)`,
-        async handler({ actor, params, context }) {
-          return toInstanceDto((await instances.operate(actor, params.id!, operation, context))!);
+        method: 'post', path: `/instances/:id/${operation}`, tag: 'instances', access: 'user', response: InstanceSchema, status: 202,
+        summary: `${operation[0]!.toUpperCase()}${operation.slice(1)} the instance: 202 at once with the instance \`pending: "${operation}"\`; the engine's work (the spec's stopGraceSeconds before SIGKILL) runs after and its outcome arrives on /live and in the history (an unreachable node: it runs when the node is back). \`wait=true\`: 200 once done (503 when the node is unreachable, 502 when the engine refuses)`,
+        query: z.strictObject({ wait: z.enum(['true', 'false']).optional().meta({ description: 'true: answer when the operation is done' }) }),
+        async handler({ actor, params, query, context }) {
+          const wait = query.wait === 'true';
+          const view = await instances.operate(actor, params.id!, operation, context, { background: !wait });
+          return reply(wait ? 200 : 202, toInstanceDto(view!));
         },
       }),
     ),

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { isIPv6 } from 'node:net';
-import { imageCanRun } from '../../domain/catalog/spec.decider.ts';
+import type { Logger } from 'pino';
+import { DEFAULT_STOP_GRACE_SECONDS, imageCanRun } from '../../domain/catalog/spec.decider.ts';
 import { hostPortLedger, ledgerCards, ledgerOf, nodeCapacity, nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { groupQuotaStream, quotaDecider, quotaStream, roundGpus } from '../../domain/quota/quota.decider.ts';
 import { GROUPS, type GroupView } from '../../projections/groups.projection.ts';
@@ -142,6 +143,8 @@ export class Instances {
     private readonly admit: (ownerId: string) => Promise<void> = async () => undefined,
     /** The platform's container limits (TIANQI_CONTAINER_*): a container made again (无卡模式) gets them too. */
     private readonly containerLimits: ContainerLimits = DEFAULT_CONTAINER_LIMITS,
+    /** Where an operation that runs after its answer (a stop, a restart) reports a fault no event records. */
+    private readonly logger?: Logger,
   ) {}
 
   /** The instance if the actor may see it (owner or admin); otherwise 404, never 403. */
@@ -401,7 +404,12 @@ export class Instances {
    * Start, stop, restart or delete. The request is recorded first; when the engine cannot be
    * reached the answer is 503 and the request stays pending, to run when the node is back.
    */
-  async operate(actor: Actor, instanceId: string, operation: Operation, context: CommandContext, options: { gpuMode?: GpuMode } = {}): Promise<InstanceView | null> {
+  /**
+   * `background`: the operation is recorded and the answer comes at once (the instance `pending`);
+   * the engine's work, the grace period of a stop included, runs after, and its outcome is on the
+   * instance's stream (and so pushed live) like any other.
+   */
+  async operate(actor: Actor, instanceId: string, operation: Operation, context: CommandContext, options: { gpuMode?: GpuMode; background?: boolean } = {}): Promise<InstanceView | null> {
     const view = await this.visible(actor, instanceId);
     if (operation === 'start' || operation === 'restart') {
       await this.admit(view.ownerId);
@@ -411,7 +419,14 @@ export class Instances {
       await this.ensureReserved(await this.load(instanceId), context);
     }
     await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'RequestOperation', data: { operation } }, context);
-    await this.runPending(instanceId, context);
+    if (options.background) {
+      // Engine refusals and an unreachable node are recorded on the instance (FailOperation); anything else is logged.
+      this.runPending(instanceId, context).catch((err: unknown) => {
+        if (!(err instanceof DomainError)) this.logger?.error({ err, instanceId, operation }, 'an accepted operation failed');
+      });
+    } else {
+      await this.runPending(instanceId, context);
+    }
     return this.store.collection<InstanceView>(INSTANCES).get(instanceId);
   }
 
@@ -587,8 +602,8 @@ export class Instances {
         }
       }
       if (operation === 'start') await this.runtime.start(target, containerId);
-      if (operation === 'stop') await this.runtime.stop(target, containerId);
-      if (operation === 'restart') await this.runtime.restart(target, containerId);
+      if (operation === 'stop') await this.runtime.stop(target, containerId, await this.stopGrace(instance.specId));
+      if (operation === 'restart') await this.runtime.restart(target, containerId, await this.stopGrace(instance.specId));
       await this.observe(instanceId, target, containerId, context);
       await record('CompleteOperation', { operation });
       if (operation === 'stop' && !this.keepGpusWhenStopped) {
@@ -613,6 +628,12 @@ export class Instances {
       }
       throw err;
     }
+  }
+
+  /** The spec's grace period before SIGKILL, as it is now (an admin's change reaches running instances). */
+  private async stopGrace(specId: string): Promise<number> {
+    const spec = await this.store.collection<SpecView>(SPECS).get(specId).catch(() => null);
+    return spec?.stopGraceSeconds ?? DEFAULT_STOP_GRACE_SECONDS;
   }
 
   /**

@@ -38,7 +38,15 @@ export interface SpecFields {
    * IP, unauthenticated (0, the default and the value of older records: none).
    */
   readonly publicPorts?: number;
+  /**
+   * 停止宽限期: seconds a stop (or restart) gives the container's processes after SIGTERM before
+   * the engine kills them; absent: DEFAULT_STOP_GRACE_SECONDS.
+   */
+  readonly stopGraceSeconds?: number;
 }
+
+/** Docker's own default for `docker stop`. */
+export const DEFAULT_STOP_GRACE_SECONDS = 10;
 
 /** A spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
 export interface ContainerOverrides {

@@ -71,6 +71,8 @@ export interface Spec {
   noGpuPricePerHour: number | null;
   /** 公网端口: how many service ports an instance may publish on its node's public IP (0: none). */
   publicPorts: number;
+  /** 停止宽限期: seconds after SIGTERM before a stop kills the processes. */
+  stopGraceSeconds: number;
   /** The spec's exceptions to the platform's container limits; an absent field keeps the platform's. */
   containerOverrides?: {
     /** Processes and threads at most (0 = no limit; platform default 8192). */

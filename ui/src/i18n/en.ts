@@ -447,6 +447,8 @@ const en: Messages = {
     noGpu: 'No-GPU mode',
     noGpuHint: 'When on, a stopped instance may start without its GPUs (files and data disk kept), billed at this price: for tidying data or setting up the environment.',
     publicPorts: 'Public ports',
+    stopGrace: 'Stop grace (s)',
+    stopGraceHint: 'A stop or restart sends SIGTERM and waits this many seconds for the programs to save and exit before it kills them (default 10, as docker stop; applies to running instances too).',
     publicPortsHint: 'How many service ports an instance of this spec may map to a port of its node\'s public IP (open to anyone without sign-in: the app must do its own); 0: none.',
     internetHint: 'Off (no internet): instances of this spec reach no network at all, only the same user\'s other offline instances; applies to instances created afterwards.',
     searchPlaceholder: 'Search by name',
