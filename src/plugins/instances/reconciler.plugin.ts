@@ -101,10 +101,12 @@ export const reconcilerPlugin: Plugin = {
 
     for (const node of await nodes().find({})) await watch(node).catch((err: unknown) => ctx.logger.warn({ err, nodeId: node.id }, 'cannot watch node'));
 
+    // The first pass also runs what was accepted and not done before a restart or a failover (a
+    // stop answered 202, its process gone within the grace period).
     const cycle = interval(ctx.config.pollIntervalMs)
       .pipe(
         startWith(-1),
-        mergeMap(() => reconcileAll(ctx), 1),
+        mergeMap((n) => reconcileAll(ctx, { retryPending: n === -1 }), 1),
       )
       .subscribe({ error: (err: unknown) => ctx.logger.error({ err }, 'reconcile loop failed') });
 
@@ -137,13 +139,13 @@ async function retryPending(ctx: PluginContext, nodeId: string): Promise<void> {
 }
 
 /** One reconcile cycle over every node, bounded in concurrency and time per node. */
-export async function reconcileAll(ctx: PluginContext): Promise<{ nodes: number; ms: number }> {
+export async function reconcileAll(ctx: PluginContext, options: { retryPending?: boolean } = {}): Promise<{ nodes: number; ms: number }> {
   const started = performance.now();
   const all = await ctx.readStore.collection<NodeView>(NODES).find({});
   await new Promise<void>((resolve) => {
     from(all)
       .pipe(
-        mergeMap((node) => from(reconcileNode(ctx, node)).pipe(
+        mergeMap((node) => from(reconcileNode(ctx, node, options.retryPending ?? false)).pipe(
           timeout(NODE_TIMEOUT_MS),
           catchError((err: unknown) => {
             ctx.logger.warn({ err, nodeId: node.id }, 'reconcile of a node failed or timed out');
@@ -156,12 +158,12 @@ export async function reconcileAll(ctx: PluginContext): Promise<{ nodes: number;
   return { nodes: all.length, ms: performance.now() - started };
 }
 
-async function reconcileNode(ctx: PluginContext, node: NodeView): Promise<void> {
+async function reconcileNode(ctx: PluginContext, node: NodeView, runAccepted: boolean): Promise<void> {
   const before = node.dockerStatus;
   await ctx.nodes.testConnection(node.id, context, { onlyOnChange: true });
   const { state } = await ctx.bus.load(nodeDecider, nodeStream(node.id));
   if (state.status !== 'active' || state.connection.status !== 'connected') return;
-  if (before !== 'connected') await retryPending(ctx, node.id);
+  if (before !== 'connected' || runAccepted) await retryPending(ctx, node.id);
   const target = await ctx.nodes.target(node.id);
   const containers = new Map<string, ContainerState>();
   for (const c of await ctx.runtime.listManaged(target)) {
