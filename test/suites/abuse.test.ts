@@ -26,6 +26,7 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
   let lab: Lab;
   let ids: Record<string, string>;
   let operations: Operation[];
+  let joinOperations: Operation[];
   const secrets = { sshPassword: 'abuse-node-ssh-password-1', webhookSecret: 'abuse-webhook-secret-0123456789' };
   const seen: string[] = [];
   const call = async (method: string, path: string, token?: string, body?: unknown) => {
@@ -56,6 +57,10 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
         body: op.requestBody?.content['application/json'].schema,
       })),
     );
+    // The join routes are public and answer a script or a binary: the join token in their path or
+    // body is the credential, and a wrong one is a 401 by design (checked on its own below).
+    joinOperations = operations.filter((op) => op.path.startsWith('/api/v1/join'));
+    operations = operations.filter((op) => !op.path.startsWith('/api/v1/join'));
     expect(operations.length).toBeGreaterThan(35);
   }, 120_000);
 
@@ -65,6 +70,22 @@ describeWithService('Docker engine', Boolean(socketPath), 'start dockerd (see .c
   });
 
   const withQuery = (op: Operation) => (op.path.endsWith('/placements') ? `${op.path}?imageId=${lab.imageId}&specId=${lab.specId}` : op.path);
+
+  it('refuses every join operation without a live join token (401), whatever it is sent', async () => {
+    // (Their path parameters name no resource of the lab: left as "undefined" above.)
+    expect(joinOperations.map((op) => `${op.method} ${op.path}`).sort()).toEqual([
+      'GET /api/v1/join/undefined/helper/undefined', 'GET /api/v1/join/undefined/install.sh', 'POST /api/v1/join',
+    ]);
+    for (const token of ['nonsense', `tqj.${lab.nodeId}.${'A'.repeat(32)}`]) {
+      for (const op of joinOperations) {
+        const path = op.path.replace('join/undefined', `join/${token}`).replace('helper/undefined', 'helper/amd64');
+        const r = await fetch(`${t.url}${path}`, op.method === 'POST'
+          ? { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token, csr: 'x', hostname: 'h', arch: 'amd64', version: 'v', time: new Date().toISOString() }) }
+          : {});
+        expect(r.status, `${op.method} ${path}`).toBe(401);
+      }
+    }
+  });
 
   it('refuses anonymous callers on every operation but login (401)', async () => {
     for (const op of operations) {

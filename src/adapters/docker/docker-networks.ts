@@ -73,8 +73,9 @@ export async function ensureSystemContainer(docker: Docker, spec: SystemContaine
     const label = Object.entries(spec.supersedes).map(([k, v]) => `${k}=${v}`);
     for (const older of await docker.listContainers({ all: true, filters: { label } })) {
       if (older.Names.some((n) => n === `/${spec.name}`)) continue;
+      // Gone, or being removed by a node that shares this engine and got there first.
       await docker.getContainer(older.Id).remove({ force: true }).catch((error: unknown) => {
-        if (statusOf(error) !== NOT_FOUND) throw error;
+        if (statusOf(error) !== NOT_FOUND && statusOf(error) !== CONFLICT) throw error;
       });
     }
   }
@@ -85,6 +86,8 @@ export async function ensureSystemContainer(docker: Docker, spec: SystemContaine
     }));
   } catch (error) {
     if (statusOf(error) !== CONFLICT) throw error;
+    // Another caller holds the name: its container is there once its create is through.
+    await untilPresent(container);
   }
   await container.start().catch((error: unknown) => {
     // Started by whoever won a race to create it.
@@ -97,6 +100,19 @@ export async function ensureSystemContainer(docker: Docker, spec: SystemContaine
   if (!info.State.Running || info.RestartCount > 0) {
     const output = (await container.logs({ stdout: true, stderr: true, tail: 5 })) as unknown as Buffer;
     throw new Error(`${spec.name} does not stay up: ${printable(output) || `exit code ${info.State.ExitCode}`}`);
+  }
+}
+
+/** Waits (up to 10 s) for a container whose name another caller reserved to exist. */
+async function untilPresent(container: Docker.Container): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await container.inspect();
+      return;
+    } catch (error) {
+      if (statusOf(error) !== NOT_FOUND || attempt >= 100) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 }
 

@@ -19,6 +19,9 @@ const en: Messages = {
     sshKeys: 'SSH keys',
   },
   common: {
+    paren: ' ({text})',
+    labelled: '{label}: {text}',
+    listJoin: ', ',
     create: 'Create',
     edit: 'Edit',
     delete: 'Delete',
@@ -67,6 +70,7 @@ const en: Messages = {
     notAvailable: 'This server does not offer this yet; it appears after an upgrade',
   },
   header: {
+    menu: 'Menu',
     logoutEverywhere: 'Sign out everywhere',
     loggedOutEverywhere: 'Signed out on every device',
     liveOn: 'Live updates connected',

@@ -18,6 +18,9 @@ const zhCN = {
     sshKeys: 'SSH 密钥',
   },
   common: {
+    paren: '（{text}）',
+    labelled: '{label}：{text}',
+    listJoin: '、',
     create: '新建',
     edit: '编辑',
     delete: '删除',
@@ -66,6 +69,7 @@ const zhCN = {
     notAvailable: '当前服务端尚未提供该功能，升级平台后即可使用',
   },
   header: {
+    menu: '菜单',
     logoutEverywhere: '退出所有设备',
     loggedOutEverywhere: '已在所有设备上退出登录',
     liveOn: '实时推送已连接',

@@ -1,0 +1,139 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
+import { removeContainersOf, waitFor } from '../support/fixtures.ts';
+import { describeWithService } from '../support/services.ts';
+import { ensureServiceImage } from '../support/test-image.ts';
+
+const CHROMIUM = process.env.TIANQI_TEST_CHROMIUM ?? '/usr/bin/chromium';
+const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const SHOTS = join(ROOT, 'test/e2e/screenshots');
+const PHONE = { width: 390, height: 844 };
+const CJK = /[\u3400-\u9fff\uff00-\uffef]/;
+/** User data that is Chinese whatever the language: the bootstrap admin's display name. */
+const ACCOUNT_NAMES = ['管理员'];
+
+/**
+ * The console on a phone (390 × 844), in both languages: the menu is a drawer behind a button,
+ * the instance list is cards with their own buttons, dialogs take the width, and no page scrolls
+ * sideways. In English no Chinese is left on any page (the test data is ASCII).
+ */
+describeWithService('Chromium and a Docker engine', Boolean(socketPath) && existsSync(CHROMIUM), 'install chromium and set TIANQI_TEST_DOCKER_SOCKET', 'the console on a phone', () => {
+  let t: TestApp;
+  let browser: Browser;
+  let instanceId: string;
+
+  beforeAll(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    execFileSync(join(ROOT, 'node_modules/.bin/tsx'), ['scripts/build-ui.ts'], { cwd: ROOT, stdio: 'pipe' });
+    t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: '60000' });
+    const admin = await t.login('admin', ADMIN_PASSWORD);
+    const image = (await t.api<{ id: string }>('POST', '/api/v1/images', { token: admin, body: { name: 'busybox', address: ensureServiceImage(socketPath) } })).body.id;
+    const spec = (await t.api<{ id: string }>('POST', '/api/v1/specs', { token: admin, body: { name: 'cpu-1c', cpuCores: 1, memoryGb: 1, pricePerHour: 0.5, stopGraceSeconds: 1 } })).body.id;
+    await t.api('POST', '/api/v1/nodes', { token: admin, body: { name: 'local', publicIp: '127.0.0.1', privateIp: '127.0.0.1', dockerEndpoint: `unix://${socketPath}` } });
+    instanceId = (await t.api<{ id: string }>('POST', '/api/v1/instances', { token: admin, body: { name: 'phone-demo', imageId: image, specId: spec } })).body.id;
+    await waitFor(() => t.api<{ status: string }>('GET', `/api/v1/instances/${instanceId}`, { token: admin }).then((r) => r.body.status), (s) => s === 'running', 60_000);
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+  }, 180_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await removeContainersOf(t, socketPath);
+    await t?.stop();
+  });
+
+  /** How far the page scrolls sideways (0: not at all). */
+  const sideways = (page: Page) => page.evaluate<number>('Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - window.innerWidth');
+
+  async function phone(locale: 'zh-CN' | 'en') {
+    const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true, locale });
+    // The language is the console's own setting (kept in localStorage), not the browser's.
+    await context.addInitScript(`localStorage.setItem('tianqi.locale', ${JSON.stringify(locale)})`);
+    const page = await context.newPage();
+    const problems: string[] = [];
+    page.on('pageerror', (err) => problems.push(err.message));
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+    const byTest = (id: string) => page.locator(`[data-test="${id}"]`);
+    await page.goto(`${t.url}/login`);
+    await byTest('login-username').fill('admin');
+    await byTest('login-password').fill(ADMIN_PASSWORD);
+    await byTest('login-submit').click();
+    await page.waitForURL(/\/instances$/);
+    return { context, page, byTest, problems };
+  }
+
+  for (const locale of ['zh-CN', 'en'] as const) {
+    it(`${locale}: a drawer menu, the list as cards, full-width dialogs, nothing sideways`, async () => {
+      const { context, page, byTest, problems } = await phone(locale);
+      const suffix = locale === 'en' ? '-en' : '';
+      // The sidebar is a drawer behind the menu button.
+      expect(await page.locator('.aside:visible').count()).toBe(0);
+      await byTest('instance-card-phone-demo').waitFor();
+      expect(await sideways(page)).toBeLessThanOrEqual(0);
+      await page.waitForTimeout(300);
+      await page.screenshot({ path: join(SHOTS, `phone-instances${suffix}.tmp.png`) });
+      await byTest('menu-button').click();
+      await byTest('nav-drawer').locator('[data-test="menu-nodes"]').waitFor();
+      await page.waitForTimeout(300);
+      await page.screenshot({ path: join(SHOTS, `phone-menu${suffix}.tmp.png`) });
+      await byTest('nav-drawer').locator('[data-test="menu-nodes"]').click();
+      await page.waitForURL(/\/nodes$/);
+      await expect.poll(() => page.locator('.nav-drawer:visible').count()).toBe(0);
+
+      for (const path of ['/nodes', '/specs', '/images', '/users', '/webhooks', '/ssh-keys', '/usage', `/instances/${instanceId}`, '/instances']) {
+        await page.goto(`${t.url}${path}`);
+        await page.waitForLoadState('networkidle');
+        await page.waitForTimeout(200);
+        expect(await sideways(page), `${path} scrolls sideways`).toBeLessThanOrEqual(0);
+        if (locale === 'en') {
+          // The signed-in account's own name (管理员, the bootstrap admin's) is data, not console words.
+          const text = await page.evaluate<string>(`(() => {
+            const account = document.querySelector('[data-test="user-menu"]');
+            if (account) account.style.display = 'none';
+            const all = document.body.innerText;
+            if (account) account.style.display = '';
+            return all;
+          })()`);
+          const line = text.split('\n').find((l) => CJK.test(l) && !ACCOUNT_NAMES.includes(l.trim()));
+          expect(line && /.{0,60}[\u3400-\u9fff\uff00-\uffef]+.{0,20}/.exec(line)?.[0], `Chinese on ${path} in English`).toBeUndefined();
+        }
+        if (path.startsWith('/instances/')) {
+          // The facts fit the screen (one column), not clipped by their card.
+          const facts = (await byTest('facts').boundingBox())!;
+          expect(facts.x + facts.width).toBeLessThanOrEqual(PHONE.width);
+        }
+        if (path === '/nodes' || path.startsWith('/instances/')) await page.screenshot({ path: join(SHOTS, `phone-${path === '/nodes' ? 'nodes' : 'detail'}${suffix}.tmp.png`) });
+      }
+
+      // The create dialog takes the width of the screen.
+      await byTest('open-create').click();
+      const dialog = page.locator('[data-test="create-dialog"]');
+      await dialog.waitFor();
+      const box = (await page.locator('.el-dialog:visible').boundingBox())!;
+      expect(box.width).toBeLessThanOrEqual(PHONE.width);
+      expect(box.width).toBeGreaterThan(PHONE.width * 0.9);
+      expect(await sideways(page)).toBeLessThanOrEqual(0);
+      // Every field of the form is as wide as the dialog's body allows, under its label.
+      const fields = await dialog.locator('.el-form-item__content').evaluateAll((els) => els.map((e) => e.getBoundingClientRect().width));
+      expect(Math.min(...fields)).toBeGreaterThan(box.width * 0.6);
+      await page.waitForTimeout(400);
+      await page.screenshot({ path: join(SHOTS, `phone-create${suffix}.tmp.png`) });
+      await page.keyboard.press('Escape');
+
+      if (locale === 'zh-CN') {
+        // The card's own buttons work: stop answers at once, the card shows it stopped when it is.
+        await byTest('stop-phone-demo').click();
+        await page.locator('[data-test="status-phone-demo"][data-status="exited"]').waitFor({ timeout: 30_000 });
+        await byTest('start-phone-demo').click();
+        await page.locator('[data-test="status-phone-demo"][data-status="running"]').waitFor({ timeout: 30_000 });
+      }
+      expect(problems).toEqual([]);
+      await context.close();
+    }, 120_000);
+  }
+});
