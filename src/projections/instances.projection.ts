@@ -1,3 +1,4 @@
+import { stoppedReason, type StopCause } from '../domain/instance/words.ts';
 import type { InstanceEvent, InstanceStatus, Operation, SpecSnapshot } from '../domain/instance/instance.decider.ts';
 import type { InstanceServicePort, PublishedPort } from '../domain/instance/service-ports.ts';
 import type { RecordedEvent } from '../ports/event-store.port.ts';
@@ -20,6 +21,9 @@ export interface InstanceView {
   readonly status: InstanceStatus;
   readonly statusReason: string;
   readonly pending: Operation | null;
+  /** Who asked for the pending operation, and why a stop was made (for the status reason once it is done). */
+  readonly pendingBy?: string | null;
+  readonly stopCause?: StopCause | null;
   readonly gpuCards: readonly { index: number; memoryGb: number }[];
   /** 无卡模式: `none` while a GPU instance runs without its cards; absent: `gpu`. */
   readonly gpuMode?: 'gpu' | 'none';
@@ -100,23 +104,36 @@ export const instancesProjection = documentProjection<InstanceView>({
       case 'InstanceGpuModeChanged':
         return { ...doc, gpuMode: event.data.mode, gpuCards: event.data.gpus, containerId: event.data.containerId, updatedAt: at };
       case 'InstanceIdleEnded':
-      case 'InstanceIdleStopFired':
         return { ...doc, idle: null, updatedAt: at };
+      case 'InstanceIdleStopFired':
+        return { ...doc, idle: null, stopCause: 'idle', updatedAt: at };
       case 'InstanceIdleOptOutSet':
         return { ...doc, idleOptOut: event.data.optOut, ...(event.data.optOut ? { idle: null } : {}), updatedAt: at };
       case 'InstanceContainerVanished':
         return { ...doc, status: 'failed', statusReason: event.data.reason, containerId: null, ...NO_SCHEDULE, updatedAt: at };
       case 'InstanceOperationRequested':
-        return { ...doc, pending: event.data.operation, updatedAt: at };
+        return {
+          ...doc, pending: event.data.operation, pendingBy: event.data.byUsername ?? null,
+          // A stop the platform fires is announced by its own event just before.
+          stopCause: event.data.byUsername ? 'user' : doc.stopCause ?? null, updatedAt: at,
+        };
       case 'InstanceOperationFailed':
         return event.data.willRetry ? { ...doc, updatedAt: at } : { ...doc, pending: null, statusReason: event.data.reason, updatedAt: at };
       case 'InstanceOperationCompleted':
-        return { ...doc, pending: null, ...(event.data.operation === 'stop' ? { ...NO_SCHEDULE, idle: null } : {}), updatedAt: at };
+        return {
+          ...doc, pending: null, pendingBy: null, stopCause: null,
+          // Stopped on request: said as such, not as the signal that ended the processes.
+          ...(event.data.operation === 'stop' && doc.status !== 'running' ? { statusReason: stoppedReason(doc.stopCause ?? undefined, doc.pendingBy ?? undefined) } : {}),
+          ...(event.data.operation === 'stop' ? { ...NO_SCHEDULE, idle: null } : {}), updatedAt: at,
+        };
       case 'InstanceStopScheduled':
         return { ...doc, scheduledStop: { at: event.data.at, byUsername: event.data.byUsername }, scheduledStopAt: event.data.at, updatedAt: at };
       case 'InstanceStopUnscheduled':
-      case 'InstanceScheduledStopFired':
         return { ...doc, ...NO_SCHEDULE, updatedAt: at };
+      case 'InstanceScheduledStopFired':
+        return { ...doc, ...NO_SCHEDULE, stopCause: 'scheduled', updatedAt: at };
+      case 'InstanceArrearsStopFired':
+        return { ...doc, stopCause: 'arrears', updatedAt: at };
       case 'InstanceDeleted':
         return null;
       case 'ServicePortAdded':

@@ -136,7 +136,9 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
     const took = Date.now() - asked;
     expect(took).toBeGreaterThanOrEqual(2_900);
     expect(took).toBeLessThan(8_000);
-    expect(stopped.statusReason).toMatch(/137|SIGKILL|killed/i);
+    // A stop somebody asked for reads as that, not as the SIGKILL that ended the processes.
+    expect(stopped.statusReason).toBe('stopped by alice');
+    expect((stopped as unknown as { statusWords: unknown }).statusWords).toEqual({ code: 'STOPPED_BY', params: { user: 'alice' } });
     // A second stop while stopped: refused at once, nothing queued.
     expect((await t.api<ErrorBody>('POST', `/api/v1/instances/${created.body.id}/stop`, { token: alice })).status).toBe(409);
 
@@ -218,6 +220,22 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
     expect(history.body.map((h) => h.type)).toEqual(expect.arrayContaining(['InstanceRequested', 'InstancePlaced', 'ContainerCreated', 'InstanceOperationRequested', 'InstanceStateObserved']));
     expect(history.body[0]).toMatchObject({ by: 'alice' });
     expect(history.body.some((h) => h.summary.includes('placed on node cpu-node'))).toBe(true);
+
+    // Words for the console: codes with parameters; internals (which loop saw it, the engine's
+    // container id) for admins only.
+    type Entry = { type: string; summary: string; code: string; params: Record<string, string | number> };
+    const mine = (await t.api<Entry[]>('GET', `/api/v1/instances/${instance!.id}/history`, { token: alice })).body;
+    const admins = (await t.api<Entry[]>('GET', `/api/v1/instances/${instance!.id}/history`, { token: admin })).body;
+    expect(mine.find((h) => h.type === 'InstancePlaced')).toMatchObject({ code: 'H_PLACED', params: { node: 'cpu-node' } });
+    expect(mine.find((h) => h.type === 'InstanceRequested')).toMatchObject({ code: 'H_REQUESTED', params: { name: 'train-1' } });
+    expect(mine.filter((h) => h.type === 'InstanceOperationRequested').map((h) => h.code)).toContain('H_STOP_REQUESTED_BY');
+    expect(mine.find((h) => h.code === 'H_STOPPED_BY')?.params).toEqual({ user: 'alice' });
+    for (const entry of mine) {
+      expect(entry.summary, entry.type).not.toMatch(/seen by|storage driver|^container [0-9a-f]{12}/);
+      expect(entry.params, entry.type).not.toHaveProperty('source');
+    }
+    expect(admins.some((h) => /\(seen by (events|operation|provisioning|reconcile)\)$/.test(h.summary))).toBe(true);
+    expect(admins.some((h) => h.code === 'H_RUNNING_SEEN' && typeof h.params.source === 'string')).toBe(true);
   });
 
   it('deletes an instance: container and data volume gone, capacity back', async () => {

@@ -374,12 +374,15 @@ describeWithService(
       await byTest(`stop-${INSTANCE}`).click();
       await page.locator(`[data-test="status-${INSTANCE}"][data-status="exited"]`).waitFor({ timeout: 30_000 });
       expect(await byTest(`status-${INSTANCE}`).textContent()).toContain('已停止');
+      // Said as the stop somebody asked for, in the reader's words — not as a red SIGKILL.
+      await expect.poll(() => byTest(`reason-${INSTANCE}`).textContent()).toBe('由 admin 停止');
     }, 60_000);
 
     it('switches to English and back', async () => {
       await byTest('language-switch').click();
       await byTest('lang-en').click();
       await expect.poll(() => byTest('menu').textContent()).toContain('Nodes');
+      await expect.poll(() => byTest(`reason-${INSTANCE}`).textContent()).toBe('Stopped by admin');
       await page.waitForTimeout(300);
       await shot('instances-en');
       await byTest('language-switch').click();

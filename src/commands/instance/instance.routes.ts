@@ -10,7 +10,8 @@ import { USERS, type UserView } from '../../projections/users.projection.ts';
 import { portNumber, servicePorts, text } from '../catalog/fields.ts';
 import { MAX_OWN_SERVICE_PORTS, MAX_PUBLIC_PORTS } from '../../domain/instance/service-ports.ts';
 import { ServicePortSchema } from './service.routes.ts';
-import { describeInstanceEvent } from './history.ts';
+import { reasonWords } from '../../domain/instance/words.ts';
+import { describeInstanceEvent, instanceEventWords, type HistoryContext } from './history.ts';
 import { SshAccessSchema, sshAccess } from './ssh-access.ts';
 import { EngineRejectedAnswer, EngineUnavailableAnswer, type Instances } from './instances.ts';
 
@@ -54,6 +55,9 @@ export const InstanceSchema = z.object({
   containerName: z.string(),
   status: z.enum(['creating', 'running', 'exited', 'failed']),
   statusReason: z.string(),
+  statusWords: z.object({
+    code: z.string(), params: z.record(z.string(), z.union([z.string(), z.number()])), detail: z.string().optional(),
+  }).meta({ description: 'statusReason as a code with its params (the console\'s words.<code>), and the engine\'s own text where the reason came from it' }),
   pending: z.enum(['start', 'stop', 'restart', 'delete']).nullable(),
   gpuCards: z.array(GpuCard),
   gpuMode: z.enum(['gpu', 'none']).meta({ description: '无卡模式: `none` while a GPU instance is without its cards (started with `?gpuMode=none`); `gpu` otherwise' }),
@@ -100,7 +104,7 @@ const StatsSchema = z.object({
 });
 
 export function toInstanceDto(view: InstanceView): z.infer<typeof InstanceSchema> {
-  const { _position: _, dataVolume: _v, scheduledStopAt: _s, scheduledStop, openSessions: _o, lastActivityAt: _l, idle, idleOptOut, ...dto } = view as InstanceView & { _position?: number };
+  const { _position: _, dataVolume: _v, scheduledStopAt: _s, scheduledStop, openSessions: _o, lastActivityAt: _l, idle, idleOptOut, pendingBy: _pb, stopCause: _sc, ...dto } = view as InstanceView & { _position?: number };
   return {
     ...dto,
     spec: { ...dto.spec },
@@ -110,6 +114,7 @@ export function toInstanceDto(view: InstanceView): z.infer<typeof InstanceSchema
     idle: idle ? { since: idle.since, stopAt: idle.stopAt } : null,
     idleOptOut: idleOptOut ?? false,
     gpuMode: dto.gpuMode ?? 'gpu',
+    statusWords: reasonWords(dto.statusReason),
     publicPorts: (dto.publicPorts ?? []).map((p) => ({ ...p })),
   };
 }
@@ -284,7 +289,13 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
     }),
     route({
       method: 'get', path: '/instances/:id/history', tag: 'instances', access: 'user', summary: 'What happened to the instance: who, what, when',
-      response: z.array(z.object({ revision: z.number(), type: z.string(), at: z.string(), by: z.string().nullable(), summary: z.string() })),
+      response: z.array(z.object({
+        revision: z.number(), type: z.string(), at: z.string(), by: z.string().nullable(),
+        summary: z.string().meta({ description: 'the entry in English (operators\' internals for admins only)' }),
+        code: z.string().meta({ description: 'the entry as a code with its params, for a console to put in its reader\'s language (the console\'s words.<code>)' }),
+        params: z.record(z.string(), z.union([z.string(), z.number()])),
+        detail: z.string().optional().meta({ description: 'the engine\'s own text behind a plain reason' }),
+      })),
       async handler({ actor, params }) {
         await instances.visible(actor, params.id!);
         // A service's use is recorded once a minute for the idle auto-stop: activity, not history.
@@ -294,12 +305,15 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
         for (const id of new Set(events.map((e) => e.metadata.userId).filter((u): u is string => Boolean(u)))) {
           names.set(id, (await users.get(id))?.username ?? id);
         }
+        const admin = actor.role === 'admin';
+        const context: HistoryContext = { pending: null };
         return events.map((e) => ({
           revision: e.revision,
           type: e.type,
           at: e.metadata.time,
           by: e.metadata.userId ? names.get(e.metadata.userId)! : null,
-          summary: describeInstanceEvent(e),
+          summary: describeInstanceEvent(e, admin),
+          ...instanceEventWords(e, context, admin),
         }));
       },
     }),

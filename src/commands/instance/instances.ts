@@ -418,7 +418,7 @@ export class Instances {
       if (mode && (view.gpuMode ?? 'gpu') !== mode) await this.switchGpuMode(instanceId, mode, context);
       await this.ensureReserved(await this.load(instanceId), context);
     }
-    await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'RequestOperation', data: { operation } }, context);
+    await this.bus.execute(instanceDecider, instanceStream(instanceId), { type: 'RequestOperation', data: { operation, byUsername: actor.username } }, context);
     if (options.background) {
       // Engine refusals and an unreachable node are recorded on the instance (FailOperation); anything else is logged.
       this.runPending(instanceId, context).catch((err: unknown) => {

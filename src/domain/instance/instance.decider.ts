@@ -68,7 +68,8 @@ export type InstanceEvent =
       source: 'events' | 'reconcile' | 'operation' | 'provisioning';
     }>
   | DomainEvent<'InstanceContainerVanished', { reason: string }>
-  | DomainEvent<'InstanceOperationRequested', { operation: Operation }>
+  /** `byUsername`: who asked (absent in older records, and when the platform stops it: a schedule, idleness, arrears). */
+  | DomainEvent<'InstanceOperationRequested', { operation: Operation; byUsername?: string }>
   | DomainEvent<'InstanceOperationFailed', { operation: Operation; reason: string; willRetry: boolean }>
   | DomainEvent<'InstanceOperationCompleted', { operation: Operation }>
   | DomainEvent<'InstanceDeleted', { removed: string[]; notRemoved: { what: string; reason: string }[] }>
@@ -160,7 +161,7 @@ export type InstanceCommand =
     }>
   /** `containerId`: the container that went, where known: another than the instance's own (one it replaced) is no vanishing. */
   | Command<'MarkVanished', { reason: string; containerId?: string }>
-  | Command<'RequestOperation', { operation: Operation }>
+  | Command<'RequestOperation', { operation: Operation; byUsername?: string }>
   | Command<'FailOperation', { operation: Operation; reason: string; willRetry: boolean }>
   | Command<'CompleteOperation', { operation: Operation }>
   | Command<'RecordDeleted', { removed: string[]; notRemoved: { what: string; reason: string }[] }>

@@ -1,3 +1,4 @@
+import type { Words } from '@/composables/words.ts';
 /** Shapes of the API's answers (see GET /api/openapi.json and ../shared/API.md). */
 
 export type Role = 'user' | 'admin';
@@ -218,6 +219,8 @@ export interface Instance {
   containerName: string;
   status: InstanceStatus;
   statusReason: string;
+  /** statusReason as words for this console's languages. */
+  statusWords?: Words;
   pending: Operation | null;
   gpuCards: { index: number; memoryGb: number }[];
   /** 无卡模式: `none` while a GPU instance runs (or stands) without its cards. */
@@ -251,7 +254,11 @@ export interface HistoryEntry {
   type: string;
   at: string;
   by: string | null;
+  /** The server's English sentence (the fallback). */
   summary: string;
+  code: string;
+  params: Record<string, string | number>;
+  detail?: string;
 }
 
 export interface LogLine {
