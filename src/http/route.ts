@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type { z } from 'zod';
 import type { CommandContext } from '../commands/command-bus.ts';
 import type { Actor } from '../commands/user/accounts.ts';
@@ -76,6 +77,8 @@ export class CsvBody {
 export class RawBody {
   constructor(
     readonly contentType: string,
-    readonly body: string | Buffer,
+    readonly body: string | Buffer | Readable,
+    /** Sent as an attachment with this file name (a download). */
+    readonly filename?: string,
   ) {}
 }

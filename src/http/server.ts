@@ -120,6 +120,7 @@ export function createHttpApp(deps: HttpDependencies): Koa {
         ctx.body = answer.body.text;
       } else if (answer.body instanceof RawBody) {
         ctx.type = answer.body.contentType;
+        if (answer.body.filename) ctx.attachment(answer.body.filename);
         ctx.body = answer.body.body;
       } else if (answer.status !== 204) ctx.body = answer.body ?? null;
     });

@@ -211,6 +211,17 @@ describeWithService('Docker engine', Boolean(socket), 'start dockerd (see .ci/ru
     expect(logs.status).toBe(200);
     expect(logs.body).toContainEqual(expect.objectContaining({ stream: 'stdout', text: 'ready' }));
     expect(logs.body).toContainEqual(expect.objectContaining({ stream: 'stderr', text: '显存切分' }));
+    // 日志下载: the whole log as a file, one "<time> <stream> <text>" line each.
+    const file = await fetch(`${t.url}/api/v1/instances/${instance!.id}/logs/download`, { headers: { authorization: `Bearer ${alice}` } });
+    expect(file.status).toBe(200);
+    expect(file.headers.get('content-type')).toBe('text/plain; charset=utf-8');
+    expect(file.headers.get('content-disposition')).toMatch(/^attachment; filename="train-1-\d{14}\.log"$/);
+    const text = await file.text();
+    expect(text).toMatch(/^\d{4}-\d{2}-\d{2}T\S+ stdout ready$/m);
+    expect(text).toMatch(/^\d{4}-\d{2}-\d{2}T\S+ stderr 显存切分$/m);
+    const one = await fetch(`${t.url}/api/v1/instances/${instance!.id}/logs/download?tail=1`, { headers: { authorization: `Bearer ${alice}` } });
+    expect((await one.text()).trim().split('\n')).toHaveLength(1);
+    expect((await fetch(`${t.url}/api/v1/instances/${instance!.id}/logs/download`, { headers: { authorization: `Bearer ${bob}` } })).status).toBe(404);
     const stats = await t.api<{ cpuPercent: number; memoryUsageBytes: number; pids: number; gpus: unknown[] }>('GET', `/api/v1/instances/${instance!.id}/stats`, { token: alice });
     expect(stats.status).toBe(200);
     expect(stats.body.memoryUsageBytes).toBeGreaterThan(0);

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Dockerode from 'dockerode';
@@ -93,7 +93,7 @@ describeWithService(
         executablePath: CHROMIUM,
         args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
       });
-      context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: 'zh-CN' });
+      context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: 'zh-CN', acceptDownloads: true });
       page = await context.newPage();
       page.setDefaultTimeout(15_000);
       page.on('console', (message) => {
@@ -289,6 +289,13 @@ describeWithService(
       await page.locator('.el-tabs__item', { hasText: '日志' }).click();
       await page.locator('[data-test="logs-screen"] .line', { hasText: 'ready' }).first().waitFor();
       await shot('instance-logs');
+      // 日志下载: the whole log as a file.
+      const [download] = await Promise.all([page.waitForEvent('download'), byTest('logs-download').click()]);
+      expect(download.suggestedFilename()).toMatch(new RegExp(`^${INSTANCE}-\\d{14}\\.log$`));
+      const saved = join(SHOTS, '..', 'download.tmp.log');
+      await download.saveAs(saved);
+      expect(readFileSync(saved, 'utf8')).toMatch(/ stdout ready$/m);
+      rmSync(saved, { force: true });
 
       await page.locator('.el-tabs__item', { hasText: 'SSH 连接' }).click();
       await byTest('ssh-panel').waitFor();

@@ -1,8 +1,9 @@
-import { firstValueFrom, last, map, scan, take, timeout } from 'rxjs';
+import { Readable } from 'node:stream';
+import { BehaviorSubject, firstValueFrom, last, map, scan, take, timeout, type Subscription } from 'rxjs';
 import { z } from 'zod';
 import { INSTANCE_NAME } from '../../domain/instance/instance.decider.ts';
 import { ConflictError } from '../../domain/shared/errors.ts';
-import { reply, route, type RouteSpec } from '../../http/route.ts';
+import { RawBody, reply, route, type RouteSpec } from '../../http/route.ts';
 import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, type LogLine, type NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
 import type { InstanceView } from '../../projections/instances.projection.ts';
@@ -170,6 +171,34 @@ export async function statsSnapshot(runtime: ContainerRuntime, target: NodeTarge
 export const LOG_TAIL_MAX_CHARS = 4 * 1024 * 1024;
 
 /** The last `tail` lines, or the newest of them within LOG_TAIL_MAX_CHARS; memory stays within that as they stream in. */
+/**
+ * A container's log as a stream of text lines, paced by whoever reads it: the engine's stream is
+ * paused while the reader (a slow download) has not taken what was sent.
+ */
+function logFile(runtime: ContainerRuntime, target: NodeTarget, containerId: string, tail: number): Readable {
+  const paused$ = new BehaviorSubject(false);
+  let subscription: Subscription | undefined;
+  const stream = new Readable({
+    highWaterMark: 256 * 1024,
+    read() {
+      if (paused$.value) paused$.next(false);
+      if (subscription) return;
+      subscription = runtime.logs(target, containerId, { tail, follow: false, paused$ }).subscribe({
+        next: (line) => {
+          if (!stream.push(`${line.time} ${line.stream} ${line.text}\n`)) paused$.next(true);
+        },
+        error: (err: unknown) => stream.destroy(err instanceof Error ? err : new Error(String(err))),
+        complete: () => stream.push(null),
+      });
+    },
+    destroy(err, callback) {
+      subscription?.unsubscribe();
+      callback(err);
+    },
+  });
+  return stream;
+}
+
 async function logTail(runtime: ContainerRuntime, target: NodeTarget, containerId: string, tail: number) {
   return engineCall(
     () => firstValueFrom(runtime.logs(target, containerId, { tail, follow: false }).pipe(
@@ -315,6 +344,18 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
           summary: describeInstanceEvent(e, admin),
           ...instanceEventWords(e, context, admin),
         }));
+      },
+    }),
+    route({
+      method: 'get', path: '/instances/:id/logs/download', tag: 'instances', access: 'user',
+      summary: 'The container log as a text file (日志下载): the last `tail` lines (100,000 unless given, at most 1,000,000), "<time> <stream> <text>" each, streamed',
+      query: z.strictObject({ tail: z.coerce.number().int().min(1).max(1_000_000).default(100_000) }),
+      async handler({ actor, params, query }) {
+        const instance = await instances.visible(actor, params.id!);
+        if (!instance.containerId) throw new ConflictError('NO_CONTAINER', 'This instance has no container yet, so no log.');
+        const target = await targetOf(instance.nodeId);
+        const name = `${instance.name}-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}.log`;
+        return new RawBody('text/plain; charset=utf-8', logFile(runtime, target, instance.containerId, query.tail), name);
       },
     }),
     route({

@@ -307,6 +307,7 @@ const en: Messages = {
     banner: 'Stops automatically at {time}',
   },
   logs: {
+    download: 'Download',
     follow: 'Follow',
     tail: 'Last',
     lines: '{n} lines',

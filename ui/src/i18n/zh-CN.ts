@@ -306,6 +306,7 @@ const zhCN = {
     banner: '将于 {time} 自动关机',
   },
   logs: {
+    download: '下载日志',
     follow: '实时跟随',
     tail: '最近',
     lines: '{n} 行',
