@@ -4,6 +4,9 @@ import type { InstanceServicePort, PublishedPort } from '../domain/instance/serv
 import type { RecordedEvent } from '../ports/event-store.port.ts';
 import { documentProjection } from './projection-runner.ts';
 
+/** Telemetry beside the read models (not projected from events): each instance's bounded time series for its charts. */
+export const INSTANCE_SERIES = 'instance_series';
+
 export interface InstanceView {
   readonly id: string;
   readonly name: string;

@@ -31,7 +31,8 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
   beforeAll(async () => {
     mkdirSync(SHOTS, { recursive: true });
     execFileSync(join(ROOT, 'node_modules/.bin/tsx'), ['scripts/build-ui.ts'], { cwd: ROOT, stdio: 'pipe' });
-    t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: '60000' });
+    // A reconcile pass every 2 s: the charts have points to draw.
+    t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: '2000' });
     const admin = await t.login('admin', ADMIN_PASSWORD);
     const image = (await t.api<{ id: string }>('POST', '/api/v1/images', { token: admin, body: { name: 'busybox', address: ensureServiceImage(socketPath) } })).body.id;
     const spec = (await t.api<{ id: string }>('POST', '/api/v1/specs', { token: admin, body: { name: 'cpu-1c', cpuCores: 1, memoryGb: 1, pricePerHour: 0.5, stopGraceSeconds: 1 } })).body.id;
@@ -103,6 +104,12 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
           expect(line && /.{0,60}[\u3400-\u9fff\uff00-\uffef]+.{0,20}/.exec(line)?.[0], `Chinese on ${path} in English`).toBeUndefined();
         }
         if (path.startsWith('/instances/')) {
+          // 监控图表: CPU, memory and network drawn from the series, one chart a row on a phone.
+          await page.locator('[data-test="chart-cpu"] .dot').first().waitFor({ timeout: 30_000 });
+          await page.locator('[data-test="chart-network"]').waitFor();
+          const chart = (await byTest('chart-cpu').boundingBox())!;
+          expect(chart.x + chart.width).toBeLessThanOrEqual(PHONE.width);
+          await byTest('charts-panel').screenshot({ path: join(SHOTS, `phone-charts${suffix}.tmp.png`) });
           // The facts fit the screen (one column), not clipped by their card.
           const facts = (await byTest('facts').boundingBox())!;
           expect(facts.x + facts.width).toBeLessThanOrEqual(PHONE.width);

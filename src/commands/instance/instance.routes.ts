@@ -6,12 +6,13 @@ import { ConflictError } from '../../domain/shared/errors.ts';
 import { RawBody, reply, route, type RouteSpec } from '../../http/route.ts';
 import { EngineRejectedError, EngineUnavailableError, type ContainerRuntime, type LogLine, type NodeTarget } from '../../ports/container-runtime.port.ts';
 import type { ReadStore } from '../../ports/read-store.port.ts';
-import type { InstanceView } from '../../projections/instances.projection.ts';
+import { INSTANCE_SERIES, type InstanceView } from '../../projections/instances.projection.ts';
 import { USERS, type UserView } from '../../projections/users.projection.ts';
 import { portNumber, servicePorts, text } from '../catalog/fields.ts';
 import { MAX_OWN_SERVICE_PORTS, MAX_PUBLIC_PORTS } from '../../domain/instance/service-ports.ts';
 import { ServicePortSchema } from './service.routes.ts';
 import { reasonWords } from '../../domain/instance/words.ts';
+import { DAY_BUCKET_MS, HOUR_BUCKET_MS, pointsOf, type Series } from '../../domain/usage/series.ts';
 import { describeInstanceEvent, instanceEventWords, type HistoryContext } from './history.ts';
 import { SshAccessSchema, sshAccess } from './ssh-access.ts';
 import { EngineRejectedAnswer, EngineUnavailableAnswer, type Instances } from './instances.ts';
@@ -344,6 +345,27 @@ export function instanceRoutes(instances: Instances, runtime: ContainerRuntime, 
           summary: describeInstanceEvent(e, admin),
           ...instanceEventWords(e, context, admin),
         }));
+      },
+    }),
+    route({
+      method: 'get', path: '/instances/:id/metrics', tag: 'instances', access: 'user',
+      summary: 'The instance\'s charts: CPU, memory, GPU memory and network over the last hour (a point a minute) or day (a point per 15 minutes), each point the mean of the reconcile loop\'s samples in it',
+      query: z.strictObject({ range: z.enum(['hour', 'day']).default('hour') }),
+      response: z.object({
+        range: z.enum(['hour', 'day']), bucketSeconds: z.number(),
+        points: z.array(z.object({
+          t: z.string(), cpuPercent: z.number().nullable(), memoryBytes: z.number().nullable(), gpuMemoryBytes: z.number().nullable(),
+          rxBytesPerSecond: z.number().nullable(), txBytesPerSecond: z.number().nullable(),
+        })),
+      }),
+      async handler({ actor, params, query }) {
+        await instances.visible(actor, params.id!);
+        const series = await store.collection<Series>(INSTANCE_SERIES).get(params.id!);
+        return {
+          range: query.range,
+          bucketSeconds: (query.range === 'hour' ? HOUR_BUCKET_MS : DAY_BUCKET_MS) / 1000,
+          points: pointsOf(series, query.range, Date.now()).map(({ n: _n, ...p }) => p),
+        };
       },
     }),
     route({

@@ -5,8 +5,9 @@ import { nodeDecider, nodeStream } from '../../domain/catalog/node.decider.ts';
 import { describeExit, instanceDecider, instanceStream } from '../../domain/instance/instance.decider.ts';
 import type { ContainerEvent, ContainerState } from '../../ports/container-runtime.port.ts';
 import { NODES, type NodeView } from '../../projections/catalog.projection.ts';
-import { INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
+import { INSTANCE_SERIES, INSTANCES, type InstanceView } from '../../projections/instances.projection.ts';
 import type { Plugin, PluginContext } from '../plugin-host.ts';
+import { addSample, type Series } from '../../domain/usage/series.ts';
 
 const context = { correlationId: 'reconciler' };
 /** How long one node may take in a reconcile cycle before it is skipped (it never delays the others). */
@@ -210,4 +211,15 @@ async function recordUsage(ctx: PluginContext, target: Awaited<ReturnType<Plugin
   };
   // Telemetry, not state: kept beside the read models, keyed by time instead of a log position.
   await ctx.readStore.collection<InstanceMetrics>(METRICS).put(metrics, Date.now());
+  // The charts' hour and day (bounded: a point a minute, a point per quarter hour).
+  const series = ctx.readStore.collection<Series>(INSTANCE_SERIES);
+  const used = gpus.map((g) => g.memoryUsedBytes).filter((b): b is number => b !== null);
+  await series.put(addSample(await series.get(instance.id), instance.id, {
+    at: metrics.at,
+    cpuPercent: metrics.cpuPercent,
+    memoryBytes: metrics.memoryUsageBytes,
+    gpuMemoryBytes: used.length > 0 ? used.reduce((a, b) => a + b, 0) : null,
+    rxBytes: sample?.networkRxBytes ?? null,
+    txBytes: sample?.networkTxBytes ?? null,
+  }), Date.now());
 }

@@ -793,6 +793,18 @@ const en: Messages = {
     pattern: 'Not in the expected format',
     integer: 'Must be a whole number',
   },
+  charts: {
+    title: 'Charts',
+    hour: 'Last hour',
+    day: 'Last 24 hours',
+    empty: 'No data yet: a point is recorded each reconcile pass while the instance runs',
+    cpu: 'CPU',
+    memory: 'Memory',
+    gpuMemory: 'GPU memory',
+    network: 'Network',
+    rx: 'in',
+    tx: 'out',
+  },
   words: {
     RUNNING: 'Running',
     REQUESTED: 'Requested',

@@ -791,6 +791,18 @@ const zhCN = {
     pattern: '格式不正确',
     integer: '必须是整数',
   },
+  charts: {
+    title: '监控图表',
+    hour: '近 1 小时',
+    day: '近 24 小时',
+    empty: '暂无数据：实例运行后每个巡检周期记录一次',
+    cpu: 'CPU 使用率',
+    memory: '内存',
+    gpuMemory: 'GPU 显存',
+    network: '网络',
+    rx: '下行',
+    tx: '上行',
+  },
   words: {
     RUNNING: '运行中',
     REQUESTED: '已提交',
