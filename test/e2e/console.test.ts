@@ -397,6 +397,17 @@ describeWithService(
       await expect.poll(() => byTest('menu').textContent()).toContain('算力节点');
     }, 30_000);
 
+    it('shows the admin an overview: instances, nodes, cards and this month\'s usage', async () => {
+      await byTest('menu-dashboard').click();
+      await byTest('dashboard').waitFor();
+      await expect.poll(() => byTest('tile-nodes').textContent()).toContain('1 / 1');
+      expect(await byTest('tile-nodes').textContent()).toContain('全部节点正常');
+      expect(await byTest('tile-usage').textContent()).toMatch(/本月用量¥\d/);
+      expect(await byTest('tile-instances').textContent()).toMatch(/已停止 1/);
+      expect(await byTest('cards-table').textContent()).toContain('暂无 GPU 节点');
+      await shot('dashboard');
+    }, 30_000);
+
     it('shows usage and the webhook delivery log to the admin', async () => {
       await byTest('menu-usage').click();
       await byTest('usage-table').waitFor();

@@ -18,6 +18,7 @@ const routes: RouteRecordRaw[] = [
       { path: '', redirect: '/instances' },
       { path: 'instances', name: 'instances', component: () => import('@/views/InstancesView.vue'), meta: { title: 'nav.instances' } },
       { path: 'instances/:id', name: 'instance', component: () => import('@/views/InstanceDetailView.vue'), meta: { title: 'nav.instances' } },
+      { path: 'dashboard', name: 'dashboard', component: () => import('@/views/DashboardView.vue'), meta: { admin: true, title: 'nav.dashboard' } },
       { path: 'images', name: 'images', component: () => import('@/views/ImagesView.vue'), meta: { admin: true, title: 'nav.images' } },
       { path: 'specs', name: 'specs', component: () => import('@/views/SpecsView.vue'), meta: { admin: true, title: 'nav.specs' } },
       { path: 'nodes', name: 'nodes', component: () => import('@/views/NodesView.vue'), meta: { admin: true, title: 'nav.nodes' } },
