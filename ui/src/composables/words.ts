@@ -22,9 +22,10 @@ export function wordsText(words: Words | undefined, fallback: string): string {
   for (const [key, value] of Object.entries(words.params)) {
     if (TIMES.has(key) && typeof value === 'string') params[key] = formatTime(value);
     else if (key === 'why' && typeof value === 'string' && te(`words.${value}`)) params[key] = t(`words.${value}`);
+    else if (key === 'source' && typeof value === 'string' && te(`words.source_${value}`)) params[key] = t(`words.source_${value}`);
     else params[key] = value;
   }
   const text = t(`words.${words.code}`, params);
   // Admins also learn which loop saw it.
-  return words.params.source !== undefined && words.code !== 'H_RUNNING_SEEN' ? text + t('words.seenBy', { source: words.params.source }) : text;
+  return params.source !== undefined && words.code !== 'H_RUNNING_SEEN' ? text + t('words.seenBy', { source: params.source }) : text;
 }

@@ -1,0 +1,135 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
+import { removeContainersOf, waitFor } from '../support/fixtures.ts';
+import { describeWithService } from '../support/services.ts';
+import { ensureServiceImage } from '../support/test-image.ts';
+
+const CHROMIUM = process.env.TIANQI_TEST_CHROMIUM ?? '/usr/bin/chromium';
+const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const SHOTS = join(ROOT, 'test/e2e/screenshots');
+const CJK = /[\u3400-\u9fff\uff00-\uffef]/;
+/** User data that is Chinese whatever the language: the bootstrap admin's display name. */
+const ACCOUNT_NAMES = ['管理员'];
+/** Four English words in a row: a sentence, not a name, an address or a command. */
+const ENGLISH_SENTENCE = /\b[A-Za-z]{2,}(?: [A-Za-z]{2,}){3,}\b/;
+
+/**
+ * The desktop console (1440 × 900) in each language: in English no Chinese is left on any page
+ * and no form label wraps; in Chinese an instance's history and status are in Chinese, without
+ * English sentences (addresses, commands and user data aside).
+ */
+describeWithService('Chromium and a Docker engine', Boolean(socketPath) && existsSync(CHROMIUM), 'install chromium and set TIANQI_TEST_DOCKER_SOCKET', 'the console in both languages', () => {
+  let t: TestApp;
+  let browser: Browser;
+  let instanceId: string;
+
+  beforeAll(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    execFileSync(join(ROOT, 'node_modules/.bin/tsx'), ['scripts/build-ui.ts'], { cwd: ROOT, stdio: 'pipe' });
+    t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: '60000' });
+    const admin = await t.login('admin', ADMIN_PASSWORD);
+    const image = (await t.api<{ id: string }>('POST', '/api/v1/images', { token: admin, body: { name: 'busybox', address: ensureServiceImage(socketPath) } })).body.id;
+    const spec = (await t.api<{ id: string }>('POST', '/api/v1/specs', { token: admin, body: { name: 'cpu-1c', cpuCores: 1, memoryGb: 1, pricePerHour: 0.5, stopGraceSeconds: 1 } })).body.id;
+    await t.api('POST', '/api/v1/nodes', { token: admin, body: { name: 'local', publicIp: '127.0.0.1', privateIp: '127.0.0.1', dockerEndpoint: `unix://${socketPath}` } });
+    instanceId = (await t.api<{ id: string }>('POST', '/api/v1/instances', { token: admin, body: { name: 'lang-demo', imageId: image, specId: spec } })).body.id;
+    await waitFor(() => t.api<{ status: string }>('GET', `/api/v1/instances/${instanceId}`, { token: admin }).then((r) => r.body.status), (s) => s === 'running', 60_000);
+    // A history with a stop somebody asked for and a start.
+    await t.api('POST', `/api/v1/instances/${instanceId}/stop?wait=true`, { token: admin });
+    await t.api('POST', `/api/v1/instances/${instanceId}/start`, { token: admin });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+  }, 180_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await removeContainersOf(t, socketPath);
+    await t?.stop();
+  });
+
+  async function signedIn(locale: 'zh-CN' | 'en') {
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale });
+    await context.addInitScript(`localStorage.setItem('tianqi.locale', ${JSON.stringify(locale)})`);
+    const page = await context.newPage();
+    const byTest = (id: string) => page.locator(`[data-test="${id}"]`);
+    await page.goto(`${t.url}/login`);
+    await byTest('login-username').fill('admin');
+    await byTest('login-password').fill(ADMIN_PASSWORD);
+    await byTest('login-submit').click();
+    await page.waitForURL(/\/instances$/);
+    return { context, page, byTest };
+  }
+
+  /** The page's text, the signed-in account's own name left out (data, not console words). */
+  const pageText = (page: Page) => page.evaluate<string>(`(() => {
+    const account = document.querySelector('[data-test="user-menu"]');
+    if (account) account.style.display = 'none';
+    const all = document.body.innerText;
+    if (account) account.style.display = '';
+    return all;
+  })()`);
+
+  /** Form labels whose text takes more than one line in the open dialog. */
+  const wrappedLabels = (page: Page) => page.evaluate<string[]>(`(() => {
+    const out = [];
+    for (const label of document.querySelectorAll('.el-overlay-dialog:not([style*="display: none"]) .el-form-item__label')) {
+      if (!label.textContent.trim() || label.offsetParent === null) continue;
+      const style = getComputedStyle(label);
+      const line = parseFloat(style.lineHeight) || 20;
+      if (label.scrollHeight > line * 1.5 || label.scrollWidth > label.clientWidth + 1) out.push(label.textContent.trim());
+    }
+    return out;
+  })()`);
+
+  it('English: no Chinese on any page, and no form label wraps', async () => {
+    const { context, page, byTest } = await signedIn('en');
+    for (const path of ['/instances', '/dashboard', '/nodes', '/specs', '/images', '/users', '/usage', '/webhooks', '/ssh-keys', `/instances/${instanceId}`, `/instances/${instanceId}?tab=history`]) {
+      await page.goto(`${t.url}${path}`);
+      await page.waitForLoadState('networkidle');
+      await page.waitForTimeout(200);
+      const line = (await pageText(page)).split('\n').find((l) => CJK.test(l) && !ACCOUNT_NAMES.includes(l.trim()));
+      expect(line, `Chinese on ${path} in English`).toBeUndefined();
+    }
+    const dialogs: [string, string, string][] = [
+      ['/instances', 'open-create', 'create-dialog'],
+      ['/nodes', 'node-create', 'node-dialog'],
+      ['/specs', 'spec-create', 'spec-dialog'],
+      ['/users', 'user-create', 'user-dialog'],
+      ['/images', 'image-create', 'image-dialog'],
+    ];
+    const wrapped: Record<string, string[]> = {};
+    for (const [path, button, dialog] of dialogs) {
+      await page.goto(`${t.url}${path}`);
+      await byTest(button).click();
+      await byTest(dialog).waitFor();
+      await page.waitForTimeout(400);
+      const labels = await wrappedLabels(page);
+      if (labels.length > 0) wrapped[dialog] = labels;
+      if (dialog === 'node-dialog' || dialog === 'spec-dialog') await page.screenshot({ path: join(SHOTS, `${dialog}-en.tmp.png`) });
+      await page.keyboard.press('Escape');
+      await byTest(dialog).waitFor({ state: 'hidden' });
+    }
+    expect(wrapped, 'form labels that wrap in English').toEqual({});
+    await context.close();
+  }, 120_000);
+
+  it('Chinese: the instance\'s status and history are in Chinese, without English sentences', async () => {
+    const { context, page, byTest } = await signedIn('zh-CN');
+    await page.goto(`${t.url}/instances/${instanceId}?tab=history`);
+    const panel = byTest('history-panel');
+    await panel.locator('.summary').first().waitFor();
+    const summaries = await panel.locator('.summary').allTextContents();
+    expect(summaries.length).toBeGreaterThan(5);
+    // Image addresses and names are data: taken out before looking for English.
+    const words = summaries.map((s) => s.replaceAll('tianqi-test/busybox-service:1', '').replaceAll('lang-demo', ''));
+    expect(words.filter((s) => ENGLISH_SENTENCE.test(s)), 'English sentences in the Chinese history').toEqual([]);
+    expect(summaries).toContain('已由 admin 停止');
+    expect(summaries).toContain('admin 请求停止');
+    await page.screenshot({ path: join(SHOTS, 'history-zh.tmp.png') });
+    await context.close();
+  }, 60_000);
+});
