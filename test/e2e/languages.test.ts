@@ -132,4 +132,49 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
     await page.screenshot({ path: join(SHOTS, 'history-zh.tmp.png') });
     await context.close();
   }, 60_000);
+
+  it('Chinese: no English sentence on the pages people read (server words, addresses and commands aside)', async () => {
+    const { context, page } = await signedIn('zh-CN');
+    const found: Record<string, string[]> = {};
+    for (const path of ['/instances', '/dashboard', '/specs', '/images', '/users', '/usage', '/webhooks', '/ssh-keys', `/instances/${instanceId}`, `/instances/${instanceId}?tab=history`]) {
+      await page.goto(`${t.url}${path}`);
+      await page.waitForLoadState('networkidle');
+      await page.waitForTimeout(200);
+      // Data and technical strings (image addresses, commands, IDs) are in monospace: left out.
+      const text = await page.evaluate<string>(`(() => {
+        const hidden = [...document.querySelectorAll('.mono, code, pre, [data-test="user-menu"]')];
+        for (const el of hidden) el.style.visibility = 'hidden';
+        const all = document.body.innerText;
+        for (const el of hidden) el.style.visibility = '';
+        return all;
+      })()`);
+      const lines = text.split('\n').map((l) => l.replaceAll('tianqi-test/busybox-service:1', '').replaceAll('lang-demo', '')).filter((l) => ENGLISH_SENTENCE.test(l));
+      if (lines.length > 0) found[path] = lines;
+    }
+    expect(found, 'English sentences on Chinese pages').toEqual({});
+    await context.close();
+  }, 90_000);
+
+  it('a tablet (820 × 1180, touch) uses the web terminal', async () => {
+    const context = await browser.newContext({ viewport: { width: 820, height: 1180 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'zh-CN' });
+    const page = await context.newPage();
+    const byTest = (id: string) => page.locator(`[data-test="${id}"]`);
+    await page.goto(`${t.url}/login`);
+    await byTest('login-username').fill('admin');
+    await byTest('login-password').fill(ADMIN_PASSWORD);
+    await byTest('login-submit').click();
+    await page.waitForURL(/\/instances$/);
+    await page.goto(`${t.url}/instances/${instanceId}?tab=terminal`);
+    await page.locator('[data-test="terminal-state"].connected').waitFor({ timeout: 20_000 });
+    await page.locator('.xterm').tap();
+    await expect.poll(() => page.locator('.xterm-rows').textContent(), { timeout: 15_000 }).toMatch(/[#$]\s*$/);
+    await page.keyboard.type('echo $((6*7))');
+    await page.keyboard.press('Enter');
+    await page.locator('.xterm-rows > div').filter({ hasText: /^\s*42\s*$/ }).first().waitFor({ timeout: 15_000 });
+    // The terminal fits the tablet's width.
+    const box = (await page.locator('.xterm').boundingBox())!;
+    expect(box.x + box.width).toBeLessThanOrEqual(820);
+    await page.screenshot({ path: join(SHOTS, 'tablet-terminal.tmp.png') });
+    await context.close();
+  }, 60_000);
 });

@@ -105,6 +105,8 @@ export interface EngineFacts {
     error: string | null;
   };
   hamiCore?: { dir: string; present: boolean };
+  /** The disk under the engine's data directory, bytes. */
+  diskBytes?: number;
   /** Nodes with the node agent: its tianqi-helper build as it answers now. */
   agentVersion?: string;
 }

@@ -475,6 +475,8 @@ const en: Messages = {
     sudoBlocked: 'sudo blocked',
   },
   nodes: {
+    engineDisk: 'Engine disk',
+    declaredDisk: '{n} GB declared',
     title: 'Nodes',
     subtitle: 'GPU servers running Docker; connection status updates live',
     create: 'Add node',

@@ -473,6 +473,8 @@ const zhCN = {
     sudoBlocked: '禁止 sudo',
   },
   nodes: {
+    engineDisk: '引擎数据盘',
+    declaredDisk: '表单声明 {n} GB',
     title: '算力节点',
     subtitle: '接入运行 Docker 的 GPU 服务器，连接状态实时更新',
     create: '添加节点',
