@@ -241,6 +241,11 @@ describeWithService(
     it('creates an instance with the dialog and sees it reach running without reloading', async () => {
       await byTest('menu-instances').click();
       await byTest('open-create').click();
+      // Nothing chosen yet: each required field says what it needs, in a sentence.
+      await byTest('create-submit').click();
+      const required = page.locator('[data-test="create-dialog"] .el-form-item.is-error .el-form-item__error');
+      await required.first().waitFor();
+      expect(await required.allTextContents()).toEqual(expect.arrayContaining(['请选择镜像', '请选择一个规格']));
       await choose('create-image', 'busybox');
       await byTest('spec-cpu-1c').click();
       await byTest('node-local').waitFor();

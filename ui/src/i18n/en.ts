@@ -167,6 +167,7 @@ const en: Messages = {
     publicPortsHint: 'The ticked service ports are mapped to ports of the node\'s public IP, open to anyone without sign-in (at most {n}).',
     title: 'Create instance',
     image: 'Image',
+    chooseSpec: 'Choose a spec',
     chooseImage: 'Choose an image',
     noImages: 'No image is available; ask an administrator to add one',
     spec: 'Spec',

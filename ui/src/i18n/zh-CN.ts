@@ -166,6 +166,7 @@ const zhCN = {
     publicPortsHint: '勾选的服务端口映射到节点公网 IP 的端口上，任何人无需登录即可访问（最多 {n} 个）。',
     title: '创建实例',
     image: '镜像',
+    chooseSpec: '请选择一个规格',
     chooseImage: '请选择镜像',
     noImages: '暂无可用镜像，请联系管理员添加',
     spec: '规格',
