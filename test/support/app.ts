@@ -57,7 +57,9 @@ export async function startTestApp(env: Record<string, string> = {}, options: Ap
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     });
     const text = await response.text();
-    return { status: response.status, body: (text ? JSON.parse(text) : undefined) as never, headers: response.headers };
+    // A download (a log file, an install script) is text; everything else is the API's JSON.
+    const json = (response.headers.get('content-type') ?? '').includes('json');
+    return { status: response.status, body: (text ? (json ? JSON.parse(text) : text) : undefined) as never, headers: response.headers };
   };
   return {
     app,
