@@ -1,21 +1,18 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
+import { ACCOUNT_NAMES, CJK, hasChromium, launchChromium, signInAsAdmin, visibleText } from '../support/browser.ts';
 import { removeContainersOf, waitFor } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 import { ensureServiceImage } from '../support/test-image.ts';
 
-const CHROMIUM = process.env.TIANQI_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SHOTS = join(ROOT, 'test/e2e/screenshots');
-const CJK = /[\u3400-\u9fff\uff00-\uffef]/;
-/** User data that is Chinese whatever the language: the bootstrap admin's display name. */
-const ACCOUNT_NAMES = ['管理员'];
 /** Four English words in a row: a sentence, not a name, an address or a command. */
 const ENGLISH_SENTENCE = /\b[A-Za-z]{2,}(?: [A-Za-z]{2,}){3,}\b/;
 
@@ -24,7 +21,7 @@ const ENGLISH_SENTENCE = /\b[A-Za-z]{2,}(?: [A-Za-z]{2,}){3,}\b/;
  * and no form label wraps; in Chinese an instance's history and status are in Chinese, without
  * English sentences (addresses, commands and user data aside).
  */
-describeWithService('Chromium and a Docker engine', Boolean(socketPath) && existsSync(CHROMIUM), 'install chromium and set TIANQI_TEST_DOCKER_SOCKET', 'the console in both languages', () => {
+describeWithService('Chromium and a Docker engine', Boolean(socketPath) && hasChromium, 'install chromium and set TIANQI_TEST_DOCKER_SOCKET', 'the console in both languages', () => {
   let t: TestApp;
   let browser: Browser;
   let instanceId: string;
@@ -42,7 +39,7 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
     // A history with a stop somebody asked for and a start.
     await t.api('POST', `/api/v1/instances/${instanceId}/stop?wait=true`, { token: admin });
     await t.api('POST', `/api/v1/instances/${instanceId}/start`, { token: admin });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+    browser = await launchChromium();
   }, 180_000);
 
   afterAll(async () => {
@@ -51,27 +48,7 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
     await t?.stop();
   });
 
-  async function signedIn(locale: 'zh-CN' | 'en') {
-    const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale });
-    await context.addInitScript(`localStorage.setItem('tianqi.locale', ${JSON.stringify(locale)})`);
-    const page = await context.newPage();
-    const byTest = (id: string) => page.locator(`[data-test="${id}"]`);
-    await page.goto(`${t.url}/login`);
-    await byTest('login-username').fill('admin');
-    await byTest('login-password').fill(ADMIN_PASSWORD);
-    await byTest('login-submit').click();
-    await page.waitForURL(/\/instances$/);
-    return { context, page, byTest };
-  }
-
-  /** The page's text, the signed-in account's own name left out (data, not console words). */
-  const pageText = (page: Page) => page.evaluate<string>(`(() => {
-    const account = document.querySelector('[data-test="user-menu"]');
-    if (account) account.style.display = 'none';
-    const all = document.body.innerText;
-    if (account) account.style.display = '';
-    return all;
-  })()`);
+  const signedIn = (language: 'zh-CN' | 'en') => signInAsAdmin(browser, t.url, { viewport: { width: 1440, height: 900 }, locale: language, language });
 
   /** Form labels whose text takes more than one line in the open dialog. */
   const wrappedLabels = (page: Page) => page.evaluate<string[]>(`(() => {
@@ -86,12 +63,12 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
   })()`);
 
   it('English: no Chinese on any page, and no form label wraps', async () => {
-    const { context, page, byTest } = await signedIn('en');
+    const { page, byTest, problems, close } = await signedIn('en');
     for (const path of ['/instances', '/dashboard', '/nodes', '/specs', '/images', '/users', '/usage', '/webhooks', '/ssh-keys', `/instances/${instanceId}`, `/instances/${instanceId}?tab=history`]) {
       await page.goto(`${t.url}${path}`);
       await page.waitForLoadState('networkidle');
       await page.waitForTimeout(200);
-      const line = (await pageText(page)).split('\n').find((l) => CJK.test(l) && !ACCOUNT_NAMES.includes(l.trim()));
+      const line = (await visibleText(page)).split('\n').find((l) => CJK.test(l) && !ACCOUNT_NAMES.includes(l.trim()));
       expect(line, `Chinese on ${path} in English`).toBeUndefined();
     }
     const dialogs: [string, string, string][] = [
@@ -114,11 +91,12 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
       await byTest(dialog).waitFor({ state: 'hidden' });
     }
     expect(wrapped, 'form labels that wrap in English').toEqual({});
-    await context.close();
+    expect(problems).toEqual([]);
+    await close();
   }, 120_000);
 
   it('Chinese: the instance\'s status and history are in Chinese, without English sentences', async () => {
-    const { context, page, byTest } = await signedIn('zh-CN');
+    const { page, byTest, problems, close } = await signedIn('zh-CN');
     await page.goto(`${t.url}/instances/${instanceId}?tab=history`);
     const panel = byTest('history-panel');
     await panel.locator('.summary').first().waitFor();
@@ -130,40 +108,29 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
     expect(summaries).toContain('已由 admin 停止');
     expect(summaries).toContain('admin 请求停止');
     await page.screenshot({ path: join(SHOTS, 'history-zh.tmp.png') });
-    await context.close();
+    expect(problems).toEqual([]);
+    await close();
   }, 60_000);
 
   it('Chinese: no English sentence on the pages people read (server words, addresses and commands aside)', async () => {
-    const { context, page } = await signedIn('zh-CN');
+    const { page, problems, close } = await signedIn('zh-CN');
     const found: Record<string, string[]> = {};
     for (const path of ['/instances', '/dashboard', '/specs', '/images', '/users', '/usage', '/webhooks', '/ssh-keys', `/instances/${instanceId}`, `/instances/${instanceId}?tab=history`]) {
       await page.goto(`${t.url}${path}`);
       await page.waitForLoadState('networkidle');
       await page.waitForTimeout(200);
       // Data and technical strings (image addresses, commands, IDs) are in monospace: left out.
-      const text = await page.evaluate<string>(`(() => {
-        const hidden = [...document.querySelectorAll('.mono, code, pre, [data-test="user-menu"]')];
-        for (const el of hidden) el.style.visibility = 'hidden';
-        const all = document.body.innerText;
-        for (const el of hidden) el.style.visibility = '';
-        return all;
-      })()`);
+      const text = await visibleText(page, '.mono, code, pre, [data-test="user-menu"]');
       const lines = text.split('\n').map((l) => l.replaceAll('tianqi-test/busybox-service:1', '').replaceAll('lang-demo', '')).filter((l) => ENGLISH_SENTENCE.test(l));
       if (lines.length > 0) found[path] = lines;
     }
     expect(found, 'English sentences on Chinese pages').toEqual({});
-    await context.close();
+    expect(problems).toEqual([]);
+    await close();
   }, 90_000);
 
   it('a tablet (820 × 1180, touch) uses the web terminal', async () => {
-    const context = await browser.newContext({ viewport: { width: 820, height: 1180 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'zh-CN' });
-    const page = await context.newPage();
-    const byTest = (id: string) => page.locator(`[data-test="${id}"]`);
-    await page.goto(`${t.url}/login`);
-    await byTest('login-username').fill('admin');
-    await byTest('login-password').fill(ADMIN_PASSWORD);
-    await byTest('login-submit').click();
-    await page.waitForURL(/\/instances$/);
+    const { page, problems, close } = await signInAsAdmin(browser, t.url, { viewport: { width: 820, height: 1180 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'zh-CN' });
     await page.goto(`${t.url}/instances/${instanceId}?tab=terminal`);
     await page.locator('[data-test="terminal-state"].connected').waitFor({ timeout: 20_000 });
     await page.locator('.xterm').tap();
@@ -175,6 +142,7 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
     const box = (await page.locator('.xterm').boundingBox())!;
     expect(box.x + box.width).toBeLessThanOrEqual(820);
     await page.screenshot({ path: join(SHOTS, 'tablet-terminal.tmp.png') });
-    await context.close();
+    expect(problems).toEqual([]);
+    await close();
   }, 60_000);
 });

@@ -1,29 +1,26 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
+import { ACCOUNT_NAMES, CJK, hasChromium, launchChromium, signInAsAdmin, visibleText } from '../support/browser.ts';
 import { removeContainersOf, waitFor } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 import { ensureServiceImage } from '../support/test-image.ts';
 
-const CHROMIUM = process.env.TIANQI_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SHOTS = join(ROOT, 'test/e2e/screenshots');
 const PHONE = { width: 390, height: 844 };
-const CJK = /[\u3400-\u9fff\uff00-\uffef]/;
-/** User data that is Chinese whatever the language: the bootstrap admin's display name. */
-const ACCOUNT_NAMES = ['管理员'];
 
 /**
  * The console on a phone (390 × 844), in both languages: the menu is a drawer behind a button,
  * the instance list is cards with their own buttons, dialogs take the width, and no page scrolls
  * sideways. In English no Chinese is left on any page (the test data is ASCII).
  */
-describeWithService('Chromium and a Docker engine', Boolean(socketPath) && existsSync(CHROMIUM), 'install chromium and set TIANQI_TEST_DOCKER_SOCKET', 'the console on a phone', () => {
+describeWithService('Chromium and a Docker engine', Boolean(socketPath) && hasChromium, 'install chromium and set TIANQI_TEST_DOCKER_SOCKET', 'the console on a phone', () => {
   let t: TestApp;
   let browser: Browser;
   let instanceId: string;
@@ -39,7 +36,7 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
     await t.api('POST', '/api/v1/nodes', { token: admin, body: { name: 'local', publicIp: '127.0.0.1', privateIp: '127.0.0.1', dockerEndpoint: `unix://${socketPath}` } });
     instanceId = (await t.api<{ id: string }>('POST', '/api/v1/instances', { token: admin, body: { name: 'phone-demo', imageId: image, specId: spec } })).body.id;
     await waitFor(() => t.api<{ status: string }>('GET', `/api/v1/instances/${instanceId}`, { token: admin }).then((r) => r.body.status), (s) => s === 'running', 60_000);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+    browser = await launchChromium();
   }, 180_000);
 
   afterAll(async () => {
@@ -51,28 +48,12 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
   /** How far the page scrolls sideways (0: not at all). */
   const sideways = (page: Page) => page.evaluate<number>('Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - window.innerWidth');
 
-  async function phone(locale: 'zh-CN' | 'en') {
-    const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true, locale });
-    // The language is the console's own setting (kept in localStorage), not the browser's.
-    await context.addInitScript(`localStorage.setItem('tianqi.locale', ${JSON.stringify(locale)})`);
-    const page = await context.newPage();
-    const problems: string[] = [];
-    page.on('pageerror', (err) => problems.push(err.message));
-    // Docker makes and removes bridges for the other test files meanwhile: Chromium sees the host's
-    // network change and drops requests in flight (the console retries them). Not the page's fault.
-    page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('ERR_NETWORK_CHANGED')) problems.push(m.text()); });
-    const byTest = (id: string) => page.locator(`[data-test="${id}"]`);
-    await page.goto(`${t.url}/login`);
-    await byTest('login-username').fill('admin');
-    await byTest('login-password').fill(ADMIN_PASSWORD);
-    await byTest('login-submit').click();
-    await page.waitForURL(/\/instances$/);
-    return { context, page, byTest, problems };
-  }
+  const phone = (language: 'zh-CN' | 'en') =>
+    signInAsAdmin(browser, t.url, { viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true, locale: language, language });
 
   for (const locale of ['zh-CN', 'en'] as const) {
     it(`${locale}: a drawer menu, the list as cards, full-width dialogs, nothing sideways`, async () => {
-      const { context, page, byTest, problems } = await phone(locale);
+      const { page, byTest, problems, close } = await phone(locale);
       const suffix = locale === 'en' ? '-en' : '';
       // The sidebar is a drawer behind the menu button.
       expect(await page.locator('.aside:visible').count()).toBe(0);
@@ -95,13 +76,7 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
         expect(await sideways(page), `${path} scrolls sideways`).toBeLessThanOrEqual(0);
         if (locale === 'en') {
           // The signed-in account's own name (管理员, the bootstrap admin's) is data, not console words.
-          const text = await page.evaluate<string>(`(() => {
-            const account = document.querySelector('[data-test="user-menu"]');
-            if (account) account.style.display = 'none';
-            const all = document.body.innerText;
-            if (account) account.style.display = '';
-            return all;
-          })()`);
+          const text = await visibleText(page);
           const line = text.split('\n').find((l) => CJK.test(l) && !ACCOUNT_NAMES.includes(l.trim()));
           expect(line && /.{0,60}[\u3400-\u9fff\uff00-\uffef]+.{0,20}/.exec(line)?.[0], `Chinese on ${path} in English`).toBeUndefined();
         }
@@ -142,7 +117,7 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && exist
         await page.locator('[data-test="status-phone-demo"][data-status="running"]').waitFor({ timeout: 30_000 });
       }
       expect(problems).toEqual([]);
-      await context.close();
+      await close();
     }, 120_000);
   }
 });

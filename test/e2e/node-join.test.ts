@@ -3,20 +3,20 @@ import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
-import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
+import { startTestApp, type TestApp } from '../support/app.ts';
+import { hasChromium, launchChromium, signInAsAdmin } from '../support/browser.ts';
 import { SecondEngine, dockerd } from '../support/second-engine.ts';
 import { freePort } from '../support/ports.ts';
 import { describeWithService } from '../support/services.ts';
 
-const CHROMIUM = process.env.TIANQI_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SHOTS = join(ROOT, 'test/e2e/screenshots');
 const helperBuilt = existsSync(join(loadConfig({}).helperDir, 'linux-amd64', 'tianqi-helper'));
 const hasCurl = spawnSync('sh', ['-c', 'command -v curl'], { stdio: 'ignore' }).status === 0;
-const canRun = existsSync(CHROMIUM) && Boolean(dockerd) && process.getuid?.() === 0 && helperBuilt && hasCurl;
+const canRun = hasChromium && Boolean(dockerd) && process.getuid?.() === 0 && helperBuilt && hasCurl;
 
 /**
  * 添加节点 in the console, in both languages: the admin fills in the node, copies the command the
@@ -34,7 +34,7 @@ describeWithService('Chromium, root, dockerd, curl and a tianqi-helper build', c
     execFileSync(join(ROOT, 'node_modules/.bin/tsx'), ['scripts/build-ui.ts'], { cwd: ROOT, stdio: 'pipe' });
     await engine.start();
     t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: '60000' });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+    browser = await launchChromium();
   }, 180_000);
 
   afterAll(async () => {
@@ -46,22 +46,8 @@ describeWithService('Chromium, root, dockerd, curl and a tianqi-helper build', c
     await engine.destroy();
   });
 
-  async function joinThroughConsole(page: Page, name: string, texts: { button: string; ready: string; agentCheck: string }) {
-    const problems: string[] = [];
-    page.on('pageerror', (err) => problems.push(err.message));
-    // Docker makes and removes bridges for the other test files meanwhile: Chromium sees the host's
-    // network change and drops requests in flight (the console retries them). Not the page's fault.
-    page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('ERR_NETWORK_CHANGED')) problems.push(m.text()); });
-    const byTest = (id: string) => page.locator(`[data-test="${id}"]`);
-    await page.goto(`${t.url}/login`);
-    await byTest('login-username').fill('admin');
-    await byTest('login-password').fill(ADMIN_PASSWORD);
-    await byTest('login-submit').click();
-    await page.waitForURL(/\/instances$/);
-    if (texts.button === 'Add node') {
-      await byTest('language-switch').click();
-      await byTest('lang-en').click();
-    }
+  async function joinThroughConsole(language: 'zh-CN' | 'en', name: string, texts: { button: string; ready: string; agentCheck: string }) {
+    const { page, byTest, problems, close } = await signInAsAdmin(browser, t.url, { viewport: { width: 1440, height: 900 }, language });
     await byTest('menu-nodes').click();
     await expect.poll(() => byTest('node-join').textContent()).toBe(texts.button);
     await byTest('node-join').click();
@@ -91,17 +77,14 @@ describeWithService('Chromium, root, dockerd, curl and a tianqi-helper build', c
     await byTest('join-done').click();
     await page.locator(`[data-test="node-status-${name}"][data-status="connected"]`).waitFor();
     expect(problems).toEqual([]);
+    await close();
   }
 
   it('zh-CN: 添加节点 → 命令 → 已连接, with the readiness checks', async () => {
-    const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: 'zh-CN' });
-    await joinThroughConsole(await context.newPage(), 'gpu-zh', { button: '添加节点', ready: '已连接', agentCheck: '节点代理' });
-    await context.close();
+    await joinThroughConsole('zh-CN', 'gpu-zh', { button: '添加节点', ready: '已连接', agentCheck: '节点代理' });
   }, 120_000);
 
   it('English: Add node → command → connected', async () => {
-    const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: 'en-US' });
-    await joinThroughConsole(await context.newPage(), 'gpu-en', { button: 'Add node', ready: 'is connected', agentCheck: 'Node agent' });
-    await context.close();
+    await joinThroughConsole('en', 'gpu-en', { button: 'Add node', ready: 'is connected', agentCheck: 'Node agent' });
   }, 120_000);
 });

@@ -1,0 +1,60 @@
+import { existsSync } from 'node:fs';
+import { chromium, type Browser, type BrowserContextOptions, type Page } from 'playwright-core';
+import { ADMIN_PASSWORD } from './app.ts';
+
+/** Debian's Chromium (never a downloaded browser). */
+export const CHROMIUM = process.env.TIANQI_TEST_CHROMIUM ?? '/usr/bin/chromium';
+export const hasChromium = existsSync(CHROMIUM);
+
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+}
+
+export interface SignedIn {
+  readonly page: Page;
+  readonly byTest: (id: string) => ReturnType<Page['locator']>;
+  /** Errors the page raised or logged; a test ends with none. */
+  readonly problems: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * A new browser context signed in as the admin through the login form, in the console's own
+ * language setting (kept in localStorage, not the browser's).
+ */
+export async function signInAsAdmin(browser: Browser, url: string, options: BrowserContextOptions & { language?: 'zh-CN' | 'en' } = {}): Promise<SignedIn> {
+  const { language, ...contextOptions } = options;
+  const context = await browser.newContext(contextOptions);
+  if (language) await context.addInitScript(`localStorage.setItem('tianqi.locale', ${JSON.stringify(language)})`);
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (err) => problems.push(err.message));
+  // Docker makes and removes bridges for the other test files meanwhile: Chromium sees the host's
+  // network change and drops requests in flight (the console retries them). Not the page's fault.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().includes('ERR_NETWORK_CHANGED')) problems.push(m.text());
+  });
+  const byTest = (id: string) => page.locator(`[data-test="${id}"]`);
+  await page.goto(`${url}/login`);
+  await byTest('login-username').fill('admin');
+  await byTest('login-password').fill(ADMIN_PASSWORD);
+  await byTest('login-submit').click();
+  await page.waitForURL(/\/instances$/);
+  return { page, byTest, problems, close: () => context.close() };
+}
+
+/** The page's visible text with these elements left out (the account's own name, monospace data). */
+export function visibleText(page: Page, leaveOut = '[data-test="user-menu"]'): Promise<string> {
+  return page.evaluate<string>(`(() => {
+    const hidden = [...document.querySelectorAll(${JSON.stringify(leaveOut)})];
+    for (const el of hidden) el.style.visibility = 'hidden';
+    const all = document.body.innerText;
+    for (const el of hidden) el.style.visibility = '';
+    return all;
+  })()`);
+}
+
+/** Chinese characters (and full-width forms). */
+export const CJK = /[\u3400-\u9fff\uff00-\uffef]/;
+/** User data that is Chinese whatever the language: the bootstrap admin's display name. */
+export const ACCOUNT_NAMES = ['管理员'];
