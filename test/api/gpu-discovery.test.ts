@@ -19,7 +19,7 @@ interface Node {
   id: string; dockerStatus: string; gpus: { index: number; freeMemoryGb: number }[];
   engine: { diskBytes?: number; gpuInventory?: { cards: { index: number; uuid: string; model: string; memoryGb: number; migMode: string; available: boolean }[]; driverVersion: string; cudaVersion: string; error: string | null } };
   warnings: { code: string; message: string }[];
-  readiness: { code: string; ok: boolean | null; detail: string }[];
+  readiness: { code: string; ok: boolean | null; detail: string; words: { code: string; params: Record<string, string | number> }[] }[];
 }
 interface View { id: string; status: string; statusReason: string; containerId: string; gpuCards: { index: number }[]; error?: { code: string; message: string } }
 
@@ -99,7 +99,7 @@ describeWithService('root, dockerd and a tianqi-helper build', canRun, 'run as r
   it('shows the node\'s readiness, and places vGPU slices only where HAMi-core is', async () => {
     const checks = Object.fromEntries((await node()).readiness.map((r) => [r.code, r]));
     expect(checks.NVIDIA_RUNTIME!.ok).toBe(true);
-    expect(checks.DRIVER).toMatchObject({ ok: true, detail: 'driver 550.127.05, CUDA 12.4' });
+    expect(checks.DRIVER).toMatchObject({ ok: true, detail: 'driver 550.127.05, CUDA 12.4', words: [{ code: 'R_DRIVER_CUDA', params: { driver: '550.127.05', cuda: '12.4' } }] });
     expect(checks.HAMI_CORE).toMatchObject({ ok: false, detail: '/root/HAMi-core/build/libvgpu.so missing: vGPU specs are not placed here' });
     expect(checks.HELPER!.ok).toBe(true);
     // The disk under the engine's data directory, read on the node, against the form's data disk.

@@ -254,6 +254,8 @@ describeWithService('root, dockerd, curl and a tianqi-helper build', canRun, 'ru
     const down = (await t.api<Node>('POST', `/api/v1/nodes/${nodeId}/test`, { token: admin })).body;
     expect(down.dockerStatus).toBe('failed');
     expect(down.readiness.find((r) => r.code === 'AGENT')).toMatchObject({ ok: false });
+    // In plain words for the console, the engine's own text behind them.
+    expect((down as Node & { dockerErrorWords: unknown }).dockerErrorWords).toEqual({ code: 'ENGINE_UNREACHABLE', params: {}, detail: down.dockerError });
     expect(down.readiness.find((r) => r.code === 'AGENT')!.detail).toMatch(new RegExp(`^the agent on .* \\(127\\.0\\.0\\.1:${port}\\) does not answer: `));
     // Restarted as systemd would: from its state alone.
     agent = runCommand(`'${agentEnv.TIANQI_AGENT_BIN}' agent serve --state '${stateDir}'`, {});

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
-import { ACCOUNT_NAMES, CJK, hasChromium, launchChromium, signInAsAdmin, visibleText } from '../support/browser.ts';
+import { ACCOUNT_NAMES, CJK, ENGLISH_SENTENCE, hasChromium, launchChromium, signInAsAdmin, visibleText } from '../support/browser.ts';
 import { removeContainersOf, waitFor } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 import { ensureServiceImage } from '../support/test-image.ts';
@@ -13,8 +13,6 @@ import { ensureServiceImage } from '../support/test-image.ts';
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SHOTS = join(ROOT, 'test/e2e/screenshots');
-/** Four English words in a row: a sentence, not a name, an address or a command. */
-const ENGLISH_SENTENCE = /\b[A-Za-z]{2,}(?: [A-Za-z]{2,}){3,}\b/;
 
 /**
  * The desktop console (1440 × 900) in each language: in English no Chinese is left on any page
@@ -115,7 +113,7 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && hasCh
   it('Chinese: no English sentence on the pages people read (server words, addresses and commands aside)', async () => {
     const { page, problems, close } = await signedIn('zh-CN');
     const found: Record<string, string[]> = {};
-    for (const path of ['/instances', '/dashboard', '/specs', '/images', '/users', '/usage', '/webhooks', '/ssh-keys', `/instances/${instanceId}`, `/instances/${instanceId}?tab=history`]) {
+    for (const path of ['/instances', '/dashboard', '/nodes', '/specs', '/images', '/users', '/usage', '/webhooks', '/ssh-keys', `/instances/${instanceId}`, `/instances/${instanceId}?tab=history`]) {
       await page.goto(`${t.url}${path}`);
       await page.waitForLoadState('networkidle');
       await page.waitForTimeout(200);

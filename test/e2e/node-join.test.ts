@@ -7,7 +7,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { startTestApp, type TestApp } from '../support/app.ts';
-import { hasChromium, launchChromium, signInAsAdmin } from '../support/browser.ts';
+import { ENGLISH_SENTENCE, hasChromium, launchChromium, signInAsAdmin } from '../support/browser.ts';
 import { SecondEngine, dockerd } from '../support/second-engine.ts';
 import { freePort } from '../support/ports.ts';
 import { describeWithService } from '../support/services.ts';
@@ -73,6 +73,8 @@ describeWithService('Chromium, root, dockerd, curl and a tianqi-helper build', c
     const agentCheck = page.locator('[data-test="join-readiness"] li[data-code="AGENT"]');
     expect(await agentCheck.textContent()).toContain(texts.agentCheck);
     expect(await agentCheck.locator('.ok').count()).toBe(1);
+    // Every check's detail in the reader's language (no English sentence in Chinese).
+    if (language === 'zh-CN') expect(await byTest('join-readiness').textContent()).not.toMatch(ENGLISH_SENTENCE);
     await page.screenshot({ path: join(SHOTS, `node-join-ready-${name}.tmp.png`), animations: 'disabled' });
     await byTest('join-done').click();
     await page.locator(`[data-test="node-status-${name}"][data-status="connected"]`).waitFor();

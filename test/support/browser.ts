@@ -54,6 +54,9 @@ export function visibleText(page: Page, leaveOut = '[data-test="user-menu"]'): P
   })()`);
 }
 
+/** Four English words in a row: a sentence, not a name, an address or a command. */
+export const ENGLISH_SENTENCE = /\b[A-Za-z]{2,}(?: [A-Za-z]{2,}){3,}\b/;
+
 /** Chinese characters (and full-width forms). */
 export const CJK = /[\u3400-\u9fff\uff00-\uffef]/;
 /** User data that is Chinese whatever the language: the bootstrap admin's display name. */

@@ -4,6 +4,7 @@ import { DEFAULT_PUBLIC_PORT_RANGE, publicPortRange } from '../../domain/catalog
 import { modelMatches } from '../../domain/catalog/gpu-inventory.ts';
 import { SPEC_LIMITS } from '../../domain/catalog/spec.decider.ts';
 import { isIP } from 'node:net';
+import { engineFailure, type Words } from '../../domain/instance/words.ts';
 import { DomainError } from '../../domain/shared/errors.ts';
 import { RawBody, reply, route, type RouteSpec } from '../../http/route.ts';
 import { refusalScript, type NodeAgents } from './node-agents.ts';
@@ -129,10 +130,16 @@ export const NodeSchema = z.object({
   ...readable,
   hasSshPassword: z.boolean(),
   hasTlsKey: z.boolean(),
-  readiness: z.array(z.object({ code: z.string(), ok: z.boolean().nullable(), detail: z.string() }))
+  readiness: z.array(z.object({
+    code: z.string(), ok: z.boolean().nullable(), detail: z.string(),
+    words: z.array(z.object({ code: z.string(), params: z.record(z.string(), z.union([z.string(), z.number()])), detail: z.string().optional() }))
+      .meta({ description: 'the detail as codes with params for the console\'s words (R_…), the engine\'s text as detail' }),
+  }))
     .meta({ description: 'HELPER, CAPACITY and, on GPU nodes, NVIDIA_RUNTIME, DRIVER, HAMI_CORE: whether each holds (null: not known yet), and what was found' }),
   dockerStatus: z.enum(['connected', 'failed', 'unknown']),
   dockerError: z.string().nullable(),
+  dockerErrorWords: z.object({ code: z.string(), params: z.record(z.string(), z.union([z.string(), z.number()])), detail: z.string().optional() }).nullable()
+    .meta({ description: 'dockerError as a plain reason (ENGINE_UNREACHABLE, ENGINE_TLS…) for the console\'s words, the engine\'s text as detail' }),
   /** What an admin should fix about this node, as codes with a sentence each (an engine without TLS on TCP). */
   warnings: z.array(z.object({ code: z.string(), message: z.string() })),
   dockerCheckedAt: z.string().nullable(),
@@ -215,55 +222,104 @@ function cardWarnings(node: Partial<Pick<NodeView, 'gpuModel' | 'gpuCount' | 'gp
   return out;
 }
 
+/** A readiness check: whether it holds (null: not known), in English, and as words for the console. */
+interface Check {
+  code: string;
+  ok: boolean | null;
+  detail: string;
+  words: Words[];
+}
+
+const w = (code: string, params: Record<string, string | number> = {}, detail?: string): Words => ({ code, params, ...(detail ? { detail } : {}) });
+
 /** Whether the node is ready for what its cards promise, check by check (null: does not apply or not known). */
-function readiness(node: NodeView, hasHelper?: HasHelper): { code: string; ok: boolean | null; detail: string }[] {
+function readiness(node: NodeView, hasHelper?: HasHelper): Check[] {
   const facts = node.engine;
   const inventory = facts?.gpuInventory;
   const gpuNode = (inventory?.cards.length ?? 0) > 0 || node.gpuCount > 0 || Boolean(facts?.nvidiaRuntime);
   const arch = facts?.architecture ? goArchitecture(facts.architecture) : undefined;
-  const out: { code: string; ok: boolean | null; detail: string }[] = [];
+  const out: Check[] = [];
+  const helperOk = arch && hasHelper ? hasHelper(arch) : null;
   out.push({
-    code: 'HELPER', ok: arch && hasHelper ? hasHelper(arch) : null,
+    code: 'HELPER', ok: helperOk,
     detail: arch ? `tianqi-helper built for ${arch} (the node guard, SFTP, forwarding, card discovery)` : 'the engine has not been reached yet',
+    words: [arch ? w(helperOk === false ? 'R_HELPER_MISSING' : 'R_HELPER_BUILT', { arch }) : w('R_NOT_REACHED')],
   });
   if (node.agentPort) out.push(agentReadiness(node, hasHelper));
   if (facts) {
     const over: string[] = [];
-    if (node.cpuCores !== null && node.cpuCores > facts.cpus) over.push(`${node.cpuCores} CPU cores declared, the engine has ${facts.cpus}`);
+    const overWords: Words[] = [];
+    if (node.cpuCores !== null && node.cpuCores > facts.cpus) {
+      over.push(`${node.cpuCores} CPU cores declared, the engine has ${facts.cpus}`);
+      overWords.push(w('R_OVER_CPU', { declared: node.cpuCores, actual: facts.cpus }));
+    }
     const engineGb = Math.floor(facts.memoryBytes / 1024 ** 3);
-    if (node.memoryGb !== null && node.memoryGb > engineGb) over.push(`${node.memoryGb} GB memory declared, the engine has ${engineGb}`);
+    if (node.memoryGb !== null && node.memoryGb > engineGb) {
+      over.push(`${node.memoryGb} GB memory declared, the engine has ${engineGb}`);
+      overWords.push(w('R_OVER_MEMORY', { declared: node.memoryGb, actual: engineGb }));
+    }
     const diskGb = facts.diskBytes ? Math.floor(facts.diskBytes / 1024 ** 3) : null;
-    if (node.dataDiskGb !== null && diskGb !== null && node.dataDiskGb > diskGb) over.push(`${node.dataDiskGb} GB data disk declared, the engine's disk (${facts.dockerRootDir || 'its data directory'}) has ${diskGb}`);
-    out.push({ code: 'CAPACITY', ok: over.length === 0, detail: over.length > 0 ? `${over.join('; ')}: placement would promise what is not there` : `declared within what the engine reports (${facts.cpus} cores, ${engineGb} GB${diskGb !== null ? `, ${diskGb} GB disk` : ''})` });
+    const dir = facts.dockerRootDir || 'its data directory';
+    if (node.dataDiskGb !== null && diskGb !== null && node.dataDiskGb > diskGb) {
+      over.push(`${node.dataDiskGb} GB data disk declared, the engine's disk (${dir}) has ${diskGb}`);
+      overWords.push(w('R_OVER_DISK', { declared: node.dataDiskGb, actual: diskGb, dir }));
+    }
+    out.push({
+      code: 'CAPACITY', ok: over.length === 0,
+      detail: over.length > 0 ? `${over.join('; ')}: placement would promise what is not there` : `declared within what the engine reports (${facts.cpus} cores, ${engineGb} GB${diskGb !== null ? `, ${diskGb} GB disk` : ''})`,
+      words: over.length > 0
+        ? [...overWords, w('R_OVER_NOTE')]
+        : [diskGb !== null ? w('R_CAPACITY_OK_DISK', { cpus: facts.cpus, gb: engineGb, disk: diskGb }) : w('R_CAPACITY_OK', { cpus: facts.cpus, gb: engineGb })],
+    });
   }
   if (!gpuNode) return out;
   const cardsSeen = (inventory?.cards.filter((c) => c.available).length ?? 0) > 0;
   out.push({
     code: 'NVIDIA_RUNTIME', ok: facts ? facts.nvidiaRuntime || cardsSeen : null,
     detail: cardsSeen ? 'the engine gives containers their cards (NVIDIA container toolkit)' : facts?.nvidiaRuntime ? 'the NVIDIA runtime is registered' : 'no NVIDIA runtime or device driver in the engine: install the NVIDIA container toolkit',
+    words: [w(cardsSeen ? 'R_NVIDIA_CARDS' : facts?.nvidiaRuntime ? 'R_NVIDIA_RUNTIME' : 'R_NVIDIA_MISSING')],
   });
+  const driverWords: Words[] = inventory?.driverVersion
+    ? [w(inventory.cudaVersion ? 'R_DRIVER_CUDA' : 'R_DRIVER', { driver: inventory.driverVersion, cuda: inventory.cudaVersion ?? '' }), ...(inventory.error ? [w('R_READ_FAILED', {}, inventory.error)] : [])]
+    : [inventory?.error ? w('R_READ_FAILED', {}, inventory.error) : w('R_NOT_READ')];
   out.push({
     code: 'DRIVER', ok: inventory ? Boolean(inventory.driverVersion) && !inventory.error : null,
     detail: inventory?.driverVersion ? `driver ${inventory.driverVersion}${inventory.cudaVersion ? `, CUDA ${inventory.cudaVersion}` : ''}${inventory.error ? ` (last read failed: ${inventory.error})` : ''}` : inventory?.error ?? 'not read yet',
+    words: driverWords,
   });
   out.push({
     code: 'HAMI_CORE', ok: facts?.hamiCore ? facts.hamiCore.present : null,
     detail: facts?.hamiCore ? `${facts.hamiCore.dir}/libvgpu.so ${facts.hamiCore.present ? 'present: vGPU specs can be placed here' : 'missing: vGPU specs are not placed here'}` : 'not checked yet',
+    words: [facts?.hamiCore ? w(facts.hamiCore.present ? 'R_HAMI_PRESENT' : 'R_HAMI_MISSING', { dir: facts.hamiCore.dir }) : w('R_NOT_CHECKED')],
   });
   return out;
 }
 
 /** Nodes added with the join command: joined, answering, and running the platform's build of the agent. */
-function agentReadiness(node: NodeView, hasHelper?: HasHelper): { code: string; ok: boolean | null; detail: string } {
+function agentReadiness(node: NodeView, hasHelper?: HasHelper): Check {
   const agent = node.join?.agent;
-  if (!agent) return { code: 'AGENT', ok: null, detail: 'waiting for the join command to be run on the node' };
+  if (!agent) return { code: 'AGENT', ok: null, detail: 'waiting for the join command to be run on the node', words: [w('R_AGENT_WAITING')] };
   const running = node.engine?.agentVersion;
   const shipped = hasHelper?.digest?.(agent.arch) ?? null;
-  if (node.dockerStatus !== 'connected') return { code: 'AGENT', ok: false, detail: `the agent on ${agent.hostname} (${agent.address}:${node.agentPort}) does not answer: ${node.dockerError ?? 'not reached yet'}` };
-  if (running && shipped && running !== shipped) {
-    return { code: 'AGENT', ok: false, detail: `the agent runs tianqi-helper ${running}, the platform ships ${shipped}: run a new join command on the node to update it` };
+  if (node.dockerStatus !== 'connected') {
+    return {
+      code: 'AGENT', ok: false,
+      detail: `the agent on ${agent.hostname} (${agent.address}:${node.agentPort}) does not answer: ${node.dockerError ?? 'not reached yet'}`,
+      words: [w('R_AGENT_DOWN', { host: agent.hostname, address: agent.address, port: node.agentPort ?? '' }, node.dockerError ?? undefined)],
+    };
   }
-  return { code: 'AGENT', ok: true, detail: `agent ${running ?? agent.version} on ${agent.hostname}, certificates valid until ${agent.certExpiresAt.slice(0, 10)}` };
+  if (running && shipped && running !== shipped) {
+    return {
+      code: 'AGENT', ok: false,
+      detail: `the agent runs tianqi-helper ${running}, the platform ships ${shipped}: run a new join command on the node to update it`,
+      words: [w('R_AGENT_OUTDATED', { running, shipped })],
+    };
+  }
+  const until = agent.certExpiresAt.slice(0, 10);
+  return {
+    code: 'AGENT', ok: true, detail: `agent ${running ?? agent.version} on ${agent.hostname}, certificates valid until ${until}`,
+    words: [w('R_AGENT_OK', { version: running ?? agent.version, host: agent.hostname, until })],
+  };
 }
 
 function publicPortFields(node: Pick<NodeView, 'publicPortMin' | 'publicPortMax'>) {
@@ -280,6 +336,7 @@ export function toNodeDto(view: NodeView, hasHelper?: HasHelper): z.infer<typeof
     used: { ...dto.used, publicPorts: dto.used.publicPorts ?? 0 },
     egressAllow: [...(dto.egressAllow ?? [])],
     agentPort: dto.agentPort ?? null,
+    dockerErrorWords: dto.dockerError ? engineFailure(dto.dockerError) : null,
     join: dto.join ? { agent: dto.join.agent ? { ...dto.join.agent } : null, tokens: dto.join.tokens.map((t) => ({ ...t })) } : null,
     warnings: nodeWarnings(view, hasHelper),
     readiness: readiness(view, hasHelper),

@@ -36,6 +36,10 @@ describe('words for the console', () => {
       ['Bind for 0.0.0.0:30001 failed: port is already allocated', 'PORT_IN_USE'],
       ['write /var/lib/docker/tmp/x: no space left on device', 'DISK_FULL'],
       ['connect ECONNREFUSED 10.0.0.5:2376', 'ENGINE_UNREACHABLE'],
+      ['connection refused at tcp://127.0.0.1:9376', 'ENGINE_UNREACHABLE'],
+      ['connecting to tcp://10.0.0.9:2376 timed out', 'ENGINE_UNREACHABLE'],
+      ['TLS certificate rejected: self signed certificate (check the CA certificate)', 'ENGINE_TLS'],
+      ['no Docker socket at unix:///var/run/docker.sock', 'ENGINE_SOCKET'],
       ['toomanyrequests: You have reached your pull rate limit', 'REGISTRY_RATE_LIMIT'],
       ['OCI runtime create failed: something new', 'ENGINE_FAILED'],
     ];

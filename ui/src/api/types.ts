@@ -154,6 +154,8 @@ export interface ComputeNode {
   hasTlsKey: boolean;
   dockerStatus: DockerStatus;
   dockerError: string | null;
+  /** dockerError as a plain reason for this console's words. */
+  dockerErrorWords?: Words | null;
   dockerCheckedAt: string | null;
   engine: EngineFacts | null;
   capacity: { cpuCores: number | null; memoryGb: number | null; dataDiskGb: number | null };
@@ -163,7 +165,7 @@ export interface ComputeNode {
   /** What is unsafe in the node's settings, by code (e.g. `DOCKER_WITHOUT_TLS`); the message is the server's English words. */
   warnings: { code: string; message: string }[];
   /** Readiness checks by code (HELPER, CAPACITY, NVIDIA_RUNTIME, DRIVER, HAMI_CORE); ok null: not known. */
-  readiness: { code: string; ok: boolean | null; detail: string }[];
+  readiness: { code: string; ok: boolean | null; detail: string; words?: Words[] }[];
   /** 添加节点 with the join command: the node agent's port; null: reached through dockerEndpoint. */
   agentPort: number | null;
   join: {

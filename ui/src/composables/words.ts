@@ -29,3 +29,10 @@ export function wordsText(words: Words | undefined, fallback: string): string {
   // Admins also learn which loop saw it.
   return params.source !== undefined && words.code !== 'H_RUNNING_SEEN' ? text + t('words.seenBy', { source: params.source }) : text;
 }
+
+/** A readiness check's detail in the reader's words (its items joined), the server's English where a code is new. */
+export function checkText(check: { detail: string; words?: Words[] }): string {
+  const { t, te } = i18n.global;
+  if (!check.words || check.words.length === 0 || !check.words.every((w) => te(`words.${w.code}`))) return check.detail;
+  return check.words.map((w) => wordsText(w, '')).join(t('common.listJoin'));
+}
