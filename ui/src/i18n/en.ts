@@ -723,6 +723,9 @@ const en: Messages = {
     notAvailable: 'This server does not offer webhooks yet; they appear after an upgrade',
   },
   usage: {
+    durationHours: '{h} h {m} min',
+    durationMinutes: '{m} min {s} s',
+    durationSeconds: '{s} s',
     deleted: 'deleted',
     unitPrice: 'Unit price',
     instances: '{n} instances',

@@ -721,6 +721,9 @@ const zhCN = {
     notAvailable: '当前服务端尚未提供 Webhook 接口，升级平台后即可使用',
   },
   usage: {
+    durationHours: '{h} 小时 {m} 分',
+    durationMinutes: '{m} 分 {s} 秒',
+    durationSeconds: '{s} 秒',
     deleted: '已删除',
     unitPrice: '单价',
     instances: '{n} 个实例',
