@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
-import { ACCOUNT_NAMES, CJK, hasChromium, launchChromium, signInAsAdmin, visibleText } from '../support/browser.ts';
+import { ACCOUNT_NAMES, CJK, ENGLISH_SENTENCE, hasChromium, launchChromium, signInAsAdmin, visibleText } from '../support/browser.ts';
 import { removeContainersOf, waitFor } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
 import { ensureServiceImage } from '../support/test-image.ts';
@@ -79,6 +79,10 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && hasCh
           const text = await visibleText(page);
           const line = text.split('\n').find((l) => CJK.test(l) && !ACCOUNT_NAMES.includes(l.trim()));
           expect(line && /.{0,60}[\u3400-\u9fff\uff00-\uffef]+.{0,20}/.exec(line)?.[0], `Chinese on ${path} in English`).toBeUndefined();
+        } else {
+          // Data and technical strings (image addresses, commands, IDs) are in monospace: left out.
+          const text = (await visibleText(page, '.mono, code, pre, [data-test="user-menu"]')).replaceAll('tianqi-test/busybox-service:1', '');
+          expect(text.split('\n').filter((l) => ENGLISH_SENTENCE.test(l)), `English sentences on ${path} in Chinese`).toEqual([]);
         }
         if (path.startsWith('/instances/')) {
           // 监控图表: CPU, memory and network drawn from the series, one chart a row on a phone.
