@@ -4,7 +4,7 @@ import { DEFAULT_PUBLIC_PORT_RANGE, publicPortRange } from '../../domain/catalog
 import { modelMatches } from '../../domain/catalog/gpu-inventory.ts';
 import { SPEC_LIMITS } from '../../domain/catalog/spec.decider.ts';
 import { isIP } from 'node:net';
-import { engineFailure, type Words } from '../../domain/instance/words.ts';
+import { engineFailure, words, type Words } from '../../domain/instance/words.ts';
 import { DomainError } from '../../domain/shared/errors.ts';
 import { RawBody, reply, route, type RouteSpec } from '../../http/route.ts';
 import { refusalScript, type NodeAgents } from './node-agents.ts';
@@ -230,7 +230,7 @@ interface Check {
   words: Words[];
 }
 
-const w = (code: string, params: Record<string, string | number> = {}, detail?: string): Words => ({ code, params, ...(detail ? { detail } : {}) });
+const w = words;
 
 /** Whether the node is ready for what its cards promise, check by check (null: does not apply or not known). */
 function readiness(node: NodeView, hasHelper?: HasHelper): Check[] {

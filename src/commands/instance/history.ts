@@ -1,7 +1,7 @@
 import type { AccessKind } from '../../domain/instance/access.ts';
 import type { InstanceEvent } from '../../domain/instance/instance.decider.ts';
 import type { RecordedEvent } from '../../ports/event-store.port.ts';
-import { engineFailure, exitWords, progressWords, type Words } from '../../domain/instance/words.ts';
+import { engineFailure, exitWords, progressWords, words, type Words } from '../../domain/instance/words.ts';
 
 const OPERATION_WORDS = { start: 'start', stop: 'stop', restart: 'restart', delete: 'deletion' } as const;
 
@@ -126,7 +126,7 @@ export interface HistoryContext {
  */
 export function instanceEventWords(recorded: RecordedEvent, context: HistoryContext, admin: boolean): Words {
   const event = recorded as RecordedEvent & InstanceEvent;
-  const w = (code: string, params: Record<string, string | number> = {}, detail?: string): Words => ({ code, params, ...(detail ? { detail } : {}) });
+  const w = words;
   switch (event.type) {
     case 'InstanceRequested':
       return w('H_REQUESTED', { name: event.data.name, image: event.data.imageAddress, spec: event.data.spec.name });

@@ -9,7 +9,8 @@ export interface Words {
   readonly detail?: string;
 }
 
-const words = (code: string, params: Record<string, string | number> = {}, detail?: string): Words => ({ code, params, ...(detail ? { detail } : {}) });
+/** Words with their parameters and, where there is one, the engine's text. */
+export const words = (code: string, params: Record<string, string | number> = {}, detail?: string): Words => ({ code, params, ...(detail ? { detail } : {}) });
 
 /** How a container ended. */
 export function exitWords(exitCode: number | null, oomKilled: boolean): Words {
