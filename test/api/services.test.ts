@@ -16,7 +16,7 @@ const MB = 1024 * 1024;
 const DOMAIN = 'svc.localhost';
 
 interface Service { port: number; name: string; protocol: string; source: string; url: string | null; listening: boolean | null }
-interface Echo { port: number; method: string; url: string; headers: Record<string, string> }
+interface Echo { port: number; remote: string; method: string; url: string; headers: Record<string, string> }
 
 const cookiesOf = (answer: RawAnswer) => ([] as string[]).concat(answer.headers['set-cookie'] ?? []);
 const code = (a: RawAnswer) => [a.status, json<{ error: { code: string } }>(a).error.code];
@@ -235,7 +235,34 @@ describeWithService(
         const { place } = await linkFor(lab.tokens.alice!, boxes.alice!, 6006, 'port');
         const echo = json<Echo>(await raw(place.port, 'GET', '/data/plugins', { headers: { authorization: `Bearer ${lab.tokens.alice}` } }));
         expect(echo.port).toBe(6006);
+        // reached from inside the container
+        expect(echo.remote).toBe('127.0.0.1');
         expect(echo.headers.authorization).toBeUndefined();
+      });
+
+      it('reaches a service that starts late on its own address, not through the engine: a refusal while it starts is not held against it', async () => {
+        // The proxy's fast path (a TCP connection to the container's address) against the engine's
+        // exec stream is 5-10 times the throughput: a service that once refused (the console's check
+        // while the app starts) must not go the slow way once it listens (issue 27).
+        const id = boxes.alice!;
+        const bearer = { authorization: `Bearer ${lab.tokens.alice}` };
+        expect((await t.api('POST', `/api/v1/instances/${id}/services`, { token: lab.tokens.alice, body: { port: 7007, name: 'late app' } })).status).toBe(201);
+        try {
+          const late = await linkFor(lab.tokens.alice!, id, 7007, 'port');
+          expect(code(await raw(late.place.port, 'GET', '/', { headers: bearer }))).toEqual([502, 'SERVICE_UNREACHABLE']);
+          const listed = await t.api<Service[]>('GET', `/api/v1/instances/${id}/services`, { token: lab.tokens.alice });
+          expect(listed.body.find((s) => s.port === 7007)?.listening).toBe(false);
+          const main = await linkFor(lab.tokens.alice!, id, 8888, 'port');
+          expect((await raw(main.place.port, 'GET', '/listen?port=7007', { headers: bearer })).status).toBe(200);
+          for (let i = 0; i < 3; i++) {
+            const echo = json<Echo>(await raw(late.place.port, 'GET', '/', { headers: bearer }));
+            expect(echo.port).toBe(7007);
+            // the container's bridge gateway: this host, straight in
+            expect(echo.remote).not.toMatch(/^127\./);
+          }
+        } finally {
+          await t.api('DELETE', `/api/v1/instances/${id}/services/7007`, { token: lab.tokens.alice });
+        }
       });
 
       it('never passes on a platform token, whatever its state: expired, of a disabled user, with a cookie beside it', async () => {

@@ -51,9 +51,10 @@ export function ensureToolsImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET 
 /**
  * The busybox tree plus this machine's node (with its libraries) running
  * test/support/service/web-service.cjs: HTTP and a WebSocket echo on 0.0.0.0:8888 and on the
- * container's loopback only at 127.0.0.1:6006, for the service proxy's tests and benchmark.
+ * container's loopback only at 127.0.0.1:6006 (and on any port asked for with `/listen?port=`), for
+ * the service proxy's tests and benchmark.
  */
-export const WEB_SERVICE_IMAGE = 'tianqi-test/web-service:3';
+export const WEB_SERVICE_IMAGE = 'tianqi-test/web-service:4';
 
 export function ensureWebServiceImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
   return buildImage(socket, WEB_SERVICE_IMAGE, 'CMD ["/usr/bin/node","/srv/web-service.cjs"]', (root, busybox) => {

@@ -20,7 +20,11 @@ export interface ServiceTarget {
 
 /** How long a direct TCP connect to a container may take (same host: a lost one means a firewall). */
 const DIRECT_CONNECT_MS = 3_000;
-/** How long a container's addresses and a loopback-only finding are trusted before asked again. */
+/**
+ * How long a container's addresses are trusted before asked again. Whether a port refuses on the
+ * bridge address is never remembered: a refused connection on this host costs microseconds, and
+ * an app that refused while it started would otherwise be reached the slow way once it listens.
+ */
 const REMEMBER_MS = 10_000;
 
 /**
@@ -34,7 +38,6 @@ const REMEMBER_MS = 10_000;
  */
 export class ServiceDialer {
   private readonly addresses = new Map<string, { at: number; addresses: readonly string[] }>();
-  private readonly loopbackOnly = new Map<string, number>();
 
   constructor(
     private readonly runtime: ContainerRuntime,
@@ -45,7 +48,17 @@ export class ServiceDialer {
 
   /** A connection to the service, or ServiceUnreachableError saying why not. */
   async dial(service: ServiceTarget): Promise<Duplex> {
-    return (await this.dialDirect(service)) ?? this.tunnel(service);
+    const direct = await this.dialDirect(service);
+    if (direct) return direct;
+    const tunnel = await this.tunnel(service);
+    if (!this.direct(service.target)) return tunnel;
+    // Refused on the bridge address a moment ago, answered on the loopback now: an app that was
+    // starting may listen on every address by now. The direct route is several times faster, and
+    // a kept-alive connection stays on the route it was made on, so it is asked once more.
+    const again = await this.dialDirect(service).catch(() => null);
+    if (!again) return tunnel;
+    tunnel.destroy();
+    return again;
   }
 
   /**
@@ -56,8 +69,7 @@ export class ServiceDialer {
    * its own address is the same place as the bridge address.
    */
   async dialDirect(service: ServiceTarget, destination?: string): Promise<Socket | null> {
-    const key = `${service.containerId}/${service.port}`;
-    if (!this.direct(service.target) || this.recent(this.loopbackOnly.get(key))) return null;
+    if (!this.direct(service.target)) return null;
     const address = await this.address(service);
     if (!address) return null;
     if (destination !== undefined && !isLoopback(destination) && destination !== address) return null;
@@ -67,7 +79,6 @@ export class ServiceDialer {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== 'ECONNREFUSED') throw new ServiceUnreachableError(service.port, describe(err));
       // Refused on the bridge address: perhaps it listens on the container's loopback only.
-      this.loopbackOnly.set(key, this.clock());
       return null;
     }
   }

@@ -55,10 +55,15 @@ function handler(req, res) {
   if (path === '/redirect-self') { res.writeHead(302, { location: 'http://127.0.0.1:8888/lab?x=1' }); return res.end(); }
   if (path === '/redirect-root') { res.writeHead(302, { location: '/login' }); return res.end(); }
   if (path === '/redirect-away') { res.writeHead(302, { location: 'https://example.org/elsewhere' }); return res.end(); }
+  if (path === '/listen') {
+    // An app that starts late, on all addresses (Jupyter with --ip=0.0.0.0 a moment after the container).
+    return serve('0.0.0.0', Number(url.searchParams.get('port')), () => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('listening'); });
+  }
   if (path === '/hang') return;
   if (path === '/reset') return req.socket.destroy();
   res.writeHead(200, { 'content-type': 'application/json' });
-  res.end(JSON.stringify({ port: req.socket.localPort, method: req.method, url: req.url, headers: req.headers }));
+  // remote: who connected, the bridge's gateway for the platform's direct route, this loopback for its tunnel through the engine.
+  res.end(JSON.stringify({ port: req.socket.localPort, remote: req.socket.remoteAddress, method: req.method, url: req.url, headers: req.headers }));
 }
 
 /** The WebSocket handshake (RFC 6455) and an echo of each text or binary frame, unmasked back. */
@@ -98,9 +103,14 @@ function frame(opcode, payload) {
   return Buffer.concat([head, payload]);
 }
 
-for (const [host, port] of [['0.0.0.0', 8888], ['127.0.0.1', 6006]]) {
+function serve(host, port, done) {
   const server = http.createServer(handler);
   server.on('upgrade', upgrade);
-  server.listen(port, host, () => console.log(`listening on ${host}:${port}`));
+  server.listen(port, host, () => {
+    console.log(`listening on ${host}:${port}`);
+    done();
+  });
 }
+
+for (const [host, port] of [['0.0.0.0', 8888], ['127.0.0.1', 6006]]) serve(host, port, () => {});
 process.on('SIGTERM', () => process.exit(0));
