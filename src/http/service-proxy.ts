@@ -1,4 +1,4 @@
-import { Agent, createServer, request as httpRequest, type ClientRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -17,6 +17,7 @@ import { ForbiddenError } from '../domain/shared/errors.ts';
 import type { RecordedEvent } from '../ports/event-store.port.ts';
 import { ServiceUnreachableError, type ServiceTarget } from '../commands/instance/service-dialer.ts';
 import { toErrorResponse } from './errors.ts';
+import { AnswerReader, ChunkedEncoder, requestHead, UpstreamPool, UpstreamProtocolError, type UpstreamHead } from './upstream-http.ts';
 
 export interface ServiceProxyOptions {
   readonly access: ServiceAccess;
@@ -48,9 +49,9 @@ const ORIGIN_MARKER = `${PLATFORM_COOKIE_PREFIX}origin`;
 const HELD_COOKIE = (listenPort: number) => `__tq${listenPort}_`;
 /** Methods that change nothing (RFC 9110 §9.2.1): a page of another origin may send them. */
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
-/** Upstream connections kept open per service between requests. */
-const AGENT_SOCKETS = 64;
-const AGENT_IDLE_MS = 30_000;
+/** Upstream connections kept open per service between requests, and for how long. */
+const IDLE_CONNECTIONS = 16;
+const IDLE_MS = 30_000;
 
 /**
  * The signed-in reverse proxy in front of instances' services (自定义服务). Every service is
@@ -62,15 +63,15 @@ const AGENT_IDLE_MS = 30_000;
  * them (`follow`), or when their credential expires.
  */
 export class ServiceProxy {
-  private readonly agents = new Map<string, { agent: Agent; used: number }>();
-  private readonly sweeper: NodeJS.Timeout;
+  private readonly pool: UpstreamPool<ServiceTarget>;
   /** Open WebSockets and answers being streamed, each with who opened it: re-checked on account and instance events. */
   private readonly open = new Set<OpenConnection>();
   private readonly listeners: Server[] = [];
   private following?: Subscription;
 
   constructor(private readonly options: ServiceProxyOptions) {
-    this.sweeper = setInterval(() => this.sweep(), AGENT_IDLE_MS).unref();
+    // Each new upstream connection is dialled the platform's way (direct or through the engine).
+    this.pool = new UpstreamPool(options.dial, (u) => `${u.target.nodeId}/${u.containerId}/${u.port}`, IDLE_CONNECTIONS, IDLE_MS);
   }
 
   /** The service a request on the platform's HTTP port is for (host form), or null: the request is the API's or the console's. */
@@ -204,15 +205,13 @@ export class ServiceProxy {
   }
 
   close(): void {
-    clearInterval(this.sweeper);
     this.following?.unsubscribe();
     for (const server of this.listeners.splice(0)) {
       server.close();
       server.closeAllConnections();
     }
     for (const connection of [...this.open]) connection.end();
-    for (const { agent } of this.agents.values()) agent.destroy();
-    this.agents.clear();
+    this.pool.close();
   }
 
   /** A link's ticket becomes the service's cookie; the address bar loses the ticket. */
@@ -243,40 +242,139 @@ export class ServiceProxy {
     redirect(res, location, 303);
   }
 
+  /**
+   * One request to the service and its answer back, both streamed. The answer's framing is read
+   * on the connection's own bytes (upstream-http.ts), so its body goes on as the slices the socket
+   * read. A kept-alive connection the service closed while it waited is replaced once for a
+   * request that can be sent again (no body, a safe method), as nginx does.
+   */
   private async forward(req: IncomingMessage, res: ServerResponse, address: ServiceAddress, pass: ServicePass): Promise<void> {
     const headers = this.requestHeaders(req, address, pass);
-    const outgoing: ClientRequest = httpRequest({ method: req.method, path: req.url, headers, agent: this.agentFor(pass.upstream) });
-    // The service's time to answer counts from the end of the request: a 1 GB upload takes what it takes.
-    let timer: NodeJS.Timeout | undefined;
-    outgoing.on('finish', () => {
-      timer = setTimeout(() => outgoing.destroy(new ServiceTimeoutError(this.options.timeoutMs)), this.options.timeoutMs);
-    });
-    outgoing.on('response', (answer) => {
-      clearTimeout(timer);
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, this.responseHeaders(answer, address, req));
-      // A long answer (a log stream, server-sent events) ends with the right to it, as a WebSocket does.
-      const untrack = this.track(pass, address, () => {
-        outgoing.destroy();
-        res.destroy();
+    // This server answered the browser's 100-continue already: the body comes as it is sent.
+    delete headers.expect;
+    const chunked = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] !== undefined;
+    if (chunked) headers['transfer-encoding'] = 'chunked';
+    const hasBody = chunked || Number(req.headers['content-length'] ?? 0) > 0;
+    const request: OutgoingRequest = { method: req.method ?? 'GET', head: requestHead(req.method ?? 'GET', req.url ?? '/', headers), hasBody, chunked };
+    const replayable = !hasBody && SAFE_METHODS.has(request.method);
+    for (let attempt = 0; ; attempt++) {
+      const { socket, reused } = await this.pool.acquire(pass.upstream);
+      const outcome = await this.relay(req, res, address, pass, socket, request, reused && replayable && attempt === 0);
+      if (outcome === 'done') return;
+    }
+  }
+
+  /** Sends the request on `socket` and streams the answer into `res`; 'retry' where `mayRetry` and the connection closed before a byte came. */
+  private relay(
+    req: IncomingMessage, res: ServerResponse, address: ServiceAddress, pass: ServicePass, socket: Duplex, request: OutgoingRequest, mayRetry: boolean,
+  ): Promise<'done' | 'retry'> {
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      let received = false;
+      let sent = false;
+      let over = false;
+      let untrack: (() => void) | undefined;
+      let draining = false;
+      const resume = () => {
+        draining = false;
+        socket.resume();
+      };
+      const reader = new AnswerReader(request.method, {
+        head: (answer) => {
+          clearTimeout(timer);
+          try {
+            res.writeHead(answer.statusCode, answer.statusMessage, this.responseHeaders(answer, address, req));
+          } catch {
+            // A header value or name Node will not send (the reader lets some through that its HTTP server refuses).
+            throw new UpstreamProtocolError('a header that cannot be passed on');
+          }
+          // A long answer (a log stream, server-sent events) ends with the right to it, as a WebSocket does.
+          untrack = this.track(pass, address, () => abort(null));
+        },
+        body: (chunk) => {
+          if (!res.write(chunk) && !draining) {
+            draining = true;
+            socket.pause();
+            res.once('drain', resume);
+          }
+        },
+        end: (reusable) => {
+          stop();
+          res.end();
+          if (reusable && sent) this.pool.release(pass.upstream, socket);
+          else socket.destroy();
+          resolve('done');
+        },
       });
-      res.on('close', untrack);
-      answer.pipe(res);
-      // A service that dies mid-answer: the browser sees a cut connection, not a truncated page as whole.
-      answer.on('error', () => res.destroy());
-      answer.on('aborted', () => res.destroy());
+      const onData = (chunk: Buffer) => {
+        received = true;
+        try {
+          reader.push(chunk);
+        } catch (err) {
+          abort(err);
+        }
+      };
+      const onEnd = () => {
+        try {
+          if (!received) throw new ServiceUnreachableError(address.port, 'the service closed the connection without an answer');
+          reader.close();
+        } catch (err) {
+          abort(err);
+        }
+      };
+      const onClose = () => {
+        if (!reader.done) abort(received ? new UpstreamProtocolError('closed in the middle of the answer') : new ServiceUnreachableError(address.port, 'the service closed the connection without an answer'));
+      };
+      const onError = (err: Error) => abort(err);
+      // The browser left (closed the tab, cancelled an upload): the service's request goes too.
+      const onClientClose = () => {
+        if (!res.writableFinished) abort(null);
+      };
+      const stop = () => {
+        if (over) return;
+        over = true;
+        clearTimeout(timer);
+        untrack?.();
+        socket.off('data', onData).off('end', onEnd).off('close', onClose).off('error', onError);
+        res.off('close', onClientClose).off('drain', resume);
+        if (!sent) req.unpipe();
+      };
+      /** The exchange failed (err) or was ended (null): the connection is not used again. */
+      const abort = (err: unknown) => {
+        if (over) return;
+        stop();
+        socket.destroy();
+        if (err === null) {
+          res.destroy();
+        } else if (mayRetry && !received && !res.headersSent) {
+          return resolve('retry');
+        } else if (res.headersSent) {
+          // A service that dies mid-answer: the browser sees a cut connection, not a truncated page as whole.
+          res.destroy();
+        } else {
+          this.fail(req, res, err instanceof ServiceTimeoutError || err instanceof ServiceUnreachableError
+            ? err
+            : new ServiceUnreachableError(address.port, describeUpstreamError(err)));
+        }
+        resolve('done');
+      };
+      // The service's time to answer counts from the end of the request: a 1 GB upload takes what it takes.
+      const requestSent = () => {
+        sent = true;
+        if (!reader.started && !over) timer = setTimeout(() => abort(new ServiceTimeoutError(this.options.timeoutMs)), this.options.timeoutMs);
+      };
+      socket.on('data', onData).on('end', onEnd).on('close', onClose).on('error', onError);
+      res.on('close', onClientClose);
+      socket.write(request.head);
+      if (request.hasBody) {
+        const body = request.chunked ? req.pipe(new ChunkedEncoder()) : req;
+        body.pipe(socket, { end: false });
+        body.once('end', requestSent);
+      } else {
+        requestSent();
+      }
+      socket.resume();
     });
-    outgoing.on('error', (err) => {
-      clearTimeout(timer);
-      if (res.headersSent) return res.destroy();
-      this.fail(req, res, err instanceof ServiceTimeoutError || err instanceof ServiceUnreachableError
-        ? err
-        : new ServiceUnreachableError(address.port, describeUpstreamError(err)));
-    });
-    // The browser left (closed the tab, cancelled an upload): the service's request goes too.
-    res.on('close', () => {
-      if (!res.writableFinished) outgoing.destroy();
-    });
-    req.pipe(outgoing);
   }
 
   private requestHeaders(req: IncomingMessage, address: ServiceAddress, pass: ServicePass): Record<string, string | string[]> {
@@ -299,7 +397,7 @@ export class ServiceProxy {
   }
 
   /** The service's headers for the browser: its cookies held to its prefix, its redirects to itself kept here. */
-  private responseHeaders(answer: IncomingMessage, address: ServiceAddress, req: IncomingMessage): Record<string, string | string[]> {
+  private responseHeaders(answer: { headers: Record<string, string | string[] | undefined>; framing?: UpstreamHead['framing'] }, address: ServiceAddress, req: IncomingMessage): Record<string, string | string[]> {
     const headers: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(answer.headers)) {
       if (value === undefined || HOP_BY_HOP.has(name) || DROPPED_RESPONSE_HEADERS.has(name)) continue;
@@ -307,12 +405,14 @@ export class ServiceProxy {
     }
     const cookies = answer.headers['set-cookie'];
     if (cookies) {
-      const kept = cookies.map((c) => scopeCookie(c, address)).filter((c): c is string => c !== null);
+      const kept = [cookies].flat().map((c) => scopeCookie(c, address)).filter((c): c is string => c !== null);
       if (kept.length > 0) headers['set-cookie'] = kept;
       else delete headers['set-cookie'];
     }
     const location = answer.headers.location;
-    if (location) headers.location = rewriteLocation(location, req.headers.host);
+    if (location) headers.location = Array.isArray(location) ? location.map((l) => rewriteLocation(l, req.headers.host)) : rewriteLocation(location, req.headers.host);
+    // A chunked answer that also gave a length: the coding frames it (RFC 9112 §6.3), this server frames it again.
+    if (answer.framing === 'chunked') delete headers['content-length'];
     return headers;
   }
 
@@ -354,35 +454,6 @@ export class ServiceProxy {
   /** How many connections are open now (WebSockets and streaming answers). */
   get openConnections(): number {
     return this.open.size;
-  }
-
-  private agentFor(upstream: ServiceTarget): Agent {
-    const key = `${upstream.target.nodeId}/${upstream.containerId}/${upstream.port}`;
-    let entry = this.agents.get(key);
-    if (!entry) {
-      const dial = this.options.dial;
-      const agent = new Agent({ keepAlive: true, maxSockets: AGENT_SOCKETS, maxFreeSockets: 16 });
-      // Each new upstream connection is dialled the platform's way (direct or through the engine).
-      agent.createConnection = ((_options: unknown, done: (err: Error | null, socket?: Duplex) => void) => {
-        dial(upstream).then((socket) => done(null, socket), (err: Error) => done(err));
-        return undefined;
-      }) as unknown as Agent['createConnection'];
-      entry = { agent, used: Date.now() };
-      this.agents.set(key, entry);
-    }
-    entry.used = Date.now();
-    return entry.agent;
-  }
-
-  private sweep(): void {
-    const now = Date.now();
-    for (const [key, entry] of this.agents) {
-      const busy = Object.keys(entry.agent.sockets).length > 0 || Object.keys(entry.agent.requests).length > 0;
-      if (!busy && now - entry.used > AGENT_IDLE_MS) {
-        entry.agent.destroy();
-        this.agents.delete(key);
-      }
-    }
   }
 
   private clientAddress(req: IncomingMessage): string {
@@ -428,6 +499,14 @@ class ServiceTimeoutError extends Error {
 
 class ServiceLinkError extends Error {}
 
+/** A request as it goes to the service: its head, and whether a body follows (and in which coding). */
+interface OutgoingRequest {
+  readonly method: string;
+  readonly head: string;
+  readonly hasBody: boolean;
+  readonly chunked: boolean;
+}
+
 /** A port of the range that no service holds now. */
 class NoServiceHereError extends Error {}
 
@@ -456,6 +535,7 @@ function answerOf(err: unknown): { status: number; body: { error: { code: string
 }
 
 function describeUpstreamError(err: unknown): string {
+  if (err instanceof UpstreamProtocolError) return err.message;
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'ECONNRESET' || code === 'EPIPE') return 'the service closed the connection without an answer';
   if (code === 'HPE_INVALID_CONSTANT' || String(code).startsWith('HPE_')) return 'the service did not answer in HTTP';

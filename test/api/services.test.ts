@@ -16,7 +16,7 @@ const MB = 1024 * 1024;
 const DOMAIN = 'svc.localhost';
 
 interface Service { port: number; name: string; protocol: string; source: string; url: string | null; listening: boolean | null }
-interface Echo { port: number; remote: string; method: string; url: string; headers: Record<string, string> }
+interface Echo { port: number; remote: string; remotePort: number; method: string; url: string; headers: Record<string, string> }
 
 const cookiesOf = (answer: RawAnswer) => ([] as string[]).concat(answer.headers['set-cookie'] ?? []);
 const code = (a: RawAnswer) => [a.status, json<{ error: { code: string } }>(a).error.code];
@@ -346,6 +346,23 @@ describeWithService(
         expect(code(await raw(free!, 'GET', '/', { headers: token }))).toEqual([404, 'NOT_FOUND']);
         // after all of that the service still answers
         expect(json<Echo>(await through(place, '/', cookie)).port).toBe(8888);
+      });
+
+      it('keeps its connections to the service open between requests, and passes on HEAD, chunked answers and a service closing one', async () => {
+        const { cookie, place } = await signIn(lab.tokens.alice!, boxes.alice!, 8888);
+        const first = json<Echo>(await through(place, '/', cookie));
+        const second = json<Echo>(await through(place, '/', cookie));
+        // the same connection carried both: the service saw one client port
+        expect(second.remotePort).toBe(first.remotePort);
+        const head = await raw(place.port, 'HEAD', '/bytes?n=1000', { headers: { host: place.host, cookie } });
+        expect([head.status, head.headers['content-length'], head.body.length]).toEqual([200, '1000', 0]);
+        const chunked = await through(place, '/chunked', cookie);
+        expect([chunked.status, chunked.headers['transfer-encoding'], chunked.body.toString()]).toEqual([200, 'chunked', 'part 0\npart 1\npart 2\npart 3\npart 4\n']);
+        // a service that closes a kept-alive connection right after its answer: the next request still gets through
+        for (let i = 0; i < 5; i++) {
+          expect((await through(place, '/then-close', cookie)).body.toString()).toBe('bye');
+          expect(json<Echo>(await through(place, '/', cookie)).port).toBe(8888);
+        }
       });
 
       it('streams 100 MB down and a 1 GB upload up byte-exact, without holding either in memory', async () => {

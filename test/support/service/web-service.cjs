@@ -59,11 +59,23 @@ function handler(req, res) {
     // An app that starts late, on all addresses (Jupyter with --ip=0.0.0.0 a moment after the container).
     return serve('0.0.0.0', Number(url.searchParams.get('port')), () => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('listening'); });
   }
+  if (path === '/chunked') {
+    // An answer of unknown length: chunked coding, in parts.
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    for (let i = 0; i < 5; i++) res.write(`part ${i}\n`);
+    return res.end();
+  }
+  if (path === '/then-close') {
+    // A kept-alive connection the service closes just after its answer (its keep-alive timeout).
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 3 });
+    res.end('bye', () => globalThis.setImmediate(() => req.socket.destroy()));
+    return;
+  }
   if (path === '/hang') return;
   if (path === '/reset') return req.socket.destroy();
   res.writeHead(200, { 'content-type': 'application/json' });
   // remote: who connected, the bridge's gateway for the platform's direct route, this loopback for its tunnel through the engine.
-  res.end(JSON.stringify({ port: req.socket.localPort, remote: req.socket.remoteAddress, method: req.method, url: req.url, headers: req.headers }));
+  res.end(JSON.stringify({ port: req.socket.localPort, remote: req.socket.remoteAddress, remotePort: req.socket.remotePort, method: req.method, url: req.url, headers: req.headers }));
 }
 
 /** The WebSocket handshake (RFC 6455) and an echo of each text or binary frame, unmasked back. */
