@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
-import { Duplex, PassThrough, Readable } from 'node:stream';
+import type { Duplex} from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AnswerReader, ChunkedEncoder, MAX_HEAD_BYTES, UpstreamPool, UpstreamProtocolError, type UpstreamHead } from './upstream-http.ts';
 
