@@ -7,12 +7,17 @@
 // an exec stream, the way every remote node is reached): its figure is reported beside them.
 // nginx (Debian's nginx-light, installed by the bench when missing, one worker, a keep-alive
 // upstream to the same container port, on a free loopback port, stopped after) is the baseline a
-// user would run instead: download, upload and WebSocket echo through it in the same run.
+// user would run instead: download, upload and WebSocket echo through it in the same run. The
+// engine tunnel's baselines are the engine's exec stream alone carrying the same number of bytes
+// (`dd` in the same container, the hijacked stream read here: the most that path can move) and
+// the same download through an exec by hand (`nc 127.0.0.1 6006` in the container).
 import { execFile, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import { freePort } from '../test/support/ports.ts';
 import Dockerode from 'dockerode';
@@ -47,6 +52,27 @@ async function upload(url: string, file: string, headers: string[] = []): Promis
   const [size, seconds] = stdout.trim().split(' ').map(Number);
   if (size !== BULK_BYTES) throw new Error(`uploaded ${size} of ${BULK_BYTES} bytes to ${url}`);
   return size! / 1e6 / seconds!;
+}
+
+/**
+ * MB/s of BULK_BYTES through an exec stream with nothing of the platform's on it, the hijacked
+ * stream counted here: `cmd` in the container, `input` on its stdin.
+ */
+async function execStream(docker: Dockerode, containerId: string, cmd: string[], input?: string): Promise<number> {
+  const exec = await docker.getContainer(containerId).exec({ Cmd: cmd, AttachStdin: true, AttachStdout: true, AttachStderr: true });
+  const started = performance.now();
+  const stream = (await exec.start({ hijack: true, stdin: true })) as unknown as Duplex;
+  if (input !== undefined) stream.write(input);
+  let bytes = 0;
+  stream.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+  });
+  await once(stream, 'end');
+  const seconds = (performance.now() - started) / 1000;
+  stream.destroy();
+  // The payload and an 8-byte header per frame.
+  if (bytes < BULK_BYTES) throw new Error(`the exec stream of ${cmd.join(' ')} carried ${bytes} of ${BULK_BYTES} bytes`);
+  return BULK_BYTES / 1e6 / seconds;
 }
 
 /** nginx on PATH, installed from Debian's packages (nginx-light) when missing. */
@@ -146,7 +172,8 @@ export async function servicesBench(): Promise<Record<string, number>> {
     const ready = await waitFor(() => t.api<{ status: string; containerId: string | null }>('GET', `/api/v1/instances/${id}`, { token }).then((r) => r.body),
       (i) => i.status === 'running' && i.containerId !== null, 60_000);
     await waitFor(() => t.api<{ listening: boolean }[]>('GET', `/api/v1/instances/${id}/services`, { token }).then((r) => r.body), (s) => s.every((x) => x.listening), 30_000);
-    const info = await new Dockerode({ socketPath: dockerSocket }).getContainer(ready.containerId!).inspect();
+    const docker = new Dockerode({ socketPath: dockerSocket });
+    const info = await docker.getContainer(ready.containerId!).inspect();
     const address = Object.values(info.NetworkSettings.Networks)[0]!.IPAddress;
     const auth = `authorization: Bearer ${token}`;
     // Each service on a port of its own (the port form, the default), as the console opens it.
@@ -163,15 +190,26 @@ export async function servicesBench(): Promise<Record<string, number>> {
     const direct: number[] = [];
     const proxy: number[] = [];
     const tunnel: number[] = [];
+    const exec: number[] = [];
+    const relay: number[] = [];
     const viaNginx: number[] = [];
     const up = { direct: [] as number[], proxy: [] as number[], nginx: [] as number[] };
     let wsNginx: { p50: number; p99: number };
     try {
+      // One round unmeasured first, each path alike: a long-running server's code is warm, and the
+      // first transfers of a fresh process measure its compiler, not its path (about half speed).
+      for (const url of [`http://${address}:8888`, proxied(8888, ''), `http://127.0.0.1:${nginx.port}`, proxied(6006, '')]) {
+        await run('curl', ['-sS', '--fail', '-o', '/dev/null', '-H', auth, `${url}/bytes?n=${BULK_BYTES}`]);
+      }
       for (let r = 0; r < ROUNDS; r++) {
         direct.push(await download(`http://${address}:8888/bytes?n=${BULK_BYTES}`));
         proxy.push(await download(proxied(8888, `/bytes?n=${BULK_BYTES}`), [auth]));
         viaNginx.push(await download(`http://127.0.0.1:${nginx.port}/bytes?n=${BULK_BYTES}`));
         tunnel.push(await download(proxied(6006, `/bytes?n=${BULK_BYTES}`), [auth]));
+        // The engine's exec stream alone (dd writing 256 KB at a time, as tianqi-helper does), and the
+        // same download through it by hand (`docker exec -i <c> nc 127.0.0.1 6006`).
+        exec.push(await execStream(docker, ready.containerId!, ['dd', 'if=/dev/zero', `bs=${256 * 1024}`, `count=${BULK_BYTES / (256 * 1024)}`]));
+        relay.push(await execStream(docker, ready.containerId!, ['nc', '127.0.0.1', '6006'], `GET /bytes?n=${BULK_BYTES} HTTP/1.1\r\nHost: 127.0.0.1:6006\r\nConnection: close\r\n\r\n`));
         up.direct.push(await upload(`http://${address}:8888/upload`, file));
         up.proxy.push(await upload(proxied(8888, '/upload'), file, [auth]));
         up.nginx.push(await upload(`http://127.0.0.1:${nginx.port}/upload`, file));
@@ -204,6 +242,10 @@ export async function servicesBench(): Promise<Record<string, number>> {
       httpProxyOfDirect: round(p / d),
       httpTunnelMBps: round(k),
       httpTunnelOfDirect: round(k / d),
+      execStreamMBps: round(median(exec)),
+      httpTunnelOfExecStream: round(k / median(exec)),
+      execRelayMBps: round(median(relay)),
+      httpTunnelOfExecRelay: round(k / median(relay)),
       wsDirectP50Ms: round(wsDirect.p50),
       wsProxyP50Ms: round(wsProxy.p50),
       wsProxyP99Ms: round(wsProxy.p99),

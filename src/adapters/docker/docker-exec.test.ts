@@ -31,9 +31,25 @@ describe('ExecFrameReader', () => {
     expect(read([...body].map((byte) => Buffer.from([byte])))).toEqual({ stdout: 'out 显存\nmore', stderr: 'err\n' });
   });
 
+  it('passes a frame on as the parts that arrive, slices of what was read, not copies', () => {
+    const big = frame(1, Buffer.alloc(32 * 1024, 7));
+    const first = Buffer.from(big.subarray(0, 10_000));
+    const second = Buffer.from(big.subarray(10_000));
+    const reader = new ExecFrameReader();
+    const parts = [...reader.push(first), ...reader.push(second)];
+    expect(parts.map((p) => p.payload.length)).toEqual([10_000 - 8, 32 * 1024 - 10_000 + 8]);
+    expect(parts[0]!.payload.buffer).toBe(first.buffer);
+    expect(parts[1]!.payload.buffer).toBe(second.buffer);
+  });
+
   it('refuses a body that is not multiplexed, and passes on an engine error', () => {
     expect(() => new ExecFrameReader().push(Buffer.from('plain text, not frames'))).toThrow(/multiplexed/);
     expect(() => new ExecFrameReader().push(frame(3, 'broken pipe\n'))).toThrow(/broken pipe/);
+    // an error's text cut in two is given whole
+    const error = frame(3, 'no such container\n');
+    const reader = new ExecFrameReader();
+    expect(reader.push(error.subarray(0, 12))).toEqual([]);
+    expect(() => reader.push(error.subarray(12))).toThrow(/the engine failed during the exec: no such container$/);
   });
 });
 

@@ -55,31 +55,52 @@ export interface ExecFrame {
 /**
  * Splits the body of a hijacked exec without a TTY into stdout and stderr: frames of an 8-byte
  * header (stream type, three zero bytes, big-endian payload length) and a payload, split across
- * chunks or packed into one as the network pleases. Pure: bytes in, frames out, in order.
+ * chunks or packed into one as the network pleases. A payload goes on as the parts that arrive,
+ * slices of the chunks read (a frame is up to 32 KB and the socket reads less at a time: waiting
+ * for whole frames copied every byte of a service proxied through the engine once or twice).
+ * Pure: bytes in, parts out, in order.
  */
 export class ExecFrameReader {
-  private pending: Buffer = Buffer.alloc(0);
+  /** The part of a header read so far. */
+  private header: Buffer | null = null;
+  private current: 'stdout' | 'stderr' | 'systemerr' | null = null;
+  private remaining = 0;
+  /** An engine error's text, gathered whole before it is thrown. */
+  private failure: Buffer[] = [];
 
-  /** Frames completed by `chunk`. Throws when the body is not multiplexed, or carries an engine error. */
+  /** Parts of frames that `chunk` carries. Throws when the body is not multiplexed, or carries an engine error. */
   push(chunk: Buffer): ExecFrame[] {
-    const buffer = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     const frames: ExecFrame[] = [];
-    let offset = 0;
-    while (buffer.length - offset >= HEADER_BYTES) {
-      const type = STREAM_OF_TYPE[buffer[offset]!];
-      if (type === undefined || buffer[offset + 1] !== 0 || buffer[offset + 2] !== 0 || buffer[offset + 3] !== 0) {
-        throw new Error('the exec stream is not in Docker\'s multiplexed format');
+    let data = chunk;
+    while (data.length > 0) {
+      if (this.current === null) {
+        const buffered = this.header ? Buffer.concat([this.header, data]) : data;
+        if (buffered.length < HEADER_BYTES) {
+          this.header = Buffer.from(buffered);
+          break;
+        }
+        this.header = null;
+        const type = STREAM_OF_TYPE[buffered[0]!];
+        if (type === undefined || buffered[1] !== 0 || buffered[2] !== 0 || buffered[3] !== 0) {
+          throw new Error('the exec stream is not in Docker\'s multiplexed format');
+        }
+        this.current = type;
+        this.remaining = buffered.readUInt32BE(4);
+        data = buffered.subarray(HEADER_BYTES);
+      } else {
+        const take = Math.min(this.remaining, data.length);
+        const part = take === data.length ? data : data.subarray(0, take);
+        data = data.subarray(take);
+        this.remaining -= take;
+        if (this.current === 'systemerr') this.failure.push(part);
+        // An empty part carries nothing, and an empty push would read as the end of the stream.
+        else if (part.length > 0) frames.push({ stream: this.current, payload: part });
       }
-      const end = offset + HEADER_BYTES + buffer.readUInt32BE(offset + 4);
-      if (buffer.length < end) break;
-      const payload = buffer.subarray(offset + HEADER_BYTES, end);
-      offset = end;
-      if (type === 'systemerr') throw new Error(`the engine failed during the exec: ${payload.toString('utf8').trim()}`);
-      // An empty frame carries nothing, and an empty push would read as the end of the stream.
-      if (payload.length > 0) frames.push({ stream: type, payload });
+      if (this.current !== null && this.remaining === 0) {
+        if (this.current === 'systemerr') throw new Error(`the engine failed during the exec: ${Buffer.concat(this.failure).toString('utf8').trim()}`);
+        this.current = null;
+      }
     }
-    // A copy: the rest may be a small part of a large chunk that should not be kept alive.
-    this.pending = Buffer.from(buffer.subarray(offset));
     return frames;
   }
 }
