@@ -336,6 +336,11 @@ describeWithService(
         const gradio = await linkFor(lab.tokens.alice!, boxes.alice!, 7860, 'port');
         expect(code(await raw(gradio.place.port, 'GET', '/', { headers: token }))).toEqual([502, 'SERVICE_UNREACHABLE']);
         expect(code(await through(place, '/reset', cookie))).toEqual([502, 'SERVICE_UNREACHABLE']);
+        // what is not HTTP is never passed on; an answer cut short reaches the browser cut, not as whole
+        const notHttp = await through(place, '/not-http', cookie);
+        expect(code(notHttp)).toEqual([502, 'SERVICE_UNREACHABLE']);
+        expect(json<{ error: { message: string } }>(notHttp).error.message).toMatch(/did not answer in HTTP/);
+        await expect(through(place, '/cut', cookie)).rejects.toThrow(/cut off|socket hang up|aborted/);
         const started = Date.now();
         expect(code(await through(place, '/hang', cookie))).toEqual([504, 'SERVICE_TIMEOUT']);
         expect(Date.now() - started).toBeLessThan(10_000);

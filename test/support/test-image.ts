@@ -54,7 +54,7 @@ export function ensureToolsImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET 
  * container's loopback only at 127.0.0.1:6006 (and on any port asked for with `/listen?port=`), for
  * the service proxy's tests and benchmark.
  */
-export const WEB_SERVICE_IMAGE = 'tianqi-test/web-service:5';
+export const WEB_SERVICE_IMAGE = 'tianqi-test/web-service:6';
 
 export function ensureWebServiceImage(socket = process.env.TIANQI_TEST_DOCKER_SOCKET ?? '/var/run/docker.sock'): string {
   return buildImage(socket, WEB_SERVICE_IMAGE, 'CMD ["/usr/bin/node","/srv/web-service.cjs"]', (root, busybox) => {

@@ -71,6 +71,17 @@ function handler(req, res) {
     res.end('bye', () => globalThis.setImmediate(() => req.socket.destroy()));
     return;
   }
+  if (path === '/not-http') {
+    // Bytes that are no HTTP answer, then the close.
+    req.socket.end('SSH-2.0-OpenSSH_9.2\r\n\r\n');
+    return;
+  }
+  if (path === '/cut') {
+    // A length promised and not kept: the service dies in the middle of its answer.
+    req.socket.write('HTTP/1.1 200 OK\r\ncontent-length: 1000\r\ncontent-type: text/plain\r\n\r\nonly this');
+    globalThis.setImmediate(() => req.socket.destroy());
+    return;
+  }
   if (path === '/hang') return;
   if (path === '/reset') return req.socket.destroy();
   res.writeHead(200, { 'content-type': 'application/json' });
