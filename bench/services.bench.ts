@@ -34,7 +34,7 @@ const median = (values: number[]) => percentile(values, 50);
 
 const BULK_BYTES = 200 * 1024 * 1024;
 const ROUNDS = 5;
-const ECHOES = 500;
+const ECHOES = 2000;
 const WARM_UP = 50;
 
 /** MB/s of one curl download of `url` to /dev/null. */
