@@ -49,9 +49,10 @@ const ORIGIN_MARKER = `${PLATFORM_COOKIE_PREFIX}origin`;
 const HELD_COOKIE = (listenPort: number) => `__tq${listenPort}_`;
 /** Methods that change nothing (RFC 9110 §9.2.1): a page of another origin may send them. */
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
-/** Upstream connections kept open per service between requests, and for how long. */
+/** Upstream connections per service: kept open between requests, for how long, and carrying requests at once. */
 const IDLE_CONNECTIONS = 16;
 const IDLE_MS = 30_000;
+const ACTIVE_CONNECTIONS = 64;
 
 /**
  * The signed-in reverse proxy in front of instances' services (自定义服务). Every service is
@@ -71,7 +72,9 @@ export class ServiceProxy {
 
   constructor(private readonly options: ServiceProxyOptions) {
     // Each new upstream connection is dialled the platform's way (direct or through the engine).
-    this.pool = new UpstreamPool(options.dial, (u) => `${u.target.nodeId}/${u.containerId}/${u.port}`, IDLE_CONNECTIONS, IDLE_MS);
+    this.pool = new UpstreamPool(options.dial, (u) => `${u.target.nodeId}/${u.containerId}/${u.port}`, {
+      maxIdle: IDLE_CONNECTIONS, idleMs: IDLE_MS, maxActive: ACTIVE_CONNECTIONS,
+    });
   }
 
   /** The service a request on the platform's HTTP port is for (host form), or null: the request is the API's or the console's. */
@@ -259,6 +262,8 @@ export class ServiceProxy {
     const replayable = !hasBody && SAFE_METHODS.has(request.method);
     for (let attempt = 0; ; attempt++) {
       const { socket, reused } = await this.pool.acquire(pass.upstream);
+      // The browser left while the request waited for a connection: nothing to send.
+      if (res.destroyed || req.destroyed) return this.pool.done(pass.upstream, socket, true);
       const outcome = await this.relay(req, res, address, pass, socket, request, reused && replayable && attempt === 0);
       if (outcome === 'done') return;
     }
@@ -301,8 +306,7 @@ export class ServiceProxy {
         end: (reusable) => {
           stop();
           res.end();
-          if (reusable && sent) this.pool.release(pass.upstream, socket);
-          else socket.destroy();
+          this.pool.done(pass.upstream, socket, reusable && sent);
           resolve('done');
         },
       });
@@ -343,7 +347,7 @@ export class ServiceProxy {
       const abort = (err: unknown) => {
         if (over) return;
         stop();
-        socket.destroy();
+        this.pool.done(pass.upstream, socket, false);
         if (err === null) {
           res.destroy();
         } else if (mayRetry && !received && !res.headersSent) {

@@ -178,7 +178,7 @@ describe('kept-alive connections to services', () => {
     }, (k) => k);
     const first = await pool.acquire('a');
     expect(first.reused).toBe(false);
-    pool.release('a', first.socket);
+    pool.done('a', first.socket, true);
     expect(pool.idleConnections).toBe(1);
     const other = await pool.acquire('b');
     expect(other.reused).toBe(false);
@@ -195,8 +195,8 @@ describe('kept-alive connections to services', () => {
     const pool = new UpstreamPool<string>(() => connect(port), (k) => k);
     const a = await pool.acquire('a');
     const b = await pool.acquire('a');
-    pool.release('a', a.socket);
-    pool.release('a', b.socket);
+    pool.done('a', a.socket, true);
+    pool.done('a', b.socket, true);
     expect(pool.idleConnections).toBe(2);
     accepted[0]!.end();
     await once(a.socket, 'close');
@@ -209,22 +209,49 @@ describe('kept-alive connections to services', () => {
 
   it('drops a connection idle for longer than its limit, and keeps no more than its number', async () => {
     const port = await listen();
-    const pool = new UpstreamPool<string>(() => connect(port), (k) => k, 1, 10);
+    const pool = new UpstreamPool<string>(() => connect(port), (k) => k, { maxIdle: 1, idleMs: 10 });
     const a = await pool.acquire('a');
     const b = await pool.acquire('a');
-    pool.release('a', a.socket);
-    pool.release('a', b.socket);
+    pool.done('a', a.socket, true);
+    pool.done('a', b.socket, true);
     expect(b.socket.destroyed).toBe(true);
     await once(a.socket, 'close');
     expect(pool.idleConnections).toBe(0);
     pool.close();
   });
 
+  it('lets no more than its number of connections carry requests to one service at once: the next waits for one to be over', async () => {
+    const port = await listen();
+    let dials = 0;
+    const pool = new UpstreamPool<string>(async () => {
+      dials++;
+      return connect(port);
+    }, (k) => k, { maxActive: 2 });
+    const a = await pool.acquire('a');
+    const b = await pool.acquire('a');
+    let third: { socket: Duplex; reused: boolean } | undefined;
+    const waiting = pool.acquire('a').then((got) => (third = got));
+    // another service is not held up
+    const other = await pool.acquire('b');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(third).toBeUndefined();
+    pool.done('a', a.socket, true);
+    await waiting;
+    expect(third).toEqual({ socket: a.socket, reused: true });
+    // a connection closed, not kept, frees its place too
+    const fourth = pool.acquire('a');
+    pool.done('a', b.socket, false);
+    expect((await fourth).reused).toBe(false);
+    expect(dials).toBe(4);
+    pool.close();
+    for (const s of [a.socket, other.socket]) s.destroy();
+  });
+
   it('holds a stream that is not a socket too (the engine\'s exec stream)', async () => {
     const stream = new PassThrough();
     const pool = new UpstreamPool<string>(async () => stream, (k) => k);
     const got = await pool.acquire('a');
-    pool.release('a', got.socket);
+    pool.done('a', got.socket, true);
     expect((await pool.acquire('a')).reused).toBe(true);
     pool.close();
   });

@@ -301,24 +301,36 @@ export class ChunkedEncoder extends Transform {
 }
 
 /**
- * Kept-alive connections to services, per service: a connection goes back here after a whole
- * answer that allowed it, and is dropped when idle for `idleMs`, when the service closes it or
- * when it sends anything unasked.
+ * Connections to services, per service: at most `maxActive` carry requests at once (more wait
+ * for one to be over, as an `http.Agent`'s `maxSockets`: a burst of requests to a service behind
+ * the engine is not a burst of execs on its node); a connection goes back here after a whole answer
+ * that allowed it, and is dropped when idle for `idleMs`, when the service closes it or when it
+ * sends anything unasked.
  */
 export class UpstreamPool<Target> {
   private readonly idle = new Map<string, Set<Duplex>>();
   private readonly timers = new Map<Duplex, { timer: NodeJS.Timeout; drop: () => void }>();
+  private readonly active = new Map<string, number>();
+  private readonly waiting = new Map<string, (() => void)[]>();
 
   constructor(
     private readonly dial: (target: Target) => Promise<Duplex>,
     private readonly keyOf: (target: Target) => string,
-    private readonly maxIdle = 16,
-    private readonly idleMs = 30_000,
+    private readonly options: { maxIdle?: number; idleMs?: number; maxActive?: number } = {},
   ) {}
 
-  /** An idle connection to the service (reused: true), or a new one. */
+  /** An idle connection to the service (reused: true), or a new one; `done` must follow, once. */
   async acquire(target: Target): Promise<{ socket: Duplex; reused: boolean }> {
-    const set = this.idle.get(this.keyOf(target));
+    const key = this.keyOf(target);
+    while ((this.active.get(key) ?? 0) >= (this.options.maxActive ?? 64)) {
+      await new Promise<void>((resolve) => {
+        const queue = this.waiting.get(key) ?? [];
+        queue.push(resolve);
+        this.waiting.set(key, queue);
+      });
+    }
+    this.active.set(key, (this.active.get(key) ?? 0) + 1);
+    const set = this.idle.get(key);
     if (set) {
       for (const socket of [...set].reverse()) {
         this.take(socket, set);
@@ -326,28 +338,20 @@ export class UpstreamPool<Target> {
         socket.destroy();
       }
     }
-    return { socket: await this.dial(target), reused: false };
+    try {
+      return { socket: await this.dial(target), reused: false };
+    } catch (err) {
+      this.over(key);
+      throw err;
+    }
   }
 
-  /** A connection whose answer was read whole and that may carry another request. */
-  release(target: Target, socket: Duplex): void {
+  /** The request on `socket` is over: kept for the next one where `reusable` (its answer read whole, and it allowed that), closed otherwise. */
+  done(target: Target, socket: Duplex, reusable: boolean): void {
     const key = this.keyOf(target);
-    let set = this.idle.get(key);
-    if (!set) this.idle.set(key, (set = new Set()));
-    if (set.size >= this.maxIdle || socket.destroyed) {
-      socket.destroy();
-      return;
-    }
-    const idleSet = set;
-    const drop = () => {
-      this.take(socket, idleSet);
-      socket.destroy();
-    };
-    socket.on('data', drop).on('end', drop).on('close', drop).on('error', drop);
-    // Flowing, so that a close or unasked bytes are seen while it waits.
-    socket.resume();
-    this.timers.set(socket, { timer: setTimeout(drop, this.idleMs).unref(), drop });
-    set.add(socket);
+    if (reusable) this.keep(key, socket);
+    else socket.destroy();
+    this.over(key);
   }
 
   /** How many connections wait for a request now. */
@@ -362,6 +366,35 @@ export class UpstreamPool<Target> {
     this.idle.clear();
     for (const { timer } of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
+  }
+
+  private keep(key: string, socket: Duplex): void {
+    let set = this.idle.get(key);
+    if (!set) this.idle.set(key, (set = new Set()));
+    if (set.size >= (this.options.maxIdle ?? 16) || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
+    const idleSet = set;
+    const drop = () => {
+      this.take(socket, idleSet);
+      socket.destroy();
+    };
+    socket.on('data', drop).on('end', drop).on('close', drop).on('error', drop);
+    // Flowing, so that a close or unasked bytes are seen while it waits.
+    socket.resume();
+    this.timers.set(socket, { timer: setTimeout(drop, this.options.idleMs ?? 30_000).unref(), drop });
+    set.add(socket);
+  }
+
+  private over(key: string): void {
+    const left = (this.active.get(key) ?? 1) - 1;
+    if (left > 0) this.active.set(key, left);
+    else this.active.delete(key);
+    const queue = this.waiting.get(key);
+    const next = queue?.shift();
+    if (queue && queue.length === 0) this.waiting.delete(key);
+    next?.();
   }
 
   private take(socket: Duplex, set: Set<Duplex>): void {
