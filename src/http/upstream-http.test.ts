@@ -169,13 +169,19 @@ describe('kept-alive connections to services', () => {
     return socket;
   };
 
-  it('gives a released connection to the next request of the same service only', async () => {
+  /** A pool of connections to a fresh listener, and how many it dialled. */
+  const poolOn = async (options: ConstructorParameters<typeof UpstreamPool<string>>[2] = {}) => {
     const port = await listen();
-    let dials = 0;
+    const counted = { dials: 0 };
     const pool = new UpstreamPool<string>(async () => {
-      dials++;
+      counted.dials++;
       return connect(port);
-    }, (k) => k);
+    }, (k) => k, options);
+    return { pool, counted };
+  };
+
+  it('gives a released connection to the next request of the same service only', async () => {
+    const { pool, counted } = await poolOn();
     const first = await pool.acquire('a');
     expect(first.reused).toBe(false);
     pool.done('a', first.socket, true);
@@ -184,15 +190,14 @@ describe('kept-alive connections to services', () => {
     expect(other.reused).toBe(false);
     const again = await pool.acquire('a');
     expect(again).toEqual({ socket: first.socket, reused: true });
-    expect(dials).toBe(2);
+    expect(counted.dials).toBe(2);
     pool.close();
     first.socket.destroy();
     other.socket.destroy();
   });
 
   it('drops a waiting connection that the service closes or sends anything on', async () => {
-    const port = await listen();
-    const pool = new UpstreamPool<string>(() => connect(port), (k) => k);
+    const { pool } = await poolOn();
     const a = await pool.acquire('a');
     const b = await pool.acquire('a');
     pool.done('a', a.socket, true);
@@ -208,8 +213,7 @@ describe('kept-alive connections to services', () => {
   });
 
   it('drops a connection idle for longer than its limit, and keeps no more than its number', async () => {
-    const port = await listen();
-    const pool = new UpstreamPool<string>(() => connect(port), (k) => k, { maxIdle: 1, idleMs: 10 });
+    const { pool } = await poolOn({ maxIdle: 1, idleMs: 10 });
     const a = await pool.acquire('a');
     const b = await pool.acquire('a');
     pool.done('a', a.socket, true);
@@ -221,12 +225,7 @@ describe('kept-alive connections to services', () => {
   });
 
   it('lets no more than its number of connections carry requests to one service at once: the next waits for one to be over', async () => {
-    const port = await listen();
-    let dials = 0;
-    const pool = new UpstreamPool<string>(async () => {
-      dials++;
-      return connect(port);
-    }, (k) => k, { maxActive: 2 });
+    const { pool, counted } = await poolOn({ maxActive: 2 });
     const a = await pool.acquire('a');
     const b = await pool.acquire('a');
     let third: { socket: Duplex; reused: boolean } | undefined;
@@ -242,7 +241,7 @@ describe('kept-alive connections to services', () => {
     const fourth = pool.acquire('a');
     pool.done('a', b.socket, false);
     expect((await fourth).reused).toBe(false);
-    expect(dials).toBe(4);
+    expect(counted.dials).toBe(4);
     pool.close();
     for (const s of [a.socket, other.socket]) s.destroy();
   });
