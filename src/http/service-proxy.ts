@@ -17,7 +17,7 @@ import { ForbiddenError } from '../domain/shared/errors.ts';
 import type { RecordedEvent } from '../ports/event-store.port.ts';
 import { ServiceUnreachableError, type ServiceTarget } from '../commands/instance/service-dialer.ts';
 import { toErrorResponse } from './errors.ts';
-import { AnswerReader, ChunkedEncoder, requestHead, UpstreamPool, UpstreamProtocolError, type UpstreamHead } from './upstream-http.ts';
+import { AnswerReader, ChunkedEncoder, headerLines, requestHead, UpstreamPool, UpstreamProtocolError, type UpstreamHead } from './upstream-http.ts';
 
 export interface ServiceProxyOptions {
   readonly access: ServiceAccess;
@@ -556,14 +556,6 @@ const STATUS_WORDS: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbid
 
 function statusLine(answer: IncomingMessage): string {
   return `HTTP/1.1 ${answer.statusCode} ${answer.statusMessage ?? ''}\r\n`;
-}
-
-function headerLines(headers: Record<string, string | string[]>): string {
-  let text = '';
-  for (const [name, value] of Object.entries(headers)) {
-    for (const v of Array.isArray(value) ? value : [value]) text += `${name}: ${v.replace(/[\r\n]/g, '')}\r\n`;
-  }
-  return text;
 }
 
 function redirect(res: ServerResponse, location: string, status: 303 | 308): void {

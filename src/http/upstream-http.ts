@@ -274,13 +274,18 @@ function connectionCloses(headers: Record<string, string | string[]>): boolean {
   return connection !== undefined && listOf(connection).some((v) => v.split(',').some((t) => t.trim().toLowerCase() === 'close'));
 }
 
-/** A request head: the request line and header lines, ending with the empty line. */
-export function requestHead(method: string, path: string, headers: Record<string, string | string[]>): string {
-  let text = `${method} ${path} HTTP/1.1\r\n`;
+/** Header lines, one per value (a line break in a value dropped), each ended by CRLF. */
+export function headerLines(headers: Record<string, string | string[]>): string {
+  let text = '';
   for (const [name, value] of Object.entries(headers)) {
     for (const v of listOf(value)) text += `${name}: ${v.replace(/[\r\n]/g, '')}\r\n`;
   }
-  return `${text}\r\n`;
+  return text;
+}
+
+/** A request head: the request line and header lines, ending with the empty line. */
+export function requestHead(method: string, path: string, headers: Record<string, string | string[]>): string {
+  return `${method} ${path} HTTP/1.1\r\n${headerLines(headers)}\r\n`;
 }
 
 /** A request body in chunked coding (its length not known in advance): the data itself is not copied. */
