@@ -1,18 +1,12 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { ADMIN_PASSWORD, startTestApp, type TestApp } from '../support/app.ts';
-import { ACCOUNT_NAMES, CJK, ENGLISH_SENTENCE, hasChromium, launchChromium, signInAsAdmin, visibleText } from '../support/browser.ts';
-import { removeContainersOf, waitFor } from '../support/fixtures.ts';
+import type { TestApp } from '../support/app.ts';
+import { ACCOUNT_NAMES, CJK, ENGLISH_SENTENCE, hasChromium, launchChromium, SHOTS, signInAsAdmin, startConsoleLab, visibleText } from '../support/browser.ts';
+import { removeContainersOf } from '../support/fixtures.ts';
 import { describeWithService } from '../support/services.ts';
-import { ensureServiceImage } from '../support/test-image.ts';
 
 const socketPath = process.env.TIANQI_TEST_DOCKER_SOCKET;
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SHOTS = join(ROOT, 'test/e2e/screenshots');
 const PHONE = { width: 390, height: 844 };
 
 /**
@@ -26,16 +20,8 @@ describeWithService('Chromium and a Docker engine', Boolean(socketPath) && hasCh
   let instanceId: string;
 
   beforeAll(async () => {
-    mkdirSync(SHOTS, { recursive: true });
-    execFileSync(join(ROOT, 'node_modules/.bin/tsx'), ['scripts/build-ui.ts'], { cwd: ROOT, stdio: 'pipe' });
     // A reconcile pass every 2 s: the charts have points to draw.
-    t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: '2000' });
-    const admin = await t.login('admin', ADMIN_PASSWORD);
-    const image = (await t.api<{ id: string }>('POST', '/api/v1/images', { token: admin, body: { name: 'busybox', address: ensureServiceImage(socketPath) } })).body.id;
-    const spec = (await t.api<{ id: string }>('POST', '/api/v1/specs', { token: admin, body: { name: 'cpu-1c', cpuCores: 1, memoryGb: 1, pricePerHour: 0.5, stopGraceSeconds: 1 } })).body.id;
-    await t.api('POST', '/api/v1/nodes', { token: admin, body: { name: 'local', publicIp: '127.0.0.1', privateIp: '127.0.0.1', dockerEndpoint: `unix://${socketPath}` } });
-    instanceId = (await t.api<{ id: string }>('POST', '/api/v1/instances', { token: admin, body: { name: 'phone-demo', imageId: image, specId: spec } })).body.id;
-    await waitFor(() => t.api<{ status: string }>('GET', `/api/v1/instances/${instanceId}`, { token: admin }).then((r) => r.body.status), (s) => s === 'running', 60_000);
+    ({ t, instanceId } = await startConsoleLab(socketPath!, 'phone-demo', 2000));
     browser = await launchChromium();
   }, 180_000);
 

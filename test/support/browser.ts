@@ -1,6 +1,15 @@
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContextOptions, type Page } from 'playwright-core';
-import { ADMIN_PASSWORD } from './app.ts';
+import { ADMIN_PASSWORD, startTestApp, type TestApp } from './app.ts';
+import { waitFor } from './fixtures.ts';
+import { ensureServiceImage } from './test-image.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** Where the browser tests leave their screenshots. */
+export const SHOTS = join(ROOT, 'test/e2e/screenshots');
 
 /** Debian's Chromium (never a downloaded browser). */
 export const CHROMIUM = process.env.TIANQI_TEST_CHROMIUM ?? '/usr/bin/chromium';
@@ -8,6 +17,24 @@ export const hasChromium = existsSync(CHROMIUM);
 
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+}
+
+/**
+ * The console built and the platform started on the engine at `socketPath`, with one running
+ * instance `instanceName` of the busybox service image (spec cpu-1c, 1 s stop grace), made by the
+ * admin: the set-up of the browser tests that look at every page.
+ */
+export async function startConsoleLab(socketPath: string, instanceName: string, pollIntervalMs: number): Promise<{ t: TestApp; admin: string; instanceId: string }> {
+  mkdirSync(SHOTS, { recursive: true });
+  execFileSync(join(ROOT, 'node_modules/.bin/tsx'), ['scripts/build-ui.ts'], { cwd: ROOT, stdio: 'pipe' });
+  const t = await startTestApp({ TIANQI_POLL_INTERVAL_MS: String(pollIntervalMs) });
+  const admin = await t.login('admin', ADMIN_PASSWORD);
+  const image = (await t.api<{ id: string }>('POST', '/api/v1/images', { token: admin, body: { name: 'busybox', address: ensureServiceImage(socketPath) } })).body.id;
+  const spec = (await t.api<{ id: string }>('POST', '/api/v1/specs', { token: admin, body: { name: 'cpu-1c', cpuCores: 1, memoryGb: 1, pricePerHour: 0.5, stopGraceSeconds: 1 } })).body.id;
+  await t.api('POST', '/api/v1/nodes', { token: admin, body: { name: 'local', publicIp: '127.0.0.1', privateIp: '127.0.0.1', dockerEndpoint: `unix://${socketPath}` } });
+  const instanceId = (await t.api<{ id: string }>('POST', '/api/v1/instances', { token: admin, body: { name: instanceName, imageId: image, specId: spec } })).body.id;
+  await waitFor(() => t.api<{ status: string }>('GET', `/api/v1/instances/${instanceId}`, { token: admin }).then((r) => r.body.status), (status) => status === 'running', 60_000);
+  return { t, admin, instanceId };
 }
 
 export interface SignedIn {
